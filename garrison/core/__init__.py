@@ -1,0 +1,1 @@
+"""Shared kernel: ids, errors, clock, pagination and the Principal."""

@@ -1,0 +1,1 @@
+"""Tenants, principals, API keys, scopes and short-lived tokens."""
