@@ -1,0 +1,1 @@
+"""MCP sub-registry (official Registry API v0.1), offline sync, health checks, tool schema diffs."""

@@ -1,0 +1,285 @@
+"""RegistryService: the official registry rules (publish, latest, status, listing) with
+tenant-owned namespaces, policy checks and audit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy.exc import IntegrityError
+
+from garrison.core.clock import utcnow
+from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound, Problem
+from garrison.core.ids import new_id
+from garrison.core.pagination import decode_cursor, encode_cursor
+from garrison.core.principal import Principal
+from garrison.policy import Resource
+from garrison.registry.config import RegistrySettings
+from garrison.registry.schemas import Entry
+from garrison.registry.store import RegistryStore
+from garrison.registry.validation import check_name, namespace_of, validate_server_json
+from garrison.registry.versions import check_version, compare_versions
+
+if TYPE_CHECKING:
+    from garrison.platform import Platform
+
+DEFAULT_LIMIT = 30
+MAX_LIMIT = 100
+
+
+def clamp_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    return max(1, min(MAX_LIMIT, limit))
+
+
+def _search_text(doc: dict[str, Any]) -> str:
+    return f"{doc.get('name', '')}\n{doc.get('description', '')}".lower()
+
+
+class RegistryService:
+    def __init__(self, platform: Platform | None, db: Any, settings: RegistrySettings | None = None) -> None:
+        self.platform = platform
+        self.settings = settings or RegistrySettings()
+        self.store = RegistryStore(db)
+        self.db = db
+        # Health of remote entries by (name, version), filled by the health checker.
+        self.health: dict[tuple[str, str], dict[str, Any]] = {}
+        self._listeners: list[Any] = []
+
+    async def start(self) -> None:
+        """Start background work (health checks) when configured."""
+
+    async def stop(self) -> None:
+        """Stop background work."""
+
+    # ---- policy and audit -------------------------------------------------------------
+
+    async def _check(self, principal: Principal, action: str, name: str, tenant_id: str) -> None:
+        if self.platform is None:
+            return
+        await self.platform.policy.check(principal, action, Resource("registry_server", name, tenant_id))
+
+    async def _audit(self, principal: Principal, action: str, name: str, **context: Any) -> None:
+        if self.platform is None:
+            return
+        await self.platform.audit.record_now(
+            principal, action, f"registry_server:{name}", decision="allow", reason="", context=context
+        )
+
+    def on_change(self, listener: Any) -> None:
+        """Call ``listener(name)`` after every write (the gateway refreshes its catalogue)."""
+        self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def _with_health(self, entries: list[Entry]) -> list[Entry]:
+        if self.health:
+            for e in entries:
+                e.health = self.health.get((e.name, e.version))
+        return entries
+
+    async def list_servers(
+        self, *, cursor: str | None = None, limit: int | None = None, search: str | None = None,
+        updated_since: datetime | None = None, version: str | None = None, include_deleted: bool = False,
+    ) -> tuple[list[Entry], str | None]:
+        after: tuple[str, str] | None = None
+        if cursor:
+            raw = decode_cursor(cursor)
+            if not isinstance(raw.get("n"), str) or not isinstance(raw.get("v"), str):
+                raise BadRequest("cursor is not valid: pass back the nextCursor value unchanged")
+            after = (raw["n"], raw["v"])
+        size = clamp_limit(limit)
+        if updated_since is not None:
+            include_deleted = True  # the official rule: incremental sync must see deletions
+        entries = await self.store.list_page(
+            after=after, limit=size + 1, search=search or None, updated_since=updated_since,
+            version=version or None, include_deleted=include_deleted,
+        )
+        next_cursor = None
+        if len(entries) > size:
+            entries = entries[:size]
+            next_cursor = encode_cursor({"n": entries[-1].name, "v": entries[-1].version})
+        return self._with_health(entries), next_cursor
+
+    async def versions(self, name: str, *, include_deleted: bool = False) -> list[Entry]:
+        check_name(name)
+        entries = await self.store.versions(name)
+        if not entries:
+            raise NotFound(f"server {name!r} is not in the registry")
+        if not include_deleted:
+            entries = [e for e in entries if e.status != "deleted"]
+            if not entries:
+                raise NotFound(f"server {name!r} is deleted; pass include_deleted=true to see it")
+        return self._with_health(entries)
+
+    async def get(self, name: str, version: str, *, include_deleted: bool = False) -> Entry:
+        check_name(name)
+        if version != "latest":
+            check_version(version)
+        entry = await self.store.get(name, version)
+        if entry is None or (entry.status == "deleted" and not include_deleted):
+            raise NotFound(f"server {name!r} has no version {version!r}")
+        return self._with_health([entry])[0]
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def _owner_check(self, conn: Any, principal: Principal, name: str, *, claim: bool) -> None:
+        namespace = namespace_of(name)
+        if claim:
+            await self.store.claim_namespace(conn, namespace, principal.tenant_id, utcnow())
+        owner = await self.store.namespace_owner(conn, namespace, lock=True)
+        if owner is not None and owner != principal.tenant_id and not principal.is_admin:
+            raise Forbidden(f"namespace {namespace!r} belongs to another tenant; publish under your own namespace")
+
+    async def publish(self, principal: Principal, doc: Any, *, tenant_id: str | None = None,
+                      status: str = "active", published_at: datetime | None = None) -> Entry:
+        doc = validate_server_json(doc)
+        name, version = doc["name"], doc["version"]
+        await self._check(principal, "registry:publish", name, principal.tenant_id)
+        owner_tenant = tenant_id or principal.tenant_id
+        now = utcnow()
+        when = published_at or now
+        try:
+            async with self.db.engine.begin() as conn:
+                await self._owner_check(conn, principal, name, claim=True)
+                existing = await self.store.versions(name, conn)
+                if any(e.version == version for e in existing):
+                    raise Conflict(f"{name} {version} is already published; versions are immutable, "
+                                   "publish a new version")
+                current = next((e for e in existing if e.is_latest), None)
+                is_latest = current is None or compare_versions(
+                    version, current.version, when, current.published_at) > 0
+                entry = Entry(
+                    name=name, version=version, tenant_id=owner_tenant,
+                    server_json=orjson.dumps(doc).decode(), status=status, status_message=None,
+                    status_changed_at=when, published_at=when, updated_at=now, is_latest=is_latest,
+                )
+                if is_latest and current is not None:
+                    await self.store.set_latest(conn, name, None, now)
+                await self.store.insert_version(conn, new_id("rsv"), entry, _search_text(doc))
+        except IntegrityError as exc:  # a concurrent publish of the same version won
+            raise Conflict(f"{name} {version} is already published") from exc
+        await self._audit(principal, "registry:publish", name, version=version)
+        self._changed(name)
+        return entry
+
+    async def _existing(self, conn: Any, principal: Principal, name: str, version: str) -> tuple[Entry, list[Entry]]:
+        check_name(name)
+        check_version(version)
+        entries = await self.store.versions(name, conn)
+        entry = next((e for e in entries if e.version == version), None)
+        if entry is None:
+            raise NotFound(f"server {name!r} has no version {version!r}")
+        await self._owner_check(conn, principal, name, claim=False)
+        return entry, entries
+
+    async def update(self, principal: Principal, name: str, version: str, doc: Any) -> Entry:
+        """PUT: replace a version's server.json; its name and version cannot change."""
+        doc = validate_server_json(doc)
+        if doc["name"] != name or doc["version"] != version:
+            raise BadRequest("the body's name and version must equal the ones in the URL; "
+                             "publish a new version to change them")
+        await self._check(principal, "registry:publish", name, principal.tenant_id)
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            entry, _ = await self._existing(conn, principal, name, version)
+            entry.server_json = orjson.dumps(doc).decode()
+            entry.updated_at = now
+            await self.store.update_fields(conn, name, version, server_json=entry.server_json,
+                                           search_text=_search_text(doc), updated_at=now)
+        await self._audit(principal, "registry:update", name, version=version)
+        self._changed(name)
+        return entry
+
+    async def delete(self, principal: Principal, name: str, version: str) -> Entry:
+        """DELETE: remove a version for good; the newest remaining one becomes latest."""
+        await self._check(principal, "registry:publish", name, principal.tenant_id)
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            entry, entries = await self._existing(conn, principal, name, version)
+            await self.store.delete_version(conn, name, version)
+            if entry.is_latest:
+                rest = [e for e in entries if e.version != version]
+                newest = self.store.newest_of(rest)
+                await self.store.set_latest(conn, name, newest.version if newest else None, now)
+        self.health.pop((name, version), None)
+        await self._audit(principal, "registry:delete", name, version=version)
+        self._changed(name)
+        entry.status, entry.status_changed_at, entry.updated_at, entry.is_latest = "deleted", now, now, False
+        return entry
+
+    async def set_status(self, principal: Principal, name: str, version: str | None,
+                         status: str, message: str | None) -> list[Entry]:
+        """Status PATCH of one version, or of every version when ``version`` is None."""
+        await self._check(principal, "registry:publish", name, principal.tenant_id)
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            if version is not None:
+                _, entries = await self._existing(conn, principal, name, version)
+            else:
+                check_name(name)
+                entries = await self.store.versions(name, conn)
+                if not entries:
+                    raise NotFound(f"server {name!r} is not in the registry")
+                await self._owner_check(conn, principal, name, claim=False)
+            targets = [e for e in entries if version is None or e.version == version]
+            for e in targets:
+                if e.status != status:
+                    e.status_changed_at = now
+                e.status, e.status_message, e.updated_at = status, message, now
+                await self.store.update_fields(conn, name, e.version, status=status, status_message=message,
+                                               status_changed_at=e.status_changed_at, updated_at=now)
+        await self._audit(principal, "registry:status", name, version=version or "*", status=status)
+        self._changed(name)
+        return targets
+
+    # ---- sync ------------------------------------------------------------------------
+
+    async def import_entries(self, principal: Principal, items: list[Any]) -> dict[str, int]:
+        """Import server.json entries (bare or in the ServerResponse envelope); known versions are skipped."""
+        counts = {"imported": 0, "skipped": 0, "failed": 0}
+        errors: list[str] = []
+        for item in items:
+            doc, meta = item, {}
+            if isinstance(item, dict) and isinstance(item.get("server"), dict):
+                doc = item["server"]
+                meta = (item.get("_meta") or {}).get("io.modelcontextprotocol.registry/official") or {}
+            status = meta.get("status") if meta.get("status") in ("active", "deprecated", "deleted") else "active"
+            try:
+                await self.publish(principal, doc, status=status, published_at=_parse_time(meta.get("publishedAt")))
+                counts["imported"] += 1
+            except Conflict:
+                counts["skipped"] += 1
+            except Problem as exc:  # bad or foreign entries are counted and named; the rest go on
+                counts["failed"] += 1
+                if len(errors) < 20:
+                    errors.append(f"{_label(doc)}: {exc.detail}")
+            await asyncio.sleep(0)
+        return {**counts, "errors": errors}  # type: ignore[dict-item]
+
+    async def export_entries(self, include_deleted: bool = True) -> list[dict[str, Any]]:
+        entries = await self.store.all_entries(include_deleted)
+        return [orjson.loads(orjson.dumps(e.envelope())) for e in entries]
+
+
+def _label(doc: Any) -> str:
+    if isinstance(doc, dict):
+        return f"{doc.get('name', '?')}@{doc.get('version', '?')}"
+    return "(not an object)"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
