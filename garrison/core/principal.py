@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SUPERUSER_SCOPE = "admin:*"
 
@@ -26,7 +27,7 @@ class Principal:
     key_id: str | None = None
     token_id: str | None = None
     session_id: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def is_admin(self) -> bool:

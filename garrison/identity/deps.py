@@ -1,0 +1,73 @@
+"""The FastAPI dependency that turns a request into a Principal, or a 401/403."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from garrison.core.errors import Forbidden, Unauthorized
+from garrison.core.principal import Principal
+from garrison.policy import Resource
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def credential_from(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("missing credentials: send 'Authorization: Bearer <garrison key or token>'")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "bearer" and value:
+        return value
+    if scheme == "basic" and value:
+        # Langfuse-style exporters send Basic auth: the garrison key is the password.
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("malformed Basic credentials") from exc
+        _, sep, password = decoded.partition(":")
+        if sep and password:
+            return password
+    raise Unauthorized("malformed Authorization header: expected 'Bearer <garrison key or token>'")
+
+
+async def authenticate(request: Request) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    platform = request.app.state.platform
+    try:
+        principal = await platform.identity.authenticate(credential_from(request))
+    except Unauthorized as exc:
+        platform.audit.record(None, "auth:authenticate", request.url.path, "deny", exc.detail,
+                              {"client": request.client.host if request.client else None})
+        raise
+    request.state.principal = principal
+    return principal
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """Authenticate, check ``scope`` through the policy engine, audit, return the Principal.
+
+    Denies are always audited; allows are audited for requests that change state.
+    """
+
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
+        platform = request.app.state.platform
+        resource = Resource("route", request.url.path, principal.tenant_id)
+        decision = platform.policy.authorize(principal, scope, resource, {"method": request.method})
+        if not decision.allowed:
+            platform.audit.record(principal, scope, request.url.path, "deny", decision.reason)
+            raise Forbidden(f"{scope} denied: {decision.reason}")
+        if request.method in _MUTATING or not decision.enforced:
+            platform.audit.record(principal, scope, request.url.path, "allow", decision.reason)
+        return principal
+
+    dependency.__name__ = f"require_{scope.replace(':', '_').replace('*', 'all')}"
+    return dependency

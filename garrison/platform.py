@@ -1,0 +1,88 @@
+"""Composition root: creates the store, identity, policy and audit once, then each layer.
+
+A layer joins by providing ``garrison/<layer>/layer.py`` (see docs/layers.md); layers
+start in the order of ``LAYERS`` and stop in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from types import ModuleType
+from typing import Any
+
+from fastapi import Request
+
+from garrison.audit.service import AuditLog
+from garrison.config import Settings
+from garrison.db import Database
+from garrison.db.migrate import upgrade
+from garrison.identity.service import IdentityService
+from garrison.policy import PolicyEngine
+
+log = logging.getLogger("garrison.platform")
+
+LAYERS = ("registry", "tools", "metering", "llm", "telemetry", "sandbox", "state", "gpus", "runtime", "console")
+
+
+def layer_modules() -> list[ModuleType]:
+    """The layers present in this installation, in start order."""
+    found = []
+    for name in LAYERS:
+        try:
+            found.append(importlib.import_module(f"garrison.{name}.layer"))
+        except ModuleNotFoundError as exc:
+            if exc.name not in (f"garrison.{name}", f"garrison.{name}.layer"):
+                raise
+    return found
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self.services: dict[str, Any] = {}
+        self.bootstrap_key: str | None = None
+        self._started: list[tuple[ModuleType, Any]] = []
+        data = settings.data_dir
+        self.audit = AuditLog(self.db, data / "audit", flush_ms=settings.audit_flush_ms,
+                              checkpoint_every=settings.audit_checkpoint_every,
+                              checkpoint_seconds=settings.audit_checkpoint_seconds)
+        self.identity = IdentityService(self.db, data, token_max_ttl_s=settings.token_max_ttl_s)
+        self.policy = PolicyEngine(data / "policies", mode=settings.policy_mode)
+        self.policy.audit = self.audit
+
+    async def start(self, *, migrate: bool = True) -> None:
+        self.settings.ensure_data_dir()
+        if migrate:
+            await asyncio.to_thread(upgrade, self.settings.resolved_database_url)
+        await self.audit.start()
+        await self.identity.start()
+        self.bootstrap_key = await self.identity.bootstrap(self.settings.admin_key_path)
+        self.policy.operator_tenant_id = self.identity.default_tenant_id
+        self.policy.load()
+        if self.bootstrap_key:
+            await self.audit.record_now(None, "tenants:create", "tenant/default", "allow", "first start",
+                                        tenant_id=self.identity.default_tenant_id)
+        for mod in layer_modules():
+            service = await mod.start(self)
+            self.services[mod.NAME] = service
+            self._started.append((mod, service))
+
+    async def stop(self) -> None:
+        for mod, service in reversed(self._started):
+            stop = getattr(mod, "stop", None)
+            if stop is not None:
+                try:
+                    await stop(service)
+                except Exception:
+                    log.exception("layer %s failed to stop cleanly", mod.NAME)
+        self._started.clear()
+        await self.identity.stop()
+        await self.audit.stop()
+        await self.db.dispose()
+
+
+def get_platform(request: Request) -> Platform:
+    return request.app.state.platform  # type: ignore[no-any-return]
