@@ -1,0 +1,96 @@
+"""Engines for the savers: URL forms, SQLite pragmas, BEGIN IMMEDIATE for writers, schema.
+
+The savers keep engines of their own (not the platform's shared one) because on
+SQLite they take the write lock at BEGIN (``BEGIN IMMEDIATE``): a writer then
+waits for the busy timeout instead of failing with "database is locked" when two
+deferred transactions both try to upgrade to a write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from garrison.state.tables import CHECKPOINT_TABLES
+
+WRITE_OPTION = "garrison_state_write"
+
+
+def normalize_url(conn_string: str, *, use_async: bool) -> str:
+    """A SQLAlchemy URL from a SQLite path, a sqlite:// URL or a PostgreSQL URL."""
+    s = conn_string.strip()
+    if not s:
+        raise ValueError("empty connection string: give a SQLite path, ':memory:' or a postgresql:// URL")
+    if s.startswith(("postgres://", "postgresql://", "postgresql+")):
+        rest = s.split("://", 1)[1]
+        return f"postgresql+psycopg://{rest}"
+    sqlite_driver = "sqlite+aiosqlite" if use_async else "sqlite"
+    if s.startswith("sqlite"):
+        rest = s.split("://", 1)[1] if "://" in s else s.split(":", 1)[1]
+        return f"{sqlite_driver}://{rest}"
+    if "://" in s:
+        raise ValueError(f"unsupported connection string scheme in {s.split('://', 1)[0]!r}: "
+                         "use a SQLite path or a postgresql:// URL")
+    if s == ":memory:":
+        return f"{sqlite_driver}://"
+    path = Path(s).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"{sqlite_driver}:///{path.resolve()}"
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Autocommit at the driver level: SQLAlchemy's begin hook below emits BEGIN itself.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    if conn.get_execution_options().get(WRITE_OPTION):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _install_sqlite_hooks(sync_engine: Engine) -> None:
+    event.listen(sync_engine, "connect", _sqlite_connect)
+    event.listen(sync_engine, "begin", _sqlite_begin)
+
+
+def _engine_kwargs(url: str, *, pool_size: int) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        if url.endswith("://") or ":memory:" in url:
+            return {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        return {"pool_size": pool_size, "max_overflow": pool_size, "connect_args": {"check_same_thread": False}}
+    return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False}
+
+
+def create_sync_engine(url: str, *, pool_size: int = 16) -> Engine:
+    engine = sa.create_engine(url, **_engine_kwargs(url, pool_size=pool_size))
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine)
+    return engine
+
+
+def create_async(url: str, *, pool_size: int = 16) -> AsyncEngine:
+    kwargs = _engine_kwargs(url, pool_size=pool_size)
+    if url.startswith("sqlite"):
+        kwargs.pop("connect_args", None)
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine.sync_engine)
+    return engine
+
+
+def create_schema(conn: sa.Connection) -> None:
+    """Create the state tables where missing (standalone use; garrison runs Alembic)."""
+    CHECKPOINT_TABLES[0].metadata.create_all(conn, tables=CHECKPOINT_TABLES, checkfirst=True)

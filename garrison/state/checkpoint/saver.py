@@ -1,0 +1,357 @@
+"""GarrisonSaver (blocking) and AsyncGarrisonSaver: LangGraph checkpointers on SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from garrison.state.checkpoint import ops
+from garrison.state.checkpoint.crypto import AesGcmCipher
+from garrison.state.checkpoint.engine import (
+    WRITE_OPTION,
+    create_async,
+    create_schema,
+    create_sync_engine,
+    normalize_url,
+)
+
+DEFAULT_TENANT = "default"
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
+
+
+def _serde(serde: SerializerProtocol | None, encryption_key: bytes | str | Path | None) -> SerializerProtocol:
+    inner = serde or JsonPlusSerializer()
+    if encryption_key is None:
+        return inner
+    return EncryptedSerializer(AesGcmCipher.from_key(encryption_key), inner)
+
+
+class _Common(BaseCheckpointSaver[str]):
+    def _init(self, dialect: str, tenant_id: str, serde: SerializerProtocol | None,
+              encryption_key: bytes | str | Path | None, max_value_bytes: int) -> None:
+        super().__init__(serde=_serde(serde, encryption_key))
+        if not tenant_id or len(tenant_id) > 64:
+            raise ValueError("tenant_id must be 1 to 64 characters")
+        self.tenant_id = tenant_id
+        self.dialect = dialect
+        self.max_value_bytes = max_value_bytes
+
+    @property
+    def scope(self) -> ops.Scope:
+        # Built per call so that with_allowlist() clones (new serde) are honoured.
+        return ops.Scope(self.tenant_id, self.dialect, self.serde, self.max_value_bytes)
+
+    def get_next_version(self, current: str | int | float | None, channel: None = None) -> str:
+        return ops.next_version(current)
+
+
+def _run_sync(conn: sa.Connection, op: ops.Op) -> Any:
+    try:
+        stmt, params, want_rows = next(op)
+        while True:
+            result = conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+            stmt, params, want_rows = op.send(result.all() if want_rows else result.rowcount)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _run_async(conn: AsyncConnection, op: ops.Op) -> Any:
+    try:
+        stmt, params, want_rows = next(op)
+        while True:
+            result = await (conn.execute(stmt, params) if params is not None else conn.execute(stmt))
+            stmt, params, want_rows = op.send(result.all() if want_rows else result.rowcount)
+    except StopIteration as stop:
+        return stop.value
+
+
+class GarrisonSaver(_Common):
+    """A blocking LangGraph checkpointer on SQLite or PostgreSQL.
+
+    Thread-safe: each call takes a pooled connection. The ``a*`` methods run the
+    blocking ones in a worker thread.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tenant_id: str = DEFAULT_TENANT,
+        serde: SerializerProtocol | None = None,
+        encryption_key: bytes | str | Path | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self._init(engine.dialect.name, tenant_id, serde, encryption_key, max_value_bytes)
+        self.engine = engine
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[GarrisonSaver]:
+        """A saver on a SQLite path / URL or a PostgreSQL URL; creates its tables."""
+        engine = create_sync_engine(normalize_url(conn_string, use_async=False))
+        try:
+            saver = cls(engine, **kwargs)
+            saver.setup()
+            yield saver
+        finally:
+            engine.dispose()
+
+    def for_tenant(self, tenant_id: str) -> GarrisonSaver:
+        """The same store seen by another tenant (shares the engine)."""
+        clone = GarrisonSaver.__new__(GarrisonSaver)
+        clone.__dict__.update(self.__dict__)
+        clone.tenant_id = tenant_id
+        return clone
+
+    def setup(self) -> None:
+        with self.engine.begin() as conn:
+            create_schema(conn)
+
+    def _write(self, op: ops.Op, *, snapshot: bool = False) -> Any:
+        opts: dict[str, Any] = {WRITE_OPTION: True}
+        if snapshot and self.dialect == "postgresql":
+            opts["isolation_level"] = "REPEATABLE READ"
+        with self.engine.connect().execution_options(**opts) as conn, conn.begin():
+            return _run_sync(conn, op)
+
+    def _read(self, op: ops.Op) -> Any:
+        with self.engine.connect() as conn, conn.begin():
+            return _run_sync(conn, op)
+
+    # -- base methods ----------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._read(ops.get_tuple(self.scope, config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        yield from self._read(ops.list_checkpoints(self.scope, config, filter, before, limit))
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        return self._write(ops.put(self.scope, config, checkpoint, metadata, new_versions))
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
+        if writes:
+            self._write(ops.put_writes(self.scope, config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._write(ops.delete_threads(self.scope, [thread_id]))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._write(ops.delete_for_runs(self.scope, run_ids), snapshot=True)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._write(ops.copy_thread(self.scope, source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", keep_last: int = 1) -> None:
+        for thread_id in thread_ids:  # one short transaction per thread
+            self._write(ops.prune(self.scope, [thread_id], strategy, keep_last), snapshot=True)
+
+    # -- async twins (worker thread) ---------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = await asyncio.to_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for item in items:
+            yield item
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                   new_versions: ChannelVersions) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                          task_path: str = "") -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+
+class AsyncGarrisonSaver(_Common):
+    """An asyncio LangGraph checkpointer on SQLite (aiosqlite) or PostgreSQL (psycopg).
+
+    The blocking methods work from other threads (they hop onto the saver's loop),
+    as with the upstream async savers.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        tenant_id: str = DEFAULT_TENANT,
+        serde: SerializerProtocol | None = None,
+        encryption_key: bytes | str | Path | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self._init(engine.dialect.name, tenant_id, serde, encryption_key, max_value_bytes)
+        self.engine = engine
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(cls, conn_string: str, **kwargs: Any) -> AsyncIterator[AsyncGarrisonSaver]:
+        engine = create_async(normalize_url(conn_string, use_async=True))
+        try:
+            saver = cls(engine, **kwargs)
+            await saver.setup()
+            yield saver
+        finally:
+            await engine.dispose()
+
+    def for_tenant(self, tenant_id: str) -> AsyncGarrisonSaver:
+        clone = AsyncGarrisonSaver.__new__(AsyncGarrisonSaver)
+        clone.__dict__.update(self.__dict__)
+        clone.tenant_id = tenant_id
+        return clone
+
+    async def setup(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(create_schema)
+
+    async def _write(self, op: ops.Op, *, snapshot: bool = False) -> Any:
+        opts: dict[str, Any] = {WRITE_OPTION: True}
+        if snapshot and self.dialect == "postgresql":
+            opts["isolation_level"] = "REPEATABLE READ"
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**opts)
+            async with conn.begin():
+                return await _run_async(conn, op)
+
+    async def _read(self, op: ops.Op) -> Any:
+        async with self.engine.connect() as conn, conn.begin():
+            return await _run_async(conn, op)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._read(ops.get_tuple(self.scope, config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        for item in await self._read(ops.list_checkpoints(self.scope, config, filter, before, limit)):
+            yield item
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+                   new_versions: ChannelVersions) -> RunnableConfig:
+        return await self._write(ops.put(self.scope, config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                          task_path: str = "") -> None:
+        if writes:
+            await self._write(ops.put_writes(self.scope, config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._write(ops.delete_threads(self.scope, [thread_id]))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._write(ops.delete_for_runs(self.scope, run_ids), snapshot=True)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._write(ops.copy_thread(self.scope, source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
+                     keep_last: int = 1) -> None:
+        for thread_id in thread_ids:
+            await self._write(ops.prune(self.scope, [thread_id], strategy, keep_last), snapshot=True)
+
+    # -- blocking twins, from another thread ---------------------------------------
+
+    def _sync(self, coro: Any) -> Any:
+        loop = self.loop
+        if loop is None:
+            coro.close()
+            raise RuntimeError("AsyncGarrisonSaver was created outside an event loop: use the a* methods")
+        try:
+            if asyncio.get_running_loop() is loop:
+                coro.close()
+                raise asyncio.InvalidStateError(
+                    "blocking AsyncGarrisonSaver methods can't run on the saver's own event loop: "
+                    "use the a* methods there, or GarrisonSaver for blocking code")
+        except RuntimeError:
+            pass
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._sync(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        yield from self._sync(self._read(ops.list_checkpoints(self.scope, config, filter, before, limit)))
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        return self._sync(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str = "") -> None:
+        self._sync(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._sync(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._sync(self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._sync(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._sync(self.aprune(thread_ids, strategy=strategy))

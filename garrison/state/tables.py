@@ -1,0 +1,62 @@
+"""State tables: checkpoints, channel values stored once per version, pending writes.
+
+Every row carries ``tenant_id`` so one database serves many tenants; standalone
+savers use the tenant ``default``. On SQLite the tables are WITHOUT ROWID: the
+composite primary key *is* the table, so keys are not stored twice.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from garrison.db.engine import metadata
+
+checkpoints = sa.Table(
+    "state_checkpoints",
+    metadata,
+    sa.Column("tenant_id", sa.String, primary_key=True),
+    sa.Column("thread_id", sa.String, primary_key=True),
+    sa.Column("checkpoint_ns", sa.String, primary_key=True),
+    sa.Column("checkpoint_id", sa.String, primary_key=True),
+    sa.Column("parent_checkpoint_id", sa.String, nullable=True),
+    sa.Column("run_id", sa.String, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("type", sa.String, nullable=False),
+    sa.Column("checkpoint", sa.LargeBinary, nullable=False),
+    # JSON text: metadata (filterable in SQL) and {channel: version} (joins blobs in SQL).
+    sa.Column("meta", sa.Text, nullable=False),
+    sa.Column("channel_versions", sa.Text, nullable=False),
+    sa.Index("ix_state_checkpoints_run", "tenant_id", "run_id"),
+    sqlite_with_rowid=False,
+)
+
+blobs = sa.Table(
+    "state_blobs",
+    metadata,
+    sa.Column("tenant_id", sa.String, primary_key=True),
+    sa.Column("thread_id", sa.String, primary_key=True),
+    sa.Column("checkpoint_ns", sa.String, primary_key=True),
+    sa.Column("channel", sa.String, primary_key=True),
+    sa.Column("version", sa.String, primary_key=True),
+    sa.Column("type", sa.String, nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+writes = sa.Table(
+    "state_writes",
+    metadata,
+    sa.Column("tenant_id", sa.String, primary_key=True),
+    sa.Column("thread_id", sa.String, primary_key=True),
+    sa.Column("checkpoint_ns", sa.String, primary_key=True),
+    sa.Column("checkpoint_id", sa.String, primary_key=True),
+    sa.Column("task_id", sa.String, primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("channel", sa.String, nullable=False),
+    sa.Column("type", sa.String, nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+    sa.Column("task_path", sa.String, nullable=False, server_default=""),
+    sqlite_with_rowid=False,
+)
+
+CHECKPOINT_TABLES = [checkpoints, blobs, writes]
