@@ -133,3 +133,21 @@ def make_key(platform: Platform) -> Callable[..., Awaitable[str]]:
         return key
 
     return make
+
+
+REDIS_URL = os.environ.get("GARRISON_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis server; skipped when unreachable unless GARRISON_REQUIRE_REDIS=1 (CI)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        problem = f"Redis at {REDIS_URL} unreachable: {exc}"
+        if _require("GARRISON_REQUIRE_REDIS"):
+            pytest.fail(problem + " (GARRISON_REQUIRE_REDIS=1)")
+        pytest.skip(problem)
+    return REDIS_URL
