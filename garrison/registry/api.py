@@ -46,7 +46,7 @@ def _json(body: bytes, status: int = 200, cors: bool = True) -> Response:
 
 
 def _parse_time(value: str | None) -> datetime | None:
-    if not value:
+    if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))

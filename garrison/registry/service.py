@@ -108,8 +108,18 @@ class RegistryService:
             next_cursor = encode_cursor({"n": entries[-1].name, "v": entries[-1].version})
         return self._with_health(entries), next_cursor
 
+    @staticmethod
+    def _lookup_name(name: str, version: str | None = None) -> None:
+        """On reads a malformed name or version cannot exist: answer 404 saying what is wrong."""
+        try:
+            check_name(name)
+            if version is not None and version != "latest":
+                check_version(version)
+        except BadRequest as exc:
+            raise NotFound(f"no such server or version: {exc.detail}") from exc
+
     async def versions(self, name: str, *, include_deleted: bool = False) -> list[Entry]:
-        check_name(name)
+        self._lookup_name(name)
         entries = await self.store.versions(name)
         if not entries:
             raise NotFound(f"server {name!r} is not in the registry")
@@ -120,9 +130,7 @@ class RegistryService:
         return self._with_health(entries)
 
     async def get(self, name: str, version: str, *, include_deleted: bool = False) -> Entry:
-        check_name(name)
-        if version != "latest":
-            check_version(version)
+        self._lookup_name(name, version)
         entry = await self.store.get(name, version)
         if entry is None or (entry.status == "deleted" and not include_deleted):
             raise NotFound(f"server {name!r} has no version {version!r}")
