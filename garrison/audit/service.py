@@ -64,7 +64,13 @@ class AuditLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        for attempt in range(3):
+            try:
+                await self.flush()
+                break
+            except Exception:
+                log.exception("audit flush at shutdown failed (attempt %d)", attempt + 1)
+                await asyncio.sleep(0.2)
         await self._checkpoint(force=True)
 
     # -- recording ---------------------------------------------------------------------------

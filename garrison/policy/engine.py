@@ -119,7 +119,8 @@ class PolicyEngine:
         entities = [
             {"uid": p_uid, "parents": [], "attrs": {
                 "tenant": principal.tenant_id, "kind": principal.kind, "name": principal.name,
-                "scopes": sorted(principal.scopes)}},
+                "scopes": sorted(principal.scopes),
+                "operator": principal.is_admin and principal.tenant_id == self.operator_tenant_id}},
             {"uid": r_uid, "parents": [], "attrs": {
                 **res_attrs, "tenant": resource.tenant_id or principal.tenant_id, "type": resource.type}},
         ]
