@@ -1,0 +1,1 @@
+"""OpenAI-compatible LLM gateway: upstream pools, admission, fair queuing, routing."""

@@ -1,0 +1,1 @@
+"""Metering: prices, the usage ledger, budgets with reservations, rollups and reports."""

@@ -1,0 +1,266 @@
+"""The append-only usage ledger, written in batches off the request path.
+
+Each entry is first appended to a local journal file (one `os.write`, no fsync: the
+page cache survives a kill -9 of the process), then inserted in batches with the
+daily rollups in one transaction. A journal file is deleted only once every entry in
+it is committed; on start, left-over journals are replayed (inserts ignore ids that
+are already there), so no entry of a completed request is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.dialects import postgresql, sqlite
+
+from garrison.core.clock import aware
+from garrison.db import Database
+from garrison.metering.tables import usage_daily, usage_ledger
+
+log = logging.getLogger("garrison.metering")
+
+
+@dataclass(slots=True)
+class UsageEntry:
+    id: str
+    ts: datetime
+    tenant_id: str
+    model: str
+    source: str = "gateway"
+    status: str = "ok"
+    key_id: str | None = None
+    user_id: str | None = None
+    agent: str | None = None
+    session_id: str | None = None
+    provider: str | None = None
+    replica: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cost_usd: Decimal | None = None
+    price_version: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+    def to_json(self) -> bytes:
+        doc = asdict(self)
+        doc["ts"] = self.ts.isoformat()
+        doc["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> UsageEntry:
+        doc = orjson.loads(raw)
+        doc["ts"] = aware(datetime.fromisoformat(doc["ts"]))
+        doc["cost_usd"] = None if doc["cost_usd"] is None else Decimal(doc["cost_usd"])
+        return cls(**doc)
+
+
+@dataclass
+class _Journal:
+    path: Path
+    fd: int
+    pending: int = 0
+    ids: set[str] = field(default_factory=set)
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        db: Database,
+        journal_dir: Path | None,
+        *,
+        flush_interval_s: float = 0.05,
+        batch_size: int = 500,
+    ) -> None:
+        self.db = db
+        self.journal_dir = journal_dir
+        self.flush_interval_s = flush_interval_s
+        self.batch_size = batch_size
+        self._queue: list[UsageEntry] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._journal: _Journal | None = None
+        self._seq = 0
+        self.written = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---- journal ---------------------------------------------------------------------
+
+    def _open_journal(self) -> _Journal | None:
+        if self.journal_dir is None:
+            return None
+        self._seq += 1
+        path = self.journal_dir / f"journal-{os.getpid()}-{self._seq}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return _Journal(path, fd)
+
+    async def replay(self) -> int:
+        """Commit entries left in journals by a process that died before flushing them."""
+        if self.journal_dir is None:
+            return 0
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        replayed = 0
+        for path in sorted(self.journal_dir.glob("journal-*.jsonl")):
+            entries = []
+            for line in path.read_bytes().splitlines():
+                with contextlib.suppress(Exception):  # a torn last line is what kill -9 leaves
+                    entries.append(UsageEntry.from_json(line))
+            if entries:
+                replayed += await self._insert(entries)
+            path.unlink()
+        return replayed
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.replay()
+        self._journal = self._open_journal()
+        self._task = asyncio.create_task(self._run(), name="metering-ledger")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._flush()
+        if self._journal is not None:
+            os.close(self._journal.fd)
+            if self._journal.pending == 0:
+                self._journal.path.unlink(missing_ok=True)
+
+    def append(self, entry: UsageEntry) -> None:
+        """On the request path: one journal write, then the batcher takes it."""
+        if self._journal is not None:
+            os.write(self._journal.fd, entry.to_json() + b"\n")
+            self._journal.pending += 1
+        self._queue.append(entry)
+        self._idle.clear()
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until everything appended so far is committed (tests, shutdown, reports)."""
+        if self._queue:
+            self._wake.set()
+            await self._idle.wait()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            try:
+                await self._flush()
+            except Exception:  # keep the entries; the next round retries
+                log.exception("usage ledger flush failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _flush(self) -> None:
+        if not self._queue:
+            self._idle.set()
+            return
+        batch, self._queue = self._queue, []
+        old = self._journal
+        # New entries go to a fresh journal; the old one goes once its batch is in.
+        if old is not None and old.pending:
+            self._journal = self._open_journal()
+        try:
+            await self._insert(batch)
+        except Exception:
+            self._queue = batch + self._queue
+            raise
+        if old is not None and old is not self._journal:
+            os.close(old.fd)
+            old.path.unlink(missing_ok=True)
+        self.written += len(batch)
+        if not self._queue:
+            self._idle.set()
+
+    async def _insert(self, entries: list[UsageEntry]) -> int:
+        rows = [asdict(e) for e in entries]
+        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+        async with self.db.engine.begin() as conn:
+            stmt = dialect.insert(usage_ledger).on_conflict_do_nothing()
+            ids = [r["id"] for r in rows]
+            # Which of these ids are new decides what the rollups count (replays, dedupe).
+            existing = await _existing_ids(conn, ids)
+            fresh = [r for r in rows if r["id"] not in existing]
+            if not fresh:
+                return 0
+            result = await conn.execute(stmt.returning(usage_ledger.c.id), fresh)
+            inserted = {row[0] for row in result}
+            rollups = _rollups([r for r in fresh if r["id"] in inserted])
+            if rollups:
+                ins = dialect.insert(usage_daily)
+                upsert = ins.on_conflict_do_update(
+                    index_elements=["day", "tenant_id", "key_id", "agent", "model"],
+                    set_={
+                        c: usage_daily.c[c] + ins.excluded[c]
+                        for c in (
+                            "requests",
+                            "input_tokens",
+                            "output_tokens",
+                            "cached_tokens",
+                            "reasoning_tokens",
+                            "cost_usd",
+                            "unpriced_requests",
+                        )
+                    },
+                )
+                for row in rollups:
+                    await conn.execute(upsert, row)
+            return len(inserted)
+
+
+async def _existing_ids(conn: Any, ids: list[str]) -> set[str]:
+    from sqlalchemy import select
+
+    found: set[str] = set()
+    for i in range(0, len(ids), 500):
+        result = await conn.execute(select(usage_ledger.c.id).where(usage_ledger.c.id.in_(ids[i : i + 500])))
+        found.update(r[0] for r in result)
+    return found
+
+
+def _rollups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    acc: dict[tuple[date, str, str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["ts"].date(), r["tenant_id"], r["key_id"] or "", r["agent"] or "", r["model"])
+        row = acc.get(key)
+        if row is None:
+            row = acc[key] = {
+                "day": key[0],
+                "tenant_id": key[1],
+                "key_id": key[2],
+                "agent": key[3],
+                "model": key[4],
+                "requests": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cached_tokens": 0,
+                "reasoning_tokens": 0,
+                "cost_usd": Decimal(0),
+                "unpriced_requests": 0,
+            }
+        row["requests"] += 1
+        for c in ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"):
+            row[c] += r[c]
+        if r["cost_usd"] is None:
+            row["unpriced_requests"] += 1
+        else:
+            row["cost_usd"] += r["cost_usd"]
+    return list(acc.values())

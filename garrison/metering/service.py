@@ -1,0 +1,385 @@
+"""MeteringService: prices, reservations, the ledger, budgets and reports.
+
+The gateway calls `estimate` / `reserve` at admission and `record` at completion;
+telemetry calls `record_external_usage` for usage seen in ingested spans.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select
+
+from garrison.core.clock import aware, utcnow
+from garrison.core.errors import BadRequest, NotFound, TooManyRequests
+from garrison.core.ids import new_id
+from garrison.db import Database
+from garrison.metering.budgets import (
+    SCOPES,
+    WINDOWS,
+    BudgetBook,
+    BudgetExceeded,
+    BudgetState,
+    Reservation,
+    window_bounds,
+)
+from garrison.metering.ledger import LedgerWriter, UsageEntry
+from garrison.metering.pricing import CustomPrice, PriceBook, Priced
+from garrison.metering.tables import budgets, model_prices, usage_daily, usage_ledger
+
+REPORT_GROUPS = {"tenant": "tenant_id", "key": "key_id", "model": "model", "agent": "agent", "day": "day"}
+
+
+def _scopes(
+    tenant_id: str, key_id: str | None, user: str | None, session_id: str | None, agent: str | None
+) -> dict[str, str | None]:
+    return {"tenant": tenant_id, "key": key_id, "user": user, "session": session_id, "agent": agent}
+
+
+class MeteringService:
+    def __init__(self, db: Database, journal_dir: Path | None, *, flush_interval_s: float = 0.05) -> None:
+        self.db = db
+        self.prices = PriceBook()
+        self.budgets = BudgetBook()
+        self.ledger = LedgerWriter(db, journal_dir, flush_interval_s=flush_interval_s)
+
+    async def start(self) -> None:
+        await self.ledger.start()
+        await self._load_prices()
+        await self._load_budgets()
+
+    async def stop(self) -> None:
+        await self.ledger.stop()
+
+    # ---- hot path --------------------------------------------------------------------
+
+    def price(
+        self,
+        model: str,
+        provider: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cached_tokens: int = 0,
+        gpu_seconds: float = 0.0,
+        at: datetime | None = None,
+        historic: bool = False,
+    ) -> Priced:
+        return self.prices.price(
+            model,
+            provider=provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            gpu_seconds=gpu_seconds,
+            at=at or utcnow(),
+            historic=historic,
+        )
+
+    def reserve(
+        self,
+        tenant_id: str,
+        *,
+        model: str,
+        provider: str | None,
+        input_tokens: int,
+        max_output_tokens: int,
+        key_id: str | None = None,
+        user: str | None = None,
+        session_id: str | None = None,
+        agent: str | None = None,
+    ) -> Reservation:
+        """Reserve the worst-case cost; 429 with x-should-retry: false when a budget is spent."""
+        scopes = _scopes(tenant_id, key_id, user, session_id, agent)
+        if not self.budgets.matching(tenant_id, scopes):
+            return Reservation(Decimal(0))
+        estimate = self.price(model, provider, input_tokens, max_output_tokens).cost_usd or Decimal(0)
+        try:
+            return self.budgets.reserve(tenant_id, scopes, estimate, utcnow())
+        except BudgetExceeded as exc:
+            b = exc.budget
+            raise TooManyRequests(
+                f"the {b.window} budget of {b.scope} {b.scope_id} is spent "
+                f"(limit ${b.limit_usd:.4f}, spent ${b.spent:.4f}, reserved ${b.reserved:.4f}); "
+                "raise the budget or wait for the next window",
+                slug="budget-exceeded",
+                headers={"x-should-retry": "false"},
+                budget_id=b.id,
+            ) from None
+
+    def release(self, reservation: Reservation) -> None:
+        self.budgets.settle(reservation, None, utcnow())
+
+    def record(self, entry: UsageEntry, reservation: Reservation | None = None, *, gpu_seconds: float = 0.0) -> None:
+        """Price an entry, settle its reservation and append it to the ledger (no I/O wait)."""
+        if entry.cost_usd is None and entry.price_version is None:
+            priced = self.price(
+                entry.model,
+                entry.provider,
+                entry.input_tokens,
+                entry.output_tokens,
+                cached_tokens=entry.cached_tokens,
+                gpu_seconds=gpu_seconds,
+                at=entry.ts,
+            )
+            entry.cost_usd, entry.price_version = priced.cost_usd, priced.price_version
+        if reservation is not None and reservation.budgets:
+            self.budgets.settle(reservation, entry.cost_usd, entry.ts)
+        elif entry.cost_usd:
+            self.budgets.charge(
+                entry.tenant_id,
+                _scopes(entry.tenant_id, entry.key_id, entry.user_id, entry.session_id, entry.agent),
+                entry.cost_usd,
+                entry.ts,
+            )
+        self.ledger.append(entry)
+
+    async def record_external_usage(
+        self,
+        tenant_id: str,
+        *,
+        model: str,
+        provider: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        ts: datetime | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+        session_id: str | None = None,
+        user: str | None = None,
+        agent: str | None = None,
+    ) -> None:
+        """Usage seen in ingested spans; (trace_id, span_id) makes a replayed span count once."""
+        when = aware(ts) or utcnow()
+        priced = self.price(
+            model, provider, input_tokens, output_tokens, cached_tokens=cached_tokens, at=when, historic=True
+        )
+        entry = UsageEntry(
+            id=new_id("use"),
+            ts=when,
+            tenant_id=tenant_id,
+            model=model,
+            source="external",
+            provider=provider,
+            user_id=user,
+            agent=agent,
+            session_id=session_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            reasoning_tokens=reasoning_tokens,
+            cost_usd=priced.cost_usd,
+            price_version=priced.price_version,
+            trace_id=trace_id,
+            span_id=span_id,
+        )
+        self.ledger.append(entry)
+
+    # ---- prices ----------------------------------------------------------------------
+
+    async def _load_prices(self) -> None:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(model_prices))).mappings().all()
+        self.prices.set_custom([_price_from_row(r) for r in rows])
+
+    async def set_price(
+        self,
+        model: str,
+        *,
+        input_per_mtok: Decimal,
+        output_per_mtok: Decimal,
+        cached_input_per_mtok: Decimal | None = None,
+        gpu_second_usd: Decimal | None = None,
+        valid_from: datetime | None = None,
+    ) -> CustomPrice:
+        now = utcnow()
+        row = {
+            "id": new_id("prc"),
+            "model": model,
+            "input_per_mtok": input_per_mtok,
+            "output_per_mtok": output_per_mtok,
+            "cached_input_per_mtok": cached_input_per_mtok,
+            "gpu_second_usd": gpu_second_usd,
+            "valid_from": aware(valid_from) or now,
+            "created_at": now,
+        }
+        async with self.db.engine.begin() as conn:
+            await conn.execute(model_prices.insert().values(**row))
+        await self._load_prices()
+        return _price_from_row(row)
+
+    def list_prices(self) -> list[CustomPrice]:
+        return [p for lst in self.prices.custom.values() for p in lst]
+
+    async def delete_price(self, price_id: str) -> None:
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(delete(model_prices).where(model_prices.c.id == price_id))
+        if result.rowcount == 0:
+            raise NotFound(f"no custom price {price_id}")
+        await self._load_prices()
+
+    # ---- budgets ---------------------------------------------------------------------
+
+    async def _load_budgets(self) -> None:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(budgets).where(budgets.c.active.is_(True)))).mappings().all()
+        for r in rows:
+            await self._activate(r)
+
+    async def _activate(self, row: Any) -> BudgetState:
+        start, end = window_bounds(row["window"], utcnow())
+        state = BudgetState(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            scope=row["scope"],
+            scope_id=row["scope_id"],
+            window=row["window"],
+            limit_usd=Decimal(row["limit_usd"]),
+            window_start=start,
+            window_end=end,
+        )
+        state.spent = await self._spent(state)
+        self.budgets.add(state)
+        return state
+
+    async def _spent(self, state: BudgetState) -> Decimal:
+        await self.ledger.drain()
+        column = {
+            "tenant": usage_ledger.c.tenant_id,
+            "key": usage_ledger.c.key_id,
+            "user": usage_ledger.c.user_id,
+            "session": usage_ledger.c.session_id,
+            "agent": usage_ledger.c.agent,
+        }[state.scope]
+        query = select(func.coalesce(func.sum(usage_ledger.c.cost_usd), 0)).where(
+            and_(
+                usage_ledger.c.tenant_id == state.tenant_id,
+                column == state.scope_id,
+                usage_ledger.c.ts >= state.window_start,
+            )
+        )
+        async with self.db.engine.connect() as conn:
+            return Decimal((await conn.execute(query)).scalar_one())
+
+    async def create_budget(
+        self, tenant_id: str, scope: str, scope_id: str, window: str, limit_usd: Decimal
+    ) -> BudgetState:
+        if scope not in SCOPES:
+            raise BadRequest(f"scope must be one of {', '.join(SCOPES)}")
+        if window not in WINDOWS:
+            raise BadRequest(f"window must be one of {', '.join(WINDOWS)}")
+        if limit_usd < 0:
+            raise BadRequest("limit_usd must be zero or more")
+        row = {
+            "id": new_id("bud"),
+            "tenant_id": tenant_id,
+            "scope": scope,
+            "scope_id": scope_id,
+            "window": window,
+            "limit_usd": limit_usd,
+            "active": True,
+            "created_at": utcnow(),
+        }
+        async with self.db.engine.begin() as conn:
+            await conn.execute(budgets.insert().values(**row))
+        return await self._activate(row)
+
+    def list_budgets(self, tenant_id: str | None) -> list[BudgetState]:
+        now = utcnow()
+        out = []
+        for b in self.budgets.by_id.values():
+            if tenant_id is None or b.tenant_id == tenant_id:
+                b.roll(now)
+                out.append(b)
+        return sorted(out, key=lambda b: b.id)
+
+    def get_budget(self, budget_id: str, tenant_id: str | None) -> BudgetState:
+        b = self.budgets.by_id.get(budget_id)
+        if b is None or (tenant_id is not None and b.tenant_id != tenant_id):
+            raise NotFound(f"no budget {budget_id}")
+        return b
+
+    async def delete_budget(self, budget_id: str, tenant_id: str | None) -> None:
+        self.get_budget(budget_id, tenant_id)
+        async with self.db.engine.begin() as conn:
+            await conn.execute(delete(budgets).where(budgets.c.id == budget_id))
+        self.budgets.remove(budget_id)
+
+    # ---- reports ---------------------------------------------------------------------
+
+    async def report(
+        self,
+        *,
+        by: str,
+        tenant_id: str | None,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> list[dict[str, Any]]:
+        """Totals grouped by tenant, key, model, agent or day, from the daily rollups."""
+        if by not in REPORT_GROUPS:
+            raise BadRequest(f"by must be one of {', '.join(REPORT_GROUPS)}")
+        await self.ledger.drain()
+        group = usage_daily.c[REPORT_GROUPS[by]]
+        query = select(
+            group.label("group"),
+            func.sum(usage_daily.c.requests).label("requests"),
+            func.sum(usage_daily.c.input_tokens).label("input_tokens"),
+            func.sum(usage_daily.c.output_tokens).label("output_tokens"),
+            func.sum(usage_daily.c.cached_tokens).label("cached_tokens"),
+            func.sum(usage_daily.c.reasoning_tokens).label("reasoning_tokens"),
+            func.sum(usage_daily.c.cost_usd).label("cost_usd"),
+            func.sum(usage_daily.c.unpriced_requests).label("unpriced_requests"),
+        ).group_by(group).order_by(group)
+        if tenant_id is not None:
+            query = query.where(usage_daily.c.tenant_id == tenant_id)
+        if since is not None:
+            query = query.where(usage_daily.c.day >= since)
+        if until is not None:
+            query = query.where(usage_daily.c.day <= until)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        out = []
+        for r in rows:
+            g = r["group"]
+            out.append(
+                {
+                    by: g.isoformat() if isinstance(g, date) else g,
+                    "requests": int(r["requests"] or 0),
+                    "input_tokens": int(r["input_tokens"] or 0),
+                    "output_tokens": int(r["output_tokens"] or 0),
+                    "cached_tokens": int(r["cached_tokens"] or 0),
+                    "reasoning_tokens": int(r["reasoning_tokens"] or 0),
+                    "cost_usd": str(Decimal(r["cost_usd"] or 0).quantize(Decimal("0.000001"))),
+                    "unpriced_requests": int(r["unpriced_requests"] or 0),
+                }
+            )
+        return out
+
+    async def entries(self, tenant_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        await self.ledger.drain()
+        query = select(usage_ledger).order_by(usage_ledger.c.id.desc()).limit(limit)
+        if tenant_id is not None:
+            query = query.where(usage_ledger.c.tenant_id == tenant_id)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
+
+
+def _price_from_row(r: Any) -> CustomPrice:
+    def dec(v: Any) -> Decimal | None:
+        return None if v is None else Decimal(v)
+
+    return CustomPrice(
+        id=r["id"],
+        model=r["model"],
+        input_per_mtok=Decimal(r["input_per_mtok"]),
+        output_per_mtok=Decimal(r["output_per_mtok"]),
+        cached_input_per_mtok=dec(r["cached_input_per_mtok"]),
+        gpu_second_usd=dec(r["gpu_second_usd"]),
+        valid_from=aware(r["valid_from"]) or datetime.now(UTC) - timedelta(days=1),
+    )
