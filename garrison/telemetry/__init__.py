@@ -1,0 +1,1 @@
+"""Observability: OTLP ingest, GenAI normalization, span store, queries, metrics, self-tracing."""

@@ -1,0 +1,305 @@
+"""Span store on SQLite or PostgreSQL (SQLAlchemy Core, async).
+
+Writes are batched: one transaction inserts many spans (duplicates ignored, so a
+re-sent batch is idempotent), their content, and the daily usage rollup that cost
+reports read instead of scanning spans. On PostgreSQL spans live in day partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garrison.db import Database
+from garrison.telemetry.normalize import DAY_NS
+from garrison.telemetry.tables import content, exporters, spans, usage_daily
+
+log = logging.getLogger("garrison.telemetry.store")
+
+SUMMARY_COLUMNS = [
+    spans.c.trace_id,
+    sa.func.min(spans.c.start_ns).label("start_ns"),
+    sa.func.max(spans.c.end_ns).label("end_ns"),
+    sa.func.count().label("span_count"),
+    sa.func.sum(spans.c.cost_usd).label("cost_usd"),
+    sa.func.sum(spans.c.input_tokens).label("input_tokens"),
+    sa.func.sum(spans.c.output_tokens).label("output_tokens"),
+    sa.func.max(spans.c.status_code).label("status_code"),
+    sa.func.sum(sa.case((spans.c.status_code == 2, 1), else_=0)).label("error_count"),
+]
+
+
+@dataclass(slots=True)
+class TraceFilter:
+    since_ns: int | None = None
+    until_ns: int | None = None
+    agent: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    model: str | None = None
+    kind: str | None = None
+    status: str | None = None  # ok | error
+    min_cost_usd: float | None = None
+    min_duration_ms: float | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+
+
+class SpanStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
+        self.partitioned = False
+        self._partitions: set[int] = set()
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    async def start(self) -> None:
+        if self.dialect == "postgresql":
+            async with self.db.engine.connect() as conn:
+                found = await conn.scalar(sa.text(
+                    "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+                    "WHERE c.relname = 'telemetry_spans'"
+                ))
+            self.partitioned = bool(found)
+
+    # ------------------------------------------------------------ writes
+
+    async def _ensure_partitions(self, days: set[int]) -> None:
+        missing = days - self._partitions
+        if not self.partitioned or not missing:
+            return
+        async with self.db.engine.begin() as conn:
+            for day in sorted(missing):
+                await conn.execute(sa.text(
+                    f"CREATE TABLE IF NOT EXISTS telemetry_spans_d{day} PARTITION OF telemetry_spans "
+                    f"FOR VALUES FROM ({day * DAY_NS}) TO ({(day + 1) * DAY_NS})"
+                ))
+        self._partitions |= missing
+
+    async def write(self, rows: list[dict[str, Any]], contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert spans (ignoring ones already stored); returns the rows that were new."""
+        if not rows and not contents:
+            return []
+        # A span sent twice within one batch is one span.
+        rows = list({(r["tenant_id"], r["trace_id"], r["span_id"]): r for r in reversed(rows)}.values())[::-1]
+        await self._ensure_partitions({r["day"] for r in rows})
+        async with self.db.engine.begin() as conn:
+            inserted: set[tuple[str, str, str]] = set()
+            if rows:
+                stmt = self._insert(spans).on_conflict_do_nothing().returning(
+                    spans.c.tenant_id, spans.c.trace_id, spans.c.span_id
+                )
+                result = await conn.execute(stmt, rows)
+                inserted = {tuple(r) for r in result.all()}  # type: ignore[misc]
+            new_rows = [r for r in rows if (r["tenant_id"], r["trace_id"], r["span_id"]) in inserted]
+            keep = [c for c in contents if c["span_id"] is None
+                    or (c["tenant_id"], c["trace_id"], c["span_id"]) in inserted]
+            if keep:
+                await conn.execute(sa.insert(content), keep)
+            await self._rollup(conn, new_rows)
+        return new_rows
+
+    async def _rollup(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        agg: dict[tuple[str, int, str, str], list[float]] = defaultdict(lambda: [0] * 9)
+        for r in rows:
+            if r["kind"] != "model":
+                continue
+            a = agg[(r["tenant_id"], r["day"], r["model"] or "", r["provider"] or "")]
+            a[0] += 1
+            a[1] += 1 if r["status_code"] == 2 else 0
+            a[2] += r["input_tokens"]
+            a[3] += r["output_tokens"]
+            a[4] += r["cached_tokens"]
+            a[5] += r["reasoning_tokens"]
+            a[6] += r["cost_usd"] or 0.0
+            a[7] += 1 if r["cost_usd"] is None else 0
+            a[8] += r["duration_ms"]
+        if not agg:
+            return
+        names = ("calls", "errors", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
+                 "cost_usd", "unpriced_calls", "duration_ms_sum")
+        values = [
+            {"tenant_id": k[0], "day": k[1], "model": k[2], "provider": k[3], **dict(zip(names, v, strict=True))}
+            for k, v in agg.items()
+        ]
+        stmt = self._insert(usage_daily)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "day", "model", "provider"],
+            set_={n: getattr(usage_daily.c, n) + getattr(stmt.excluded, n) for n in names},
+        )
+        for v in sorted(values, key=lambda v: (v["tenant_id"], v["day"], v["model"], v["provider"])):
+            await conn.execute(stmt, v)
+
+    # ------------------------------------------------------------ reads
+
+    async def trace_spans(self, tenant_id: str, trace_id: str) -> list[dict[str, Any]]:
+        q = (sa.select(spans).where(spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id)
+             .order_by(spans.c.start_ns, spans.c.span_id))
+        async with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    async def trace_content(self, tenant_id: str, trace_id: str) -> list[dict[str, Any]]:
+        q = (sa.select(content.c.span_id, content.c.source, content.c.time_ns, content.c.body)
+             .where(content.c.tenant_id == tenant_id, content.c.trace_id == trace_id)
+             .order_by(content.c.time_ns, content.c.id))
+        async with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    def _attr_match(self, key: str, value: str) -> sa.ColumnElement[bool]:
+        if self.dialect == "postgresql":
+            return sa.cast(spans.c.attributes, postgresql.JSONB)[key].astext == value
+        path = '$."' + key.replace('"', "") + '"'
+        return sa.func.json_extract(spans.c.attributes, path) == value
+
+    async def list_traces(self, tenant_id: str, f: TraceFilter, *, limit: int,
+                          before: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+        base = [spans.c.tenant_id == tenant_id]
+        if f.since_ns is not None:
+            base.append(spans.c.start_ns >= f.since_ns)
+        if f.until_ns is not None:
+            base.append(spans.c.start_ns < f.until_ns)
+        span_conds = []
+        for col, value in ((spans.c.agent_name, f.agent), (spans.c.session_id, f.session_id),
+                           (spans.c.user_id, f.user_id), (spans.c.model, f.model), (spans.c.kind, f.kind)):
+            if value is not None:
+                span_conds.append(col == value)
+        span_conds += [self._attr_match(k, v) for k, v in f.attributes]
+        where = list(base)
+        for cond in span_conds:
+            where.append(spans.c.trace_id.in_(sa.select(spans.c.trace_id).where(*base, cond)))
+        having = []
+        if f.status == "error":
+            having.append(sa.func.max(spans.c.status_code) == 2)
+        elif f.status == "ok":
+            having.append(sa.func.max(spans.c.status_code) < 2)
+        if f.min_cost_usd is not None:
+            having.append(sa.func.coalesce(sa.func.sum(spans.c.cost_usd), 0) >= f.min_cost_usd)
+        if f.min_duration_ms is not None:
+            having.append(sa.func.max(spans.c.end_ns) - sa.func.min(spans.c.start_ns) >= f.min_duration_ms * 1e6)
+        if before is not None:
+            start, tid = before
+            having.append(sa.or_(sa.func.min(spans.c.start_ns) < start,
+                                 sa.and_(sa.func.min(spans.c.start_ns) == start, spans.c.trace_id < tid)))
+        q = (sa.select(*SUMMARY_COLUMNS).where(*where).group_by(spans.c.trace_id)
+             .order_by(sa.func.min(spans.c.start_ns).desc(), spans.c.trace_id.desc()).limit(limit))
+        if having:
+            q = q.having(sa.and_(*having))
+        async with self.db.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            if rows:
+                await self._attach_roots(conn, tenant_id, rows)
+        return rows
+
+    async def _attach_roots(self, conn: AsyncConnection, tenant_id: str, rows: list[dict[str, Any]]) -> None:
+        ids = [r["trace_id"] for r in rows]
+        q = (sa.select(spans.c.trace_id, spans.c.name, spans.c.kind, spans.c.agent_name, spans.c.session_id,
+                       spans.c.user_id, spans.c.service_name, spans.c.parent_span_id, spans.c.start_ns)
+             .where(spans.c.tenant_id == tenant_id, spans.c.trace_id.in_(ids))
+             .order_by(spans.c.start_ns))
+        roots: dict[str, dict[str, Any]] = {}
+        for r in await conn.execute(q):
+            m = dict(r._mapping)
+            cur = roots.get(m["trace_id"])
+            if cur is None or (cur["parent_span_id"] is not None and m["parent_span_id"] is None):
+                roots[m["trace_id"]] = m
+        for row in rows:
+            root = roots.get(row["trace_id"], {})
+            row["root"] = {k: root.get(k) for k in ("name", "kind", "agent_name", "service_name")}
+            row["session_id"] = root.get("session_id")
+            row["user_id"] = root.get("user_id")
+
+    async def session_traces(self, tenant_id: str, session_id: str, limit: int) -> list[dict[str, Any]]:
+        sub = sa.select(spans.c.trace_id).where(spans.c.tenant_id == tenant_id, spans.c.session_id == session_id)
+        q = (sa.select(*SUMMARY_COLUMNS).where(spans.c.tenant_id == tenant_id, spans.c.trace_id.in_(sub))
+             .group_by(spans.c.trace_id).order_by(sa.func.min(spans.c.start_ns), spans.c.trace_id).limit(limit))
+        async with self.db.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            if rows:
+                await self._attach_roots(conn, tenant_id, rows)
+        return rows
+
+    async def cost_by_model_by_day(self, tenant_id: str, since_day: int, until_day: int) -> list[dict[str, Any]]:
+        u = usage_daily.c
+        q = (sa.select(u.day, u.model, u.provider, u.calls, u.errors, u.input_tokens, u.output_tokens,
+                       u.cached_tokens, u.reasoning_tokens, u.cost_usd, u.unpriced_calls, u.duration_ms_sum)
+             .where(u.tenant_id == tenant_id, u.day >= since_day, u.day <= until_day)
+             .order_by(u.day, u.model, u.provider))
+        async with self.db.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(q)]
+
+    async def model_durations(self, tenant_id: str, since_ns: int, until_ns: int,
+                              cap: int = 50_000) -> list[tuple[str, float]]:
+        q = (sa.select(spans.c.model, spans.c.duration_ms)
+             .where(spans.c.tenant_id == tenant_id, spans.c.kind == "model",
+                    spans.c.start_ns >= since_ns, spans.c.start_ns < until_ns)
+             .order_by(spans.c.start_ns.desc()).limit(cap))
+        async with self.db.engine.connect() as conn:
+            return [(r[0] or "", float(r[1])) for r in await conn.execute(q)]
+
+    async def count(self, tenant_id: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(spans)
+        if tenant_id is not None:
+            q = q.where(spans.c.tenant_id == tenant_id)
+        async with self.db.engine.connect() as conn:
+            return int(await conn.scalar(q) or 0)
+
+    # ------------------------------------------------------------ retention
+
+    async def drop_older_than(self, cutoff_ns: int) -> int:
+        """Delete spans (and content) that started before ``cutoff_ns``; whole partitions on PostgreSQL."""
+        dropped = 0
+        async with self.db.engine.begin() as conn:
+            if self.partitioned:
+                names = await conn.execute(sa.text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'telemetry_spans'"
+                ))
+                for (name,) in names.all():
+                    day = int(name.rsplit("_d", 1)[1])
+                    if (day + 1) * DAY_NS <= cutoff_ns:
+                        await conn.execute(sa.text(f"DROP TABLE {name}"))
+                        self._partitions.discard(day)
+            result = await conn.execute(sa.delete(spans).where(spans.c.start_ns < cutoff_ns))
+            dropped += result.rowcount or 0
+            await conn.execute(sa.delete(content).where(content.c.time_ns < cutoff_ns))
+        return dropped
+
+    async def enforce_max_spans(self, max_spans: int) -> int:
+        """Keep the newest ``max_spans`` spans: drop everything older than the one at that rank."""
+        async with self.db.engine.connect() as conn:
+            cutoff = await conn.scalar(
+                sa.select(spans.c.start_ns).order_by(spans.c.start_ns.desc()).offset(max_spans).limit(1)
+            )
+        if cutoff is None:
+            return 0
+        return await self.drop_older_than(int(cutoff) + 1)
+
+    # ------------------------------------------------------------ exporters
+
+    async def set_exporter(self, tenant_id: str, endpoint: str, headers: dict[str, str], enabled: bool,
+                           now: datetime) -> None:
+        values = {"endpoint": endpoint, "headers": orjson.dumps(headers).decode(), "enabled": enabled,
+                  "updated_at": now}
+        stmt = self._insert(exporters).values(tenant_id=tenant_id, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
+        async with self.db.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def delete_exporter(self, tenant_id: str) -> bool:
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(sa.delete(exporters).where(exporters.c.tenant_id == tenant_id))
+        return bool(result.rowcount)
+
+    async def exporters(self) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(sa.select(exporters))]
+        for r in rows:
+            r["headers"] = orjson.loads(r["headers"])
+        return rows
