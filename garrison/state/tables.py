@@ -27,7 +27,6 @@ checkpoints = sa.Table(
     sa.Column("meta", sa.Text, nullable=False),
     sa.Column("channel_versions", sa.Text, nullable=False),
     sa.Index("ix_state_checkpoints_run", "tenant_id", "run_id"),
-    sqlite_with_rowid=False,
 )
 
 blobs = sa.Table(
@@ -40,7 +39,6 @@ blobs = sa.Table(
     sa.Column("version", sa.String, primary_key=True),
     sa.Column("type", sa.String, nullable=False),
     sa.Column("blob", sa.LargeBinary, nullable=True),
-    sqlite_with_rowid=False,
 )
 
 writes = sa.Table(
@@ -56,7 +54,6 @@ writes = sa.Table(
     sa.Column("type", sa.String, nullable=False),
     sa.Column("blob", sa.LargeBinary, nullable=False),
     sa.Column("task_path", sa.String, nullable=False, server_default=""),
-    sqlite_with_rowid=False,
 )
 
 CHECKPOINT_TABLES = [checkpoints, blobs, writes]

@@ -10,12 +10,14 @@ read joins the blobs of its ``channel_versions`` in the same query.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+import zstandard
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -53,7 +55,7 @@ SELECT 0 AS kind, c.checkpoint_id AS a, c.parent_checkpoint_id AS b, c.type AS t
 UNION ALL
 SELECT 1, bl.channel, NULL, bl.type, bl.blob, NULL, NULL, NULL
 FROM c {each_versions}
-JOIN state_blobs bl ON bl.tenant_id = :tenant AND bl.thread_id = :thread AND bl.checkpoint_ns = :ns
+{blob_join} state_blobs bl ON bl.tenant_id = :tenant AND bl.thread_id = :thread AND bl.checkpoint_ns = :ns
   AND bl.channel = j.key AND bl.version = j.value
 UNION ALL
 SELECT 2, w.task_id, w.channel, w.type, w.blob, NULL, w.task_path, w.idx
@@ -68,9 +70,10 @@ _EACH = {
 
 
 def _get_statements(dialect: str) -> tuple[sa.TextClause, sa.TextClause]:
-    each = _EACH[dialect]
-    latest = sa.text(_GET_SQL.format(id_filter="", each_versions=each))
-    by_id = sa.text(_GET_SQL.format(id_filter="AND checkpoint_id = :cid", each_versions=each))
+    # SQLite: CROSS JOIN pins the order, so each (channel, version) is one primary-key probe.
+    fmt = {"each_versions": _EACH[dialect], "blob_join": "CROSS JOIN" if dialect == "sqlite" else "JOIN"}
+    latest = sa.text(_GET_SQL.format(id_filter="", **fmt))
+    by_id = sa.text(_GET_SQL.format(id_filter="AND checkpoint_id = :cid", **fmt))
     return latest, by_id
 
 
@@ -79,6 +82,49 @@ GET_SQL = {d: _get_statements(d) for d in _EACH}
 
 def insert_for(dialect: str, table: sa.Table) -> Any:
     return (pg.insert if dialect == "postgresql" else sqlite_dialect.insert)(table)
+
+
+def _put_statements(dialect: str) -> tuple[Any, Any]:
+    upsert = insert_for(dialect, C)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[C.c.tenant_id, C.c.thread_id, C.c.checkpoint_ns, C.c.checkpoint_id],
+        set_={k: upsert.excluded[k] for k in ("parent_checkpoint_id", "run_id", "type", "checkpoint",
+                                              "meta", "channel_versions")},
+    )
+    return upsert, insert_for(dialect, B).on_conflict_do_nothing()
+
+
+def _writes_statements(dialect: str) -> tuple[Any, Any]:
+    keys = [W.c.tenant_id, W.c.thread_id, W.c.checkpoint_ns, W.c.checkpoint_id, W.c.task_id, W.c.idx]
+    upsert = insert_for(dialect, W)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=keys, set_={k: upsert.excluded[k] for k in ("channel", "type", "blob", "task_path")})
+    return insert_for(dialect, W).on_conflict_do_nothing(index_elements=keys), upsert
+
+
+# Built once: constructing ON CONFLICT statements costs more than running them.
+_PUT_SQL = {d: _put_statements(d) for d in _EACH}
+_WRITES_SQL = {d: _writes_statements(d) for d in _EACH}
+
+
+COMPRESS_MIN = 256
+ZSTD_PREFIX = "zstd:"
+_local = threading.local()
+
+
+def _zstd() -> zstandard.ZstdCompressor:
+    # zstandard's (de)compressors must not be shared between threads.
+    c = getattr(_local, "c", None)
+    if c is None:
+        c = _local.c = zstandard.ZstdCompressor(level=3)
+    return c
+
+
+def _unzstd() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
 
 
 def next_version(current: str | int | float | None) -> str:
@@ -103,8 +149,12 @@ class Scope:
 
     # -- encoding -------------------------------------------------------------
 
-    def dump(self, value: Any, what: str) -> tuple[str, bytes]:
+    def dump(self, value: Any, what: str, *, compress: bool = False) -> tuple[str, bytes]:
         type_, data = self.serde.dumps_typed(value)
+        if compress and len(data) >= COMPRESS_MIN and "+" not in type_:
+            # Checkpoint rows repeat every version string several times: zstd takes ~5x off.
+            data = _zstd().compress(data)
+            type_ = ZSTD_PREFIX + type_
         if len(data) > self.max_value_bytes:
             raise ValueTooLarge(
                 f"{what} serializes to {len(data)} bytes, over the limit of {self.max_value_bytes}: "
@@ -114,6 +164,8 @@ class Scope:
 
     def load(self, type_: str, data: bytes | None, where: str) -> Any:
         try:
+            if type_.startswith(ZSTD_PREFIX):
+                type_, data = type_[len(ZSTD_PREFIX):], _unzstd().decompress(data or b"")
             return self.serde.loads_typed((type_, data if data is not None else b""))
         except Exception as exc:  # any decoder error means a row we did not write as is
             raise CorruptCheckpoint(f"cannot decode {where}: {type(exc).__name__}: {exc}") from exc
@@ -142,20 +194,21 @@ def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
 # -- put ----------------------------------------------------------------------
 
 
-def put(
+def put_rows(
     s: Scope,
     config: RunnableConfig,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
-) -> Op:
+) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
+    """The checkpoint row and the rows of the channels that changed."""
     thread_id, ns, parent_id = _thread_key(config)
     versions = checkpoint["channel_versions"]
     values = checkpoint["channel_values"]
     stored = dict(checkpoint)
     # Values of channels without a version cannot be keyed in state_blobs: keep them inline.
     stored["channel_values"] = {k: v for k, v in values.items() if k not in versions}
-    type_, data = s.dump(stored, f"checkpoint {checkpoint['id']}")
+    type_, data = s.dump(stored, f"checkpoint {checkpoint['id']}", compress=True)
     meta = get_serializable_checkpoint_metadata(config, metadata)
     try:
         meta_json = orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -179,29 +232,33 @@ def put(
         "type": type_, "checkpoint": data, "meta": meta_json,
         "channel_versions": orjson.dumps({k: str(v) for k, v in versions.items()}).decode(),
     }
-    upsert = insert_for(s.dialect, C)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[C.c.tenant_id, C.c.thread_id, C.c.checkpoint_ns, C.c.checkpoint_id],
-        set_={k: upsert.excluded[k] for k in ("parent_checkpoint_id", "run_id", "type", "checkpoint",
-                                              "meta", "channel_versions")},
-    )
-    if blob_rows:
-        ins = insert_for(s.dialect, B).on_conflict_do_nothing()
-        if s.dialect == "postgresql":
-            # One statement, one round trip, one commit: the blobs ride in a CTE.
-            cte = ins.values(blob_rows).cte("new_blobs")
-            yield upsert.values(row).add_cte(cte), None, False
-        else:
-            yield ins, blob_rows, False
-            yield upsert, row, False
+    return thread_id, ns, row, blob_rows
+
+
+def put(
+    s: Scope,
+    config: RunnableConfig,
+    checkpoint: Checkpoint,
+    metadata: CheckpointMetadata,
+    new_versions: ChannelVersions,
+) -> Op:
+    thread_id, ns, row, blob_rows = put_rows(s, config, checkpoint, metadata, new_versions)
+    upsert, blob_insert = _PUT_SQL[s.dialect]
+    if blob_rows and s.dialect == "postgresql":
+        # One statement, one round trip, one commit: the blobs ride in a CTE.
+        cte = blob_insert.values(blob_rows).cte("new_blobs")
+        yield upsert.values(row).add_cte(cte), None, False
     else:
+        if blob_rows:
+            yield blob_insert, blob_rows, False
         yield upsert, row, False
     return _config(thread_id, ns, checkpoint["id"])
 
 
-def put_writes(
+def writes_rows(
     s: Scope, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
-) -> Op:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of regular writes (insert if absent) and of special ones (replace)."""
     thread_id, ns, cid = _thread_key(config)
     if not cid:
         raise InvalidConfig("put_writes needs config['configurable']['checkpoint_id']")
@@ -214,16 +271,19 @@ def put_writes(
             "type": type_, "blob": data, "task_path": task_path,
         }
         (special if channel in WRITES_IDX_MAP else regular).append(row)
-    keys = [W.c.tenant_id, W.c.thread_id, W.c.checkpoint_ns, W.c.checkpoint_id, W.c.task_id, W.c.idx]
+    return regular, special
+
+
+def put_writes(
+    s: Scope, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+) -> Op:
+    regular, special = writes_rows(s, config, writes, task_id, task_path)
+    insert_new, upsert = _WRITES_SQL[s.dialect]
     if regular:
         # A task's regular writes are final once saved: a retry must not replace them.
-        yield insert_for(s.dialect, W).on_conflict_do_nothing(index_elements=keys), regular, False
+        yield insert_new, regular, False
     if special:
-        ins = insert_for(s.dialect, W)
-        ins = ins.on_conflict_do_update(
-            index_elements=keys, set_={k: ins.excluded[k] for k in ("channel", "type", "blob", "task_path")}
-        )
-        yield ins, special, False
+        yield upsert, special, False
 
 
 # -- read ---------------------------------------------------------------------
@@ -268,6 +328,11 @@ def get_tuple(s: Scope, config: RunnableConfig) -> Op:
     if cid:
         params["cid"] = cid
     rows = yield (by_id if cid else latest), params, True
+    return decode_get(s, thread_id, ns, rows)
+
+
+def decode_get(s: Scope, thread_id: str, ns: str, rows: Sequence[Any]) -> CheckpointTuple | None:
+    """A CheckpointTuple from the rows of the GET query (head, blobs, writes)."""
     head = None
     values: dict[str, Any] = {}
     writes: list[tuple[str, str, str, int, str, bytes]] = []
@@ -381,7 +446,8 @@ def _hydrate(s: Scope, rows: Sequence[Any]) -> Op:
         for ch, ver in orjson.loads(r[7]).items():
             found = blob_map.get((thread_id, ns, ch, ver))
             if found is not None and found[0] != "empty":
-                values[ch] = s.load(found[0], found[1], f"channel {ch!r} of checkpoint {cid}")
+                values[ch] = s.load(found[0], found[1],
+                                    f"channel {ch!r} of checkpoint {cid} of thread {thread_id!r}")
         out.append(_tuple(s, thread_id, ns, (cid, r[3], r[4], r[5], r[6]), values,
                           writes_by.get((thread_id, ns, cid), [])))
     return out

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from garrison.state.checkpoint import ops
 from garrison.state.checkpoint.crypto import AesGcmCipher
+from garrison.state.checkpoint.direct import DirectSQL
 from garrison.state.checkpoint.engine import (
     WRITE_OPTION,
     create_async,
@@ -101,6 +102,7 @@ class GarrisonSaver(_Common):
     ) -> None:
         self._init(engine.dialect.name, tenant_id, serde, encryption_key, max_value_bytes)
         self.engine = engine
+        self._direct = DirectSQL(engine)
 
     @classmethod
     @contextmanager
@@ -111,6 +113,7 @@ class GarrisonSaver(_Common):
             saver = cls(engine, **kwargs)
             saver.setup()
             yield saver
+            saver.close()
         finally:
             engine.dispose()
 
@@ -120,6 +123,10 @@ class GarrisonSaver(_Common):
         clone.__dict__.update(self.__dict__)
         clone.tenant_id = tenant_id
         return clone
+
+    def close(self) -> None:
+        """Hand the driver connections back to the engine's pool."""
+        self._direct.close()
 
     def setup(self) -> None:
         with self.engine.begin() as conn:
@@ -139,7 +146,7 @@ class GarrisonSaver(_Common):
     # -- base methods ----------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._read(ops.get_tuple(self.scope, config))
+        return self._direct.get_tuple(self.scope, config)
 
     def list(
         self,
@@ -153,12 +160,12 @@ class GarrisonSaver(_Common):
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
-        return self._write(ops.put(self.scope, config, checkpoint, metadata, new_versions))
+        return self._direct.put(self.scope, config, checkpoint, metadata, new_versions)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                    task_path: str = "") -> None:
         if writes:
-            self._write(ops.put_writes(self.scope, config, writes, task_id, task_path))
+            self._direct.put_writes(self.scope, config, writes, task_id, task_path)
 
     def delete_thread(self, thread_id: str) -> None:
         self._write(ops.delete_threads(self.scope, [thread_id]))

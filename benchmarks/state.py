@@ -1,0 +1,273 @@
+"""Checkpointer benchmark: GarrisonSaver beside langgraph's SqliteSaver and PostgresSaver.
+
+Same workload, same run, each saver on a fresh database:
+
+- put / get_tuple p50 and p95: a thread of 10 channels (~400 B each, ~4 KB of state)
+  where one channel changes per step, as a LangGraph loop writes it;
+- 16 threads writing concurrently (one LangGraph thread each): puts per second and
+  how many calls failed (e.g. "database is locked");
+- bytes on disk for a 100-step thread where one channel of ten changes per step.
+
+Usage: python benchmarks/state.py [--pg postgresql://postgres@127.0.0.1:5432/test] [--puts 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base.id import uuid6
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from garrison.state import GarrisonSaver  # noqa: E402
+
+CHANNELS = [f"channel_{i}" for i in range(10)]
+NODES = ["agent", "tools", "router"]
+
+
+def value(step: int, channel: str) -> dict[str, Any]:
+    # ~400 bytes: a small message-like structure, different per step.
+    return {"role": "assistant", "step": step, "channel": channel,
+            "content": (f"step {step} of {channel}: " + "lorem ipsum dolor sit amet " * 14)[:360]}
+
+
+class Thread:
+    """Builds the checkpoints a LangGraph loop would write for one thread."""
+
+    def __init__(self, saver: BaseCheckpointSaver, thread_id: str) -> None:
+        self.saver = saver
+        self.config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        self.values: dict[str, Any] = {}
+        self.versions: dict[str, Any] = {}
+        self.step = -1
+
+    def next(self, changed: list[str]) -> tuple[dict, dict, dict, dict]:
+        self.step += 1
+        new_versions = {}
+        for ch in changed:
+            self.values[ch] = value(self.step, ch)
+            self.versions[ch] = self.saver.get_next_version(self.versions.get(ch), None)
+            new_versions[ch] = self.versions[ch]
+        checkpoint = {
+            "v": 4, "id": str(uuid6(clock_seq=self.step)), "ts": datetime.now(UTC).isoformat(),
+            "channel_values": dict(self.values), "channel_versions": dict(self.versions),
+            "versions_seen": {n: dict(self.versions) for n in NODES}, "updated_channels": changed,
+        }
+        metadata = {"source": "loop", "step": self.step, "parents": {}, "run_id": "run-1"}
+        return self.config, checkpoint, metadata, new_versions
+
+    def put(self, changed: list[str]) -> float:
+        config, cp, md, nv = self.next(changed)
+        t0 = time.perf_counter()
+        self.config = self.saver.put(config, cp, md, nv)
+        return time.perf_counter() - t0
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+def measure_latency(saver: BaseCheckpointSaver, puts: int) -> dict[str, float]:
+    t = Thread(saver, str(uuid.uuid4()))
+    t.put(CHANNELS)
+    for i in range(20):  # warm up
+        t.put([CHANNELS[i % 10]])
+    put_s = [t.put([CHANNELS[i % 10]]) for i in range(puts)]
+    get_s = []
+    for _ in range(puts):
+        t0 = time.perf_counter()
+        tup = saver.get_tuple({"configurable": {"thread_id": t.config["configurable"]["thread_id"],
+                                                "checkpoint_ns": ""}})
+        get_s.append(time.perf_counter() - t0)
+        assert tup is not None and len(tup.checkpoint["channel_values"]) == 10
+    return {"put_p50": pct(put_s, 0.5), "put_p95": pct(put_s, 0.95),
+            "get_p50": pct(get_s, 0.5), "get_p95": pct(get_s, 0.95)}
+
+
+def measure_concurrency(saver: BaseCheckpointSaver, threads: int, per_thread: int) -> dict[str, float]:
+    errors: list[str] = []
+    done = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def work() -> None:
+        t = Thread(saver, str(uuid.uuid4()))
+        barrier.wait()
+        for i in range(per_thread):
+            try:
+                t.put(CHANNELS if i == 0 else [CHANNELS[i % 10]])
+                with lock:
+                    done[0] += 1
+            except Exception as exc:  # counted and reported, not hidden
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:120])
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    locked = sum("locked" in e for e in errors)
+    return {"puts_per_s": done[0] / elapsed, "errors": len(errors), "locked": locked,
+            "first_error": errors[0] if errors else ""}
+
+
+def hundred_steps(saver: BaseCheckpointSaver) -> None:
+    t = Thread(saver, str(uuid.uuid4()))
+    t.put(CHANNELS)
+    for i in range(99):
+        t.put([CHANNELS[i % 10]])
+
+
+def sqlite_bytes(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.execute("VACUUM")
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        free = con.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * page
+    finally:
+        con.close()
+
+
+def pg_bytes(url: str, tables: list[str]) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for t in tables:
+            conn.execute(f"VACUUM FULL {t}")
+        return sum(conn.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0] for t in tables)
+
+
+# -- saver factories ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sqlite_upstream(path: Path) -> Iterator[BaseCheckpointSaver]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    with SqliteSaver.from_conn_string(str(path)) as saver:
+        saver.setup()
+        yield saver
+
+
+@contextlib.contextmanager
+def pg_upstream(url: str) -> Iterator[BaseCheckpointSaver]:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(url, max_size=16, kwargs={"autocommit": True, "prepare_threshold": 0,
+                                                   "row_factory": dict_row}) as pool:
+        saver = PostgresSaver(pool)
+        saver.setup()
+        yield saver
+
+
+@contextlib.contextmanager
+def fresh_pg(admin_url: str) -> Iterator[str]:
+    name = f"bench_state_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_sqlite(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    factories: dict[str, Callable[[Path], Any]] = {
+        "garrison": lambda p: GarrisonSaver.from_conn_string(str(p)),
+        "SqliteSaver": sqlite_upstream,
+    }
+    for name, factory in factories.items():
+        res: dict[str, Any] = {}
+        p = tmp / f"{name}-lat.db"
+        with factory(p) as saver:
+            res.update(measure_latency(saver, args.puts))
+        p = tmp / f"{name}-conc.db"
+        with factory(p) as saver:
+            res.update(measure_concurrency(saver, 16, args.per_thread))
+        p = tmp / f"{name}-bytes.db"
+        with factory(p) as saver:
+            hundred_steps(saver)
+        res["bytes_100"] = sqlite_bytes(p)
+        out[name] = res
+    return out
+
+
+def run_pg(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    sa_url = lambda u: u  # noqa: E731  (GarrisonSaver takes plain postgresql:// URLs)
+    factories = {
+        "garrison": (lambda u: GarrisonSaver.from_conn_string(sa_url(u)),
+                     ["state_checkpoints", "state_blobs", "state_writes"]),
+        "PostgresSaver": (pg_upstream, ["checkpoints", "checkpoint_blobs", "checkpoint_writes"]),
+    }
+    for name, (factory, tables) in factories.items():
+        res: dict[str, Any] = {}
+        with fresh_pg(args.pg) as url, factory(url) as saver:
+            res.update(measure_latency(saver, args.puts))
+        with fresh_pg(args.pg) as url, factory(url) as saver:
+            res.update(measure_concurrency(saver, 16, args.per_thread))
+        with fresh_pg(args.pg) as url:
+            with factory(url) as saver:
+                hundred_steps(saver)
+            res["bytes_100"] = pg_bytes(url, tables)
+        out[name] = res
+    return out
+
+
+def report(title: str, peer: str, res: dict[str, dict[str, Any]]) -> None:
+    g, p = res["garrison"], res[peer]
+    print(f"\n## {title}: garrison vs {peer}\n")
+    print(f"| metric | garrison | {peer} | ratio |")
+    print("|---|---|---|---|")
+    for key, label, unit in [("put_p50", "put p50", "ms"), ("put_p95", "put p95", "ms"),
+                             ("get_p50", "get_tuple p50", "ms"), ("get_p95", "get_tuple p95", "ms"),
+                             ("puts_per_s", "16 threads writing", "puts/s"),
+                             ("errors", "16 threads: failed calls", ""),
+                             ("bytes_100", "bytes, 100-step thread (1 of 10 channels changes)", "B")]:
+        gv, pv = g[key], p[key]
+        ratio = f"{gv / pv:.2f}x" if pv else "-"
+        fmt = (lambda v: f"{v:.3f}") if unit == "ms" else (lambda v: f"{v:,.0f}")
+        print(f"| {label} | {fmt(gv)} {unit} | {fmt(pv)} {unit} | {ratio} |")
+    for name in (peer, "garrison"):
+        if res[name]["first_error"]:
+            print(f"\n{name} first concurrent error: {res[name]['first_error']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pg", default=os.environ.get("GARRISON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--puts", type=int, default=400)
+    ap.add_argument("--per-thread", type=int, default=40)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        report("SQLite", "SqliteSaver", run_sqlite(args, Path(d)))
+    if not args.no_pg:
+        report("PostgreSQL", "PostgresSaver", run_pg(args))
+
+
+if __name__ == "__main__":
+    main()

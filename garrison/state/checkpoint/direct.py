@@ -1,0 +1,158 @@
+"""The blocking saver's hot path: get_tuple, put and put_writes on pooled driver connections.
+
+A LangGraph step costs one put and one or more put_writes, so these three run
+straight on the DBAPI connection that SQLAlchemy's pool hands out (no statement
+compilation or result wrapping per call): one statement and one commit per put on
+PostgreSQL (the blobs ride in a CTE, in autocommit), ``BEGIN IMMEDIATE`` on SQLite
+so concurrent writers queue on the busy timeout instead of failing. Rows and
+decoding are shared with the SQLAlchemy Core path in ``ops``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
+from sqlalchemy.engine import Engine
+
+from garrison.state.checkpoint import ops
+
+CP_COLS = ["tenant_id", "thread_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "run_id",
+           "created_at", "type", "checkpoint", "meta", "channel_versions"]
+BLOB_COLS = ["tenant_id", "thread_id", "checkpoint_ns", "channel", "version", "type", "blob"]
+WRITE_COLS = ["tenant_id", "thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "type",
+              "blob", "task_path"]
+CP_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in ("parent_checkpoint_id", "run_id", "type", "checkpoint",
+                                                       "meta", "channel_versions"))
+CP_CONFLICT = f"ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET {CP_UPDATE}"
+W_KEYS = "tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx"
+W_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in ("channel", "type", "blob", "task_path"))
+
+
+def _named(cols: list[str]) -> str:
+    return ", ".join(f":{c}" for c in cols)
+
+
+def _pg_values(cols: list[str], n: int) -> str:
+    one = "(" + ", ".join(["%s"] * len(cols)) + ")"
+    return ", ".join([one] * n)
+
+
+class DirectSQL:
+    """Driver connections kept out of SQLAlchemy's pool while the saver lives."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pg = engine.dialect.name == "postgresql"
+        self._idle: list[Any] = []
+        latest, by_id = (t.text for t in ops.GET_SQL[engine.dialect.name])
+        if self.pg:
+            latest, by_id = (re.sub(r":(\w+)", r"%(\1)s", q) for q in (latest, by_id))
+        self.get_latest, self.get_by_id = latest, by_id
+        self._pg_put: dict[int, str] = {}
+        # SQLite has one writer at a time; queueing on a lock here instead of in SQLite's
+        # busy handler (which sleeps in steps of milliseconds) keeps concurrent writers fast.
+        self._sqlite_writer = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        try:
+            fairy = self._idle.pop()
+        except IndexError:
+            fairy = self.engine.raw_connection()
+            if self.pg:
+                fairy.driver_connection.autocommit = True
+        try:
+            yield fairy.driver_connection
+        except BaseException:
+            fairy.invalidate()  # unknown transaction state: never reuse
+            raise
+        self._idle.append(fairy)
+
+    def close(self) -> None:
+        while self._idle:
+            fairy = self._idle.pop()
+            if self.pg:
+                fairy.driver_connection.autocommit = False
+            fairy.close()
+
+    # -- operations ------------------------------------------------------------------
+
+    def get_tuple(self, s: ops.Scope, config: RunnableConfig) -> CheckpointTuple | None:
+        thread_id, ns, cid = ops._thread_key(config)
+        params = {"tenant": s.tenant_id, "thread": thread_id, "ns": ns}
+        if cid:
+            params["cid"] = cid
+        with self.connection() as con:
+            rows = con.execute(self.get_by_id if cid else self.get_latest, params).fetchall()
+        return ops.decode_get(s, thread_id, ns, rows)
+
+    def put(self, s: ops.Scope, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        thread_id, ns, row, blob_rows = ops.put_rows(s, config, checkpoint, metadata, new_versions)
+        with self.connection() as con:
+            if self.pg:
+                sql = self._pg_put_sql(len(blob_rows))
+                params = [r[c] for r in blob_rows for c in BLOB_COLS] + [row[c] for c in CP_COLS]
+                con.execute(sql, params)
+            else:
+                with self._sqlite_writer:
+                    con.execute("BEGIN IMMEDIATE")
+                    if blob_rows:
+                        con.executemany(_SQLITE_BLOBS, blob_rows)
+                    con.execute(_SQLITE_CP, row)
+                    con.execute("COMMIT")
+        return ops._config(thread_id, ns, checkpoint["id"])
+
+    def _pg_put_sql(self, n_blobs: int) -> str:
+        sql = self._pg_put.get(n_blobs)
+        if sql is None:
+            cp = (f"INSERT INTO state_checkpoints ({', '.join(CP_COLS)}) VALUES {_pg_values(CP_COLS, 1)} "
+                  f"{CP_CONFLICT}")
+            if n_blobs:
+                sql = (f"WITH new_blobs AS (INSERT INTO state_blobs ({', '.join(BLOB_COLS)}) VALUES "
+                       f"{_pg_values(BLOB_COLS, n_blobs)} ON CONFLICT DO NOTHING) {cp}")
+            else:
+                sql = cp
+            self._pg_put[n_blobs] = sql
+        return sql
+
+    def put_writes(self, s: ops.Scope, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
+                   task_path: str) -> None:
+        regular, special = ops.writes_rows(s, config, writes, task_id, task_path)
+        with self.connection() as con:
+            if self.pg:
+                with con.transaction() if (regular and special) else _nothing():
+                    for rows, tail in ((regular, "DO NOTHING"), (special, f"DO UPDATE SET {W_UPDATE}")):
+                        if rows:
+                            con.execute(
+                                f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES "
+                                f"{_pg_values(WRITE_COLS, len(rows))} ON CONFLICT ({W_KEYS}) {tail}",
+                                [r[c] for r in rows for c in WRITE_COLS])
+            else:
+                with self._sqlite_writer:
+                    con.execute("BEGIN IMMEDIATE")
+                    if regular:
+                        con.executemany(_SQLITE_WRITES_NEW, regular)
+                    if special:
+                        con.executemany(_SQLITE_WRITES_REPLACE, special)
+                    con.execute("COMMIT")
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+_SQLITE_BLOBS = (f"INSERT INTO state_blobs ({', '.join(BLOB_COLS)}) VALUES ({_named(BLOB_COLS)}) "
+                 "ON CONFLICT DO NOTHING")
+_SQLITE_CP = f"INSERT INTO state_checkpoints ({', '.join(CP_COLS)}) VALUES ({_named(CP_COLS)}) {CP_CONFLICT}"
+_SQLITE_WRITES_NEW = (f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES ({_named(WRITE_COLS)}) "
+                      f"ON CONFLICT ({W_KEYS}) DO NOTHING")
+_SQLITE_WRITES_REPLACE = (f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES ({_named(WRITE_COLS)}) "
+                          f"ON CONFLICT ({W_KEYS}) DO UPDATE SET {W_UPDATE}")

@@ -1,0 +1,26 @@
+"""State layer wiring (see docs/layers.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+
+from garrison.state.service import StateService
+
+if TYPE_CHECKING:
+    from garrison.platform import Platform
+
+NAME = "state"
+
+
+async def start(platform: Platform) -> StateService:
+    return StateService(platform.settings)
+
+
+async def stop(service: StateService) -> None:
+    await service.stop()
+
+
+def routers() -> list[APIRouter]:
+    return []

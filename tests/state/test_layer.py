@@ -1,0 +1,35 @@
+"""The state layer inside garrison: Alembic branch `state`, tenant-scoped savers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+
+from garrison.db.migrate import current_tables
+from garrison.platform import Platform
+from garrison.state.service import StateService
+from tests.state.test_saver import Steps
+
+
+async def test_tables_come_from_the_state_migration_and_savers_are_tenant_scoped(platform: Platform) -> None:
+    tables = await asyncio.to_thread(current_tables, platform.settings.resolved_database_url)
+    assert {"state_checkpoints", "state_blobs", "state_writes"} <= tables
+    async with platform.db.engine.connect() as conn:
+        heads = {r[0] for r in await conn.execute(sa.text("SELECT version_num FROM alembic_version"))}
+    assert "state_0001" in heads
+
+    service: StateService = platform.services["state"]
+    acme, other = service.saver("ten_acme"), service.saver("ten_other")
+    steps = Steps(acme, "thread-1")
+    cfg = await acme.aput(*steps.build({"messages": ["hi"]}))
+    await acme.aput_writes(cfg, [("messages", ["there"])], "task-1")
+    got = await acme.aget_tuple(cfg)
+    assert got is not None and got.checkpoint["channel_values"] == {"messages": ["hi"]}
+    assert got.pending_writes == [("task-1", "messages", ["there"])]
+    assert await other.aget_tuple({"configurable": {"thread_id": "thread-1"}}) is None
+
+    blocking = service.sync_saver("ten_acme")
+    assert service.sync_saver("ten_acme") is blocking
+    listed = await asyncio.to_thread(lambda: list(blocking.list({"configurable": {"thread_id": "thread-1"}})))
+    assert [t.checkpoint["id"] for t in listed] == [got.checkpoint["id"]]
