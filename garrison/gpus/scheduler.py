@@ -268,6 +268,7 @@ class _Cycle:
         self.blocked_leaf: dict[str, tuple[str, int]] = {}  # leaf -> starving job holding it, its class
         self.reserved: dict[str, str] = {}       # GPU id -> starving job it is kept free for
         self.reserved_overlay: dict[str, int] = {}
+        self.reserved_class: dict[str, int] = {}
         starvation = s.config.starvation_s
         self.by_class: dict[int, dict[str, list[Workload]]] = {}
         for w in sorted(s.pending.values(), key=lambda w: _order(w, now, starvation)):
@@ -383,9 +384,11 @@ class _Cycle:
             if not w.memory_mib and self.max_free_mib <= 0:
                 return None, "every GPU is full"
         if self.reserved_overlay:
-            overlay = {g: m for g, m in self.reserved_overlay.items() if self.reserved[g] != w.id}
+            # Kept GPUs hold back work of the starving job's class or lower, not more urgent work.
+            overlay = {g: m for g, m in self.reserved_overlay.items()
+                       if self.reserved[g] != w.id and self.reserved_class[g] >= w.priority}
             plan, why = self.s.cluster.plan(w, overlay)
-            if plan is None and self.s.cluster.plan(w)[0] is not None:
+            if plan is None and overlay and self.s.cluster.plan(w)[0] is not None:
                 holders = sorted(set(self.reserved.values()))
                 why = f"the free GPUs are kept for {', '.join(holders)}, pending longer than " \
                       f"{self.s.config.starvation_s:g}s"
@@ -419,6 +422,7 @@ class _Cycle:
             chosen = free[: w.gang_size]
         for sl in chosen:
             self.reserved[sl.id] = w.id
+            self.reserved_class[sl.id] = w.priority
             self.reserved_overlay[sl.id] = sl.spec.memory_mib
 
     # -- preemption -------------------------------------------------------------------

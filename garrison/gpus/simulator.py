@@ -191,7 +191,8 @@ def _run_fifo(trace: Trace, horizon: float) -> dict[str, Any]:
             _, _, kind, i = heapq.heappop(events)
             if kind == "arrive":
                 jobs[i].submitted_at = now
-                queue.append(i)
+                if Cluster(trace.gpus).plan(whole[i])[0] is not None:
+                    queue.append(i)  # what could never fit is dropped, as garrison refuses it
             else:
                 cluster.release(whole[i])
                 running.pop(i, None)
