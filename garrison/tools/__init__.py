@@ -1,0 +1,1 @@
+"""MCP gateway: virtual servers, upstream sessions, credentials, OpenAPI-to-MCP, tool search."""

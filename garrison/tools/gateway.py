@@ -1,0 +1,158 @@
+"""The MCP face of the gateway: /mcp/{virtual_server} on the `mcp` SDK's streamable HTTP.
+
+One low-level ``Server`` and one session manager serve every virtual server. The HTTP
+route authenticates first (scope ``tools:call``) and hands the Principal and virtual
+server to the MCP handlers through the ASGI scope; a session is bound to the principal
+(the SDK answers 404 to anyone else) and to the virtual server it was opened on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from starlette.types import Message, Receive, Scope, Send
+
+from garrison import __version__
+from garrison.core.errors import NotFound, Problem
+from garrison.core.principal import Principal
+from garrison.tools.store import VirtualServer
+
+if TYPE_CHECKING:
+    from garrison.tools.service import ToolsService
+
+PRINCIPAL_KEY = "garrison.principal"
+VS_KEY = "garrison.virtual_server"
+INVALID_PARAMS = -32602
+
+
+def _scope_of(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+    request = ctx.request
+    scope = getattr(request, "scope", None)
+    if not isinstance(scope, dict) or PRINCIPAL_KEY not in scope:
+        raise MCPError(-32603, "request reached the gateway without an authenticated caller")
+    return scope
+
+
+def _session_id(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    connection = getattr(ctx.session, "_connection", None)
+    return getattr(connection, "session_id", None)
+
+
+class Gateway:
+    def __init__(self, service: ToolsService) -> None:
+        self.service = service
+        self.server: Server[Any] = Server(
+            "garrison-gateway", version=__version__,
+            instructions="Tools governed by garrison. Call search_tools to find the right tool in a large catalogue.",
+            on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+        )
+        self.manager = StreamableHTTPSessionManager(
+            self.server,
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            session_idle_timeout=service.settings.session_idle_timeout_s,
+            max_request_body_size=service.settings.max_body_bytes,
+        )
+        self._sessions: dict[str, tuple[str, str]] = {}  # session id -> (tenant, virtual server)
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mcp-gateway")
+        await self._ready.wait()
+
+    async def _run(self) -> None:
+        async with self.manager.run():
+            self._ready.set()
+            await self._stop.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._task, 10)
+
+    # ---- HTTP entry ---------------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, principal: Principal, vs: VirtualServer) -> None:
+        session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
+        if session_id is not None and self._sessions.get(session_id, (vs.tenant_id, vs.name)) != (vs.tenant_id, vs.name):
+            raise NotFound("this MCP session belongs to another virtual server; initialize a new one")
+        scope = dict(scope)
+        scope[PRINCIPAL_KEY] = principal
+        scope[VS_KEY] = vs
+        # The SDK binds a session to the credential that opened it and answers 404 to others.
+        scope["user"] = AuthenticatedUser(AccessToken(token=principal.id, client_id=principal.id,
+                                                      scopes=sorted(principal.scopes)))
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and session_id is None:
+                for k, v in message.get("headers", []):
+                    if k.lower() == b"mcp-session-id":
+                        self._sessions[v.decode("latin-1")] = (vs.tenant_id, vs.name)
+            await send(message)
+
+        await self.manager.handle_request(scope, receive, watch)
+
+    # ---- MCP handlers -------------------------------------------------------------------
+
+    def _owner(self, ctx: ServerRequestContext[Any, Any], principal: Principal) -> tuple[str, str | None]:
+        sid = _session_id(ctx)
+        if sid is None:
+            return f"p:{principal.id}", None
+        connection = getattr(ctx.session, "_connection", None)
+        stack = getattr(connection, "exit_stack", None)
+        if stack is not None and not getattr(connection, "_garrison_cleanup", False):
+            # When the downstream session ends, so do its upstream sessions.
+            stack.push_async_callback(self._session_closed, sid)
+            connection._garrison_cleanup = True  # type: ignore[union-attr]
+        return f"s:{sid}", sid
+
+    async def _session_closed(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+        await self.service.close_owner(f"s:{session_id}")
+
+    async def _list_tools(self, ctx: ServerRequestContext[Any, Any],
+                          params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        scope = _scope_of(ctx)
+        tools = await self.service.list_tools(scope[PRINCIPAL_KEY], scope[VS_KEY])
+        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any, Any],
+                         params: types.CallToolRequestParams) -> types.CallToolResult:
+        scope = _scope_of(ctx)
+        principal: Principal = scope[PRINCIPAL_KEY]
+        owner, sid = self._owner(ctx, principal)
+        meta = params.meta or {}
+        token = meta.get("progress_token") or meta.get("progressToken")  # type: ignore[union-attr]
+        session = ctx.session
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            if token is not None:
+                with contextlib.suppress(Exception):
+                    await session.send_progress_notification(token, value, total, message,
+                                                             related_request_id=ctx.request_id)
+
+        async def log_sink(p: types.LoggingMessageNotificationParams) -> None:
+            await session.send_log_message(p.level, p.data, p.logger)
+
+        try:
+            return await self.service.call_tool(
+                principal, scope[VS_KEY], params.name, dict(params.arguments or {}), owner=owner, session_id=sid,
+                progress=progress if token is not None else None, log_sink=log_sink if sid else None,
+            )
+        except NotFound as exc:
+            raise MCPError(INVALID_PARAMS, exc.detail) from exc
+        except Problem as exc:  # denied, rate limited, unavailable: the agent reads why
+            return types.CallToolResult(content=[types.TextContent(type="text", text=f"{exc.title}: {exc.detail}")],
+                                        is_error=True)
