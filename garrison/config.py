@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=10.0, gt=0)
 
+    log_level: str = Field(default="INFO", pattern="^(?i)(debug|info|warning|error)$")
+
     # Request limits.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
@@ -100,9 +102,9 @@ class Settings(BaseSettings):
 
     def describe(self) -> dict[str, Any]:
         """What is in use, for `garrison doctor` (secrets masked)."""
-        url = self.resolved_database_url
-        if "@" in url:
-            url = url.split("://", 1)[0] + "://***@" + url.split("@", 1)[1]
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.resolved_database_url).render_as_string(hide_password=True)
         return {
             "data_dir": str(self.data_dir.resolve()),
             "listen": f"{self.host}:{self.port}",

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 GENESIS = "0" * 64
 
 
@@ -39,8 +41,10 @@ def canonical(value: Any) -> str:
 
 def entry_hash(seq: int, ts: str, tenant_id: str | None, principal_id: str | None, action: str,
                resource: str, decision: str, reason: str, context: str, prev_hash: str) -> str:
-    body = canonical([seq, ts, tenant_id, principal_id, action, resource, decision, reason, context, prev_hash])
-    return hashlib.sha256(body.encode()).hexdigest()
+    # orjson: the same compact, deterministic encoding of a flat list, several times faster,
+    # which keeps `audit verify` of 100,000 entries well under a second.
+    body = orjson.dumps([seq, ts, tenant_id, principal_id, action, resource, decision, reason, context, prev_hash])
+    return hashlib.sha256(body).hexdigest()
 
 
 def seal(entry: Entry, seq: int, prev_hash: str) -> None:

@@ -60,8 +60,10 @@ def _banner(settings: Settings) -> Any:
 def _serve(settings: Settings) -> None:
     import uvicorn
 
+    from garrison.core.logs import configure
     from garrison.server import create_app
 
+    configure(settings.log_level)
     kwargs: dict[str, Any] = {}
     if settings.tls_certfile:
         kwargs.update(ssl_certfile=str(settings.tls_certfile), ssl_keyfile=str(settings.tls_keyfile))

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 
 from garrison.core.errors import PROBLEM_CONTENT_TYPE, PayloadTooLarge
 from garrison.core.ids import new_id
+from garrison.core.logs import request_id_var, trace_id_var
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -44,6 +45,8 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})
         scope["state"].update(request_id=rid, trace_id=trace_id, parent_span_id=tp.group(2) if tp else None,
                               span_id=span_id)
+        request_id_var.set(rid)
+        trace_id_var.set(trace_id)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await _send_problem(send, PayloadTooLarge(
