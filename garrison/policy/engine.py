@@ -113,6 +113,7 @@ class PolicyEngine:
     def _cedar(self, principal: Principal, action: str, resource: Resource, context: dict[str, Any]) -> Decision:
         if self._policies is None:
             self.load()
+        assert self._policies is not None
         p_uid = {"type": "Garrison::Principal", "id": principal.id}
         r_uid = {"type": "Garrison::Resource", "id": f"{resource.type}/{resource.id}"}
         res_attrs = {k: v for k, v in resource.attrs.items() if isinstance(v, (str, int, bool))}
