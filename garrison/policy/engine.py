@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
+import orjson
 
 from garrison.core.errors import BadRequest, Forbidden
 from garrison.core.principal import Principal
@@ -131,7 +132,8 @@ class PolicyEngine:
             "resource": f"Garrison::Resource::{json.dumps(r_uid['id'])}",
             "context": {k: v for k, v in context.items() if isinstance(v, (str, int, bool))},
         }
-        result = cedarpy.is_authorized(request, self._policies, entities)
+        # Entities as a JSON string: cedarpy parses that faster than it converts Python objects.
+        result = cedarpy.is_authorized(request, self._policies, orjson.dumps(entities).decode())
         reasons = list(getattr(result.diagnostics, "reasons", []) or [])
         if result.allowed:
             return Decision(True, "permitted by " + (", ".join(reasons) or "policy"))
