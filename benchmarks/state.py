@@ -82,21 +82,27 @@ def pct(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
-def measure_latency(saver: BaseCheckpointSaver, puts: int) -> dict[str, float]:
-    t = Thread(saver, str(uuid.uuid4()))
-    t.put(CHANNELS)
-    for i in range(20):  # warm up
-        t.put([CHANNELS[i % 10]])
-    put_s = [t.put([CHANNELS[i % 10]]) for i in range(puts)]
-    get_s = []
+def measure_latency(savers: dict[str, BaseCheckpointSaver], puts: int) -> dict[str, dict[str, float]]:
+    """Interleaved: each round does one call per saver, so machine noise hits all alike."""
+    threads = {name: Thread(saver, str(uuid.uuid4())) for name, saver in savers.items()}
+    for t in threads.values():
+        t.put(CHANNELS)
+        for i in range(20):  # warm up
+            t.put([CHANNELS[i % 10]])
+    put_s: dict[str, list[float]] = {n: [] for n in savers}
+    get_s: dict[str, list[float]] = {n: [] for n in savers}
+    for i in range(puts):
+        for name, t in threads.items():
+            put_s[name].append(t.put([CHANNELS[i % 10]]))
     for _ in range(puts):
-        t0 = time.perf_counter()
-        tup = saver.get_tuple({"configurable": {"thread_id": t.config["configurable"]["thread_id"],
-                                                "checkpoint_ns": ""}})
-        get_s.append(time.perf_counter() - t0)
-        assert tup is not None and len(tup.checkpoint["channel_values"]) == 10
-    return {"put_p50": pct(put_s, 0.5), "put_p95": pct(put_s, 0.95),
-            "get_p50": pct(get_s, 0.5), "get_p95": pct(get_s, 0.95)}
+        for name, t in threads.items():
+            cfg = {"configurable": {"thread_id": t.config["configurable"]["thread_id"], "checkpoint_ns": ""}}
+            t0 = time.perf_counter()
+            tup = savers[name].get_tuple(cfg)
+            get_s[name].append(time.perf_counter() - t0)
+            assert tup is not None and len(tup.checkpoint["channel_values"]) == 10
+    return {n: {"put_p50": pct(put_s[n], 0.5), "put_p95": pct(put_s[n], 0.95),
+                "get_p50": pct(get_s[n], 0.5), "get_p95": pct(get_s[n], 0.95)} for n in savers}
 
 
 def measure_concurrency(saver: BaseCheckpointSaver, threads: int, per_thread: int) -> dict[str, float]:
@@ -194,46 +200,40 @@ def fresh_pg(admin_url: str) -> Iterator[str]:
 
 
 def run_sqlite(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
     factories: dict[str, Callable[[Path], Any]] = {
         "garrison": lambda p: GarrisonSaver.from_conn_string(str(p)),
         "SqliteSaver": sqlite_upstream,
     }
+    full = {"garrison synchronous=FULL": lambda p: GarrisonSaver.from_conn_string(str(p), sqlite_synchronous="FULL")}
+    with contextlib.ExitStack() as stack:
+        savers = {n: stack.enter_context(f(tmp / f"{n}-lat.db")) for n, f in {**factories, **full}.items()}
+        out: dict[str, dict[str, Any]] = measure_latency(savers, args.puts)
     for name, factory in factories.items():
-        res: dict[str, Any] = {}
-        p = tmp / f"{name}-lat.db"
-        with factory(p) as saver:
-            res.update(measure_latency(saver, args.puts))
-        p = tmp / f"{name}-conc.db"
-        with factory(p) as saver:
-            res.update(measure_concurrency(saver, 16, args.per_thread))
+        with factory(tmp / f"{name}-conc.db") as saver:
+            out[name].update(measure_concurrency(saver, 16, args.per_thread))
         p = tmp / f"{name}-bytes.db"
         with factory(p) as saver:
             hundred_steps(saver)
-        res["bytes_100"] = sqlite_bytes(p)
-        out[name] = res
+        out[name]["bytes_100"] = sqlite_bytes(p)
     return out
 
 
 def run_pg(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    sa_url = lambda u: u  # noqa: E731  (GarrisonSaver takes plain postgresql:// URLs)
     factories = {
-        "garrison": (lambda u: GarrisonSaver.from_conn_string(sa_url(u)),
-                     ["state_checkpoints", "state_blobs", "state_writes"]),
+        "garrison": (GarrisonSaver.from_conn_string, ["state_checkpoints", "state_blobs", "state_writes"]),
         "PostgresSaver": (pg_upstream, ["checkpoints", "checkpoint_blobs", "checkpoint_writes"]),
     }
+    with contextlib.ExitStack() as stack:
+        savers = {n: stack.enter_context(f(stack.enter_context(fresh_pg(args.pg))))
+                  for n, (f, _t) in factories.items()}
+        out: dict[str, dict[str, Any]] = measure_latency(savers, args.puts)
     for name, (factory, tables) in factories.items():
-        res: dict[str, Any] = {}
         with fresh_pg(args.pg) as url, factory(url) as saver:
-            res.update(measure_latency(saver, args.puts))
-        with fresh_pg(args.pg) as url, factory(url) as saver:
-            res.update(measure_concurrency(saver, 16, args.per_thread))
+            out[name].update(measure_concurrency(saver, 16, args.per_thread))
         with fresh_pg(args.pg) as url:
             with factory(url) as saver:
                 hundred_steps(saver)
-            res["bytes_100"] = pg_bytes(url, tables)
-        out[name] = res
+            out[name]["bytes_100"] = pg_bytes(url, tables)
     return out
 
 
@@ -251,6 +251,10 @@ def report(title: str, peer: str, res: dict[str, dict[str, Any]]) -> None:
         ratio = f"{gv / pv:.2f}x" if pv else "-"
         fmt = (lambda v: f"{v:.3f}") if unit == "ms" else (lambda v: f"{v:,.0f}")
         print(f"| {label} | {fmt(gv)} {unit} | {fmt(pv)} {unit} | {ratio} |")
+    for name in [n for n in res if n not in (peer, "garrison")]:
+        r = res[name]
+        print(f"\n{name} (same rounds): put p50 {r['put_p50']:.3f} ms ({r['put_p50'] / p['put_p50']:.2f}x), "
+              f"get_tuple p50 {r['get_p50']:.3f} ms")
     for name in (peer, "garrison"):
         if res[name]["first_error"]:
             print(f"\n{name} first concurrent error: {res[name]['first_error']}")

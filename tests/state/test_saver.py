@@ -131,19 +131,25 @@ def test_oversized_value_is_refused_whole(db_url: str) -> None:
         assert latest.pending_writes == []
 
 
-def test_corrupt_and_foreign_rows_raise_a_clear_error(saver: GarrisonSaver) -> None:
+def test_corrupt_and_foreign_rows_raise_a_clear_error(saver: GarrisonSaver, db_url: str) -> None:
     tid = str(uuid.uuid4())
     Steps(saver, tid).put({"a": "value"})
     with saver.engine.begin() as conn:
         conn.execute(sa.text("UPDATE state_blobs SET blob = :b WHERE thread_id = :t"),
                      {"b": b"\xc1\xff garbage", "t": tid})
-    with pytest.raises(CorruptCheckpoint, match="channel 'a'"):
-        saver.get_tuple({"configurable": {"thread_id": tid}})
+    # A reader in another process (no blob cache shared with the writer) meets the bad row.
+    with GarrisonSaver.from_conn_string(db_url) as reader:
+        with pytest.raises(CorruptCheckpoint, match="channel 'a'"):
+            reader.get_tuple({"configurable": {"thread_id": tid}})
+        with pytest.raises(CorruptCheckpoint, match="channel 'a'"):
+            list(reader.list({"configurable": {"thread_id": tid}}))
     tid = str(uuid.uuid4())
     Steps(saver, tid).put({"a": "value"})
     with saver.engine.begin() as conn:
         conn.execute(sa.text("UPDATE state_checkpoints SET type = 'pickle', checkpoint = :b WHERE thread_id = :t"),
                      {"b": b"not a checkpoint", "t": tid})
+    with pytest.raises(CorruptCheckpoint, match=tid):
+        saver.get_tuple({"configurable": {"thread_id": tid}})
     with pytest.raises(CorruptCheckpoint, match=tid):
         list(saver.list({"configurable": {"thread_id": tid}}))
 

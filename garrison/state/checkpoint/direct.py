@@ -6,6 +6,11 @@ compilation or result wrapping per call): one statement and one commit per put o
 PostgreSQL (the blobs ride in a CTE, in autocommit), ``BEGIN IMMEDIATE`` on SQLite
 so concurrent writers queue on the busy timeout instead of failing. Rows and
 decoding are shared with the SQLAlchemy Core path in ``ops``.
+
+On SQLite, channel blobs are also kept in a bounded in-process cache: a blob row is
+immutable once written (insert-if-absent under a version with 48 random bits), so
+a read needs only the checkpoint row and its writes, and joins the blobs from
+memory. Deletes in this process clear the cache.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from sqlalchemy.engine import Engine
@@ -55,6 +61,9 @@ class DirectSQL:
             latest, by_id = (re.sub(r":(\w+)", r"%(\1)s", q) for q in (latest, by_id))
         self.get_latest, self.get_by_id = latest, by_id
         self._pg_put: dict[int, str] = {}
+        self.blob_cache = BlobCache() if not self.pg else None
+        self.head_latest = ops.head_and_writes_sql("")
+        self.head_by_id = ops.head_and_writes_sql("AND checkpoint_id = :cid")
         # SQLite has one writer at a time; queueing on a lock here instead of in SQLite's
         # busy handler (which sleeps in steps of milliseconds) keeps concurrent writers fast.
         self._sqlite_writer = threading.Lock()
@@ -88,9 +97,24 @@ class DirectSQL:
         params = {"tenant": s.tenant_id, "thread": thread_id, "ns": ns}
         if cid:
             params["cid"] = cid
+        cache = self.blob_cache
+        if cache is None:
+            with self.connection() as con:
+                rows = con.execute(self.get_by_id if cid else self.get_latest, params).fetchall()
+            return ops.decode_get(s, thread_id, ns, rows)
         with self.connection() as con:
-            rows = con.execute(self.get_by_id if cid else self.get_latest, params).fetchall()
-        return ops.decode_get(s, thread_id, ns, rows)
+            rows = con.execute(self.head_by_id if cid else self.head_latest, params).fetchall()
+            if not rows or rows[0][0] != 0:
+                return None
+            head = rows[0]
+            blobs = cache.lookup(s.tenant_id, thread_id, ns, orjson.loads(head[6]))
+            if blobs is None:  # a miss: read them with the checkpoint, by id so it is the same one
+                params["cid"] = head[1]
+                full = con.execute(self.get_by_id, params).fetchall()
+                cache.fill(s.tenant_id, thread_id, ns, [(r[1], r[2], r[3], r[4]) for r in full if r[0] == 1])
+                return ops.decode_get(s, thread_id, ns, full)
+        writes = [(a, b, t, i, p or "", v) for _k, a, b, t, v, _m, p, i in rows[1:]]
+        return ops._tuple(s, thread_id, ns, head[1:6], ops.load_blobs(s, thread_id, head[1], blobs), writes)
 
     def put(self, s: ops.Scope, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
@@ -107,6 +131,9 @@ class DirectSQL:
                         con.executemany(_SQLITE_BLOBS, blob_rows)
                     con.execute(_SQLITE_CP, row)
                     con.execute("COMMIT")
+                if self.blob_cache is not None and blob_rows:
+                    self.blob_cache.fill(s.tenant_id, thread_id, ns,
+                                         [(r["channel"], r["version"], r["type"], r["blob"]) for r in blob_rows])
         return ops._config(thread_id, ns, checkpoint["id"])
 
     def _pg_put_sql(self, n_blobs: int) -> str:
@@ -142,6 +169,53 @@ class DirectSQL:
                     if special:
                         con.executemany(_SQLITE_WRITES_REPLACE, special)
                     con.execute("COMMIT")
+
+
+_OUR_VERSION = re.compile(r"^\d{10}\.[0-9a-f]{12}$")
+
+
+class BlobCache:
+    """Serialized channel blobs by (tenant, thread, ns, channel, version), FIFO-bounded by bytes.
+
+    Only versions from ``ops.next_version`` are cached: their random part makes a
+    key that names different bytes in another process practically impossible.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: dict[tuple[str, ...], tuple[str, bytes | None]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def lookup(self, tenant: str, thread: str, ns: str,
+               versions: dict[str, Any]) -> list[tuple[str, str, bytes | None]] | None:
+        items = self._items
+        out = []
+        for channel, version in versions.items():
+            hit = items.get((tenant, thread, ns, channel, version))
+            if hit is None:
+                return None
+            out.append((channel, hit[0], hit[1]))
+        return out
+
+    def fill(self, tenant: str, thread: str, ns: str, rows: list[tuple[str, str, str, bytes | None]]) -> None:
+        with self._lock:
+            for channel, version, type_, blob in rows:
+                if not _OUR_VERSION.match(version):
+                    continue
+                key = (tenant, thread, ns, channel, version)
+                if key not in self._items:
+                    self._items[key] = (type_, blob)
+                    self._bytes += len(blob or b"") + 200
+            while self._bytes > self.max_bytes and self._items:
+                key = next(iter(self._items))
+                type_, blob = self._items.pop(key)
+                self._bytes -= len(blob or b"") + 200
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
 
 
 @contextmanager

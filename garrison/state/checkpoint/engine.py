@@ -44,14 +44,24 @@ def normalize_url(conn_string: str, *, use_async: bool) -> str:
     return f"{sqlite_driver}:///{path.resolve()}"
 
 
-def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-    # Autocommit at the driver level: SQLAlchemy's begin hook below emits BEGIN itself.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+SYNCHRONOUS = ("NORMAL", "FULL")
+
+
+def _sqlite_connect_hook(synchronous: str) -> Any:
+    if synchronous not in SYNCHRONOUS:
+        raise ValueError(f"sqlite synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
+
+    def connect(dbapi_conn: Any, _record: Any) -> None:
+        # Autocommit at the driver level: SQLAlchemy's begin hook below emits BEGIN itself.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit survives the process being killed; FULL also survives power loss.
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return connect
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
@@ -61,8 +71,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def _install_sqlite_hooks(sync_engine: Engine) -> None:
-    event.listen(sync_engine, "connect", _sqlite_connect)
+def _install_sqlite_hooks(sync_engine: Engine, synchronous: str) -> None:
+    event.listen(sync_engine, "connect", _sqlite_connect_hook(synchronous))
     event.listen(sync_engine, "begin", _sqlite_begin)
 
 
@@ -74,20 +84,20 @@ def _engine_kwargs(url: str, *, pool_size: int) -> dict[str, Any]:
     return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False}
 
 
-def create_sync_engine(url: str, *, pool_size: int = 16) -> Engine:
+def create_sync_engine(url: str, *, pool_size: int = 16, synchronous: str = "NORMAL") -> Engine:
     engine = sa.create_engine(url, **_engine_kwargs(url, pool_size=pool_size))
     if engine.dialect.name == "sqlite":
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, synchronous)
     return engine
 
 
-def create_async(url: str, *, pool_size: int = 16) -> AsyncEngine:
+def create_async(url: str, *, pool_size: int = 16, synchronous: str = "NORMAL") -> AsyncEngine:
     kwargs = _engine_kwargs(url, pool_size=pool_size)
     if url.startswith("sqlite"):
         kwargs.pop("connect_args", None)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _install_sqlite_hooks(engine.sync_engine)
+        _install_sqlite_hooks(engine.sync_engine, synchronous)
     return engine
 
 

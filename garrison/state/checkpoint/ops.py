@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+import ormsgpack
 import sqlalchemy as sa
 import zstandard
 from langchain_core.runnables import RunnableConfig
@@ -29,6 +30,7 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -53,7 +55,7 @@ WITH c AS (
 SELECT 0 AS kind, c.checkpoint_id AS a, c.parent_checkpoint_id AS b, c.type AS t, c.checkpoint AS v,
        c.meta AS m, c.channel_versions AS p, CAST(NULL AS INTEGER) AS i FROM c
 UNION ALL
-SELECT 1, bl.channel, NULL, bl.type, bl.blob, NULL, NULL, NULL
+SELECT 1, bl.channel, bl.version, bl.type, bl.blob, NULL, NULL, NULL
 FROM c {each_versions}
 {blob_join} state_blobs bl ON bl.tenant_id = :tenant AND bl.thread_id = :thread AND bl.checkpoint_ns = :ns
   AND bl.channel = j.key AND bl.version = j.value
@@ -75,6 +77,13 @@ def _get_statements(dialect: str) -> tuple[sa.TextClause, sa.TextClause]:
     latest = sa.text(_GET_SQL.format(id_filter="", **fmt))
     by_id = sa.text(_GET_SQL.format(id_filter="AND checkpoint_id = :cid", **fmt))
     return latest, by_id
+
+
+def head_and_writes_sql(id_filter: str) -> str:
+    """The GET query without the blobs, for callers that hold the blobs already."""
+    full = _GET_SQL.format(id_filter=id_filter, each_versions="", blob_join="")
+    start, end = full.index("UNION ALL\nSELECT 1"), full.index("UNION ALL\nSELECT 2")
+    return full[:start] + full[end:]
 
 
 GET_SQL = {d: _get_statements(d) for d in _EACH}
@@ -146,6 +155,8 @@ class Scope:
         self.dialect = dialect
         self.serde = serde
         self.max_value_bytes = max_value_bytes
+        # Plain JsonPlusSerializer: decode msgpack directly (same call it makes, minus two layers).
+        self._ext_hook = getattr(serde, "_unpack_ext_hook", None) if type(serde) is JsonPlusSerializer else None
 
     # -- encoding -------------------------------------------------------------
 
@@ -162,12 +173,19 @@ class Scope:
             )
         return type_, data
 
-    def load(self, type_: str, data: bytes | None, where: str) -> Any:
+    def load(self, type_: str, data: bytes | None, where: str | tuple[Any, ...]) -> Any:
+        """Decode a stored value; ``where`` (text, or a %-format tuple) names it in errors."""
         try:
+            if type_ == "msgpack" and self._ext_hook is not None:
+                return ormsgpack.unpackb(data, ext_hook=self._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
             if type_.startswith(ZSTD_PREFIX):
                 type_, data = type_[len(ZSTD_PREFIX):], _unzstd().decompress(data or b"")
+                if type_ == "msgpack" and self._ext_hook is not None:
+                    return ormsgpack.unpackb(data, ext_hook=self._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
             return self.serde.loads_typed((type_, data if data is not None else b""))
         except Exception as exc:  # any decoder error means a row we did not write as is
+            if isinstance(where, tuple):
+                where = where[0] % where[1:]
             raise CorruptCheckpoint(f"cannot decode {where}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -298,20 +316,23 @@ def _tuple(
     writes: list[tuple[str, str, str, int, str, bytes]],
 ) -> CheckpointTuple:
     checkpoint_id, parent_id, type_, data, meta_json = row
-    where = f"checkpoint {checkpoint_id} of thread {thread_id!r}"
+    where = ("checkpoint %s of thread %r", checkpoint_id, thread_id)
     cp = s.load(type_, data, where)
     if not isinstance(cp, dict) or "channel_versions" not in cp:
-        raise CorruptCheckpoint(f"cannot decode {where}: not a checkpoint")
+        raise CorruptCheckpoint(f"cannot decode {where[0] % where[1:]}: not a checkpoint")
     try:
         meta = orjson.loads(meta_json)
     except orjson.JSONDecodeError as exc:
-        raise CorruptCheckpoint(f"cannot decode metadata of {where}: {exc}") from exc
+        raise CorruptCheckpoint(f"cannot decode metadata of {where[0] % where[1:]}: {exc}") from exc
     channel_values = dict(cp.get("channel_values") or {})
     channel_values.update(values)
     cp["channel_values"] = channel_values
-    writes.sort(key=lambda w: (w[4], w[0], w[3]))
-    pending = [(task_id, channel, s.load(wt, wb, f"write of {where}")) for task_id, channel, wt, _i, _p, wb
-               in ((w[0], w[1], w[2], w[3], w[4], w[5]) for w in writes)]
+    if writes:
+        writes.sort(key=lambda w: (w[4], w[0], w[3]))
+        wwhere = ("a write of checkpoint %s of thread %r", checkpoint_id, thread_id)
+        pending = [(w[0], w[1], s.load(w[2], w[5], wwhere)) for w in writes]
+    else:
+        pending = []
     return CheckpointTuple(
         config=_config(thread_id, ns, checkpoint_id),
         checkpoint=cp,
@@ -334,21 +355,29 @@ def get_tuple(s: Scope, config: RunnableConfig) -> Op:
 def decode_get(s: Scope, thread_id: str, ns: str, rows: Sequence[Any]) -> CheckpointTuple | None:
     """A CheckpointTuple from the rows of the GET query (head, blobs, writes)."""
     head = None
-    values: dict[str, Any] = {}
+    blobs: list[tuple[str, str, bytes | None]] = []
     writes: list[tuple[str, str, str, int, str, bytes]] = []
     for kind, a, b, t, v, m, p, i in rows:
         if kind == 0:
             head = (a, b, t, v, m)
         elif kind == 1:
-            if t != "empty":
-                values[a] = (t, v)
+            blobs.append((a, t, v))
         else:
             writes.append((a, b, t, i, p or "", v))
     if head is None:
         return None
-    where = f"checkpoint {head[0]} of thread {thread_id!r}"
-    loaded = {ch: s.load(t, v, f"channel {ch!r} of {where}") for ch, (t, v) in values.items()}
-    return _tuple(s, thread_id, ns, head, loaded, writes)
+    return _tuple(s, thread_id, ns, head, load_blobs(s, thread_id, head[0], blobs), writes)
+
+
+def load_blobs(s: Scope, thread_id: str, checkpoint_id: str,
+               blobs: Iterable[tuple[str, str, bytes | None]]) -> dict[str, Any]:
+    """Decoded channel values; ``empty`` marks a channel with a version but no value."""
+    out = {}
+    for channel, type_, data in blobs:
+        if type_ != "empty":
+            out[channel] = s.load(type_, data, ("channel %r of checkpoint %s of thread %r",
+                                                channel, checkpoint_id, thread_id))
+    return out
 
 
 def _metadata_filters(s: Scope, flt: Mapping[str, Any]) -> list[Any]:

@@ -57,8 +57,12 @@ class _Common(BaseCheckpointSaver[str]):
 
     @property
     def scope(self) -> ops.Scope:
-        # Built per call so that with_allowlist() clones (new serde) are honoured.
-        return ops.Scope(self.tenant_id, self.dialect, self.serde, self.max_value_bytes)
+        # Rebuilt when the serde or tenant changes (with_allowlist() and for_tenant() clone the saver).
+        s = self.__dict__.get("_scope")
+        if s is None or s.serde is not self.serde or s.tenant_id != self.tenant_id:
+            s = self.__dict__["_scope"] = ops.Scope(self.tenant_id, self.dialect, self.serde,
+                                                   self.max_value_bytes)
+        return s
 
     def get_next_version(self, current: str | int | float | None, channel: None = None) -> str:
         return ops.next_version(current)
@@ -106,9 +110,14 @@ class GarrisonSaver(_Common):
 
     @classmethod
     @contextmanager
-    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[GarrisonSaver]:
-        """A saver on a SQLite path / URL or a PostgreSQL URL; creates its tables."""
-        engine = create_sync_engine(normalize_url(conn_string, use_async=False))
+    def from_conn_string(cls, conn_string: str, *, sqlite_synchronous: str = "NORMAL",
+                         **kwargs: Any) -> Iterator[GarrisonSaver]:
+        """A saver on a SQLite path / URL or a PostgreSQL URL; creates its tables.
+
+        ``sqlite_synchronous="FULL"`` makes each SQLite commit survive power loss too
+        (NORMAL, the default, survives the process being killed).
+        """
+        engine = create_sync_engine(normalize_url(conn_string, use_async=False), synchronous=sqlite_synchronous)
         try:
             saver = cls(engine, **kwargs)
             saver.setup()
@@ -136,8 +145,12 @@ class GarrisonSaver(_Common):
         opts: dict[str, Any] = {WRITE_OPTION: True}
         if snapshot and self.dialect == "postgresql":
             opts["isolation_level"] = "REPEATABLE READ"
-        with self.engine.connect().execution_options(**opts) as conn, conn.begin():
-            return _run_sync(conn, op)
+        try:
+            with self.engine.connect().execution_options(**opts) as conn, conn.begin():
+                return _run_sync(conn, op)
+        finally:
+            if self._direct.blob_cache is not None:  # deletes may free cached keys
+                self._direct.blob_cache.clear()
 
     def _read(self, op: ops.Op) -> Any:
         with self.engine.connect() as conn, conn.begin():
@@ -244,8 +257,9 @@ class AsyncGarrisonSaver(_Common):
 
     @classmethod
     @asynccontextmanager
-    async def from_conn_string(cls, conn_string: str, **kwargs: Any) -> AsyncIterator[AsyncGarrisonSaver]:
-        engine = create_async(normalize_url(conn_string, use_async=True))
+    async def from_conn_string(cls, conn_string: str, *, sqlite_synchronous: str = "NORMAL",
+                               **kwargs: Any) -> AsyncIterator[AsyncGarrisonSaver]:
+        engine = create_async(normalize_url(conn_string, use_async=True), synchronous=sqlite_synchronous)
         try:
             saver = cls(engine, **kwargs)
             await saver.setup()
