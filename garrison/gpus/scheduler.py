@@ -103,6 +103,40 @@ class Scheduler:
         self.warnings = self.tree.warnings + self.tree.capacity_warnings(self.cluster.capacity())
         return out
 
+    def replace_inventory(self, gpus: list[GpuSpec], now: float) -> list[Decision]:
+        """A new inventory: running work keeps its GPUs where they still exist, else requeues."""
+        running = [(w, list(w.placement), w.started_at or now) for w in self.running.values()]
+        for w, _, _ in running:
+            self._stop(w, now)
+        self.cluster = Cluster(gpus)
+        out = []
+        for w, held, started in running:
+            if not self.restore(w, held, started):
+                self._requeue(w, now)
+                out.append(self._decide(w, now, "preempt", "inventory-changed",
+                                        "its GPUs left the inventory; requeued"))
+        self.warnings = self.tree.warnings + self.tree.capacity_warnings(self.cluster.capacity())
+        return out
+
+    def restore(self, w: Workload, placement: list[tuple[str, int]], started_at: float) -> bool:
+        """Put back a workload that was running before a restart on the same GPUs, if they
+        are still there and free; False leaves it for the caller to requeue."""
+        plan = []
+        claim: dict[str, int] = {}
+        for gpu_id, mib in placement:
+            slot = self.cluster.by_id.get(gpu_id)
+            if slot is None or not slot.spec.healthy or slot.free_mib - claim.get(gpu_id, 0) < mib:
+                return False
+            claim[gpu_id] = claim.get(gpu_id, 0) + mib
+            plan.append((slot, mib))
+        if not plan:
+            return False
+        self.workloads[w.id] = w
+        work_done = w.work_done_s
+        self._start(w, plan, started_at, "restored", "running (restored after a restart)")
+        w.work_done_s = work_done
+        return True
+
     # -- workload lifecycle -----------------------------------------------------------
     def validate(self, w: Workload) -> None:
         validate(w, self.cluster, self.tree)

@@ -215,3 +215,16 @@ def test_reconfigure_refuses_to_orphan_live_work_and_keeps_usage() -> None:
     s.reconfigure(two_teams(1.5, 0.5))
     assert s.tree.by_name["team-a"].usage > 0
     assert s.tree.by_name["team-a"].allocated == 1
+
+
+def test_inventory_change_keeps_work_on_surviving_gpus_and_requeues_the_rest() -> None:
+    s = Scheduler(gpus(2, 2), two_teams(2, 2))
+    s.submit(job("a", gpus=2), 0)
+    s.submit(job("b", queue="team-b", gpus=2), 0)
+    s.cycle(0)
+    on_n1 = next(w for w in s.running.values() if w.placement[0][0].startswith("n1"))
+    on_n0 = next(w for w in s.running.values() if w.placement[0][0].startswith("n0"))
+    decisions = s.replace_inventory(gpus(1, 2), 10)
+    assert [d.workload_id for d in decisions] == [on_n1.id]
+    assert on_n0.state is State.running and on_n1.state is State.pending
+    assert s.tree.by_name[on_n0.queue].allocated == 2 and s.tree.by_name[on_n1.queue].allocated == 0
