@@ -112,6 +112,8 @@ class UpstreamConnection:
     async def close(self) -> None:
         self._closing.set()
         task = self._task
+        if task is not None and not task.done() and self.client is None:
+            task.cancel()  # still handshaking with an upstream that does not answer: nothing to end politely
         if task is not None and not task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(task), 5)
