@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from garrison.gpus.service import GpuService
 from garrison.platform import Platform
@@ -39,3 +44,22 @@ async def cluster(client: httpx.AsyncClient, make_key: Any) -> dict[str, Any]:
 
 def auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def garrison_url(app: Any) -> AsyncIterator[str]:
+    """The platform's app served by uvicorn on a real port, for the CLI."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        server.force_exit = True
+        with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await asyncio.wait_for(task, 5)
