@@ -1,0 +1,238 @@
+"""bubblewrap backend: Linux namespaces around the agent, isolation level ``process``.
+
+Traps handled here (found by testing on this kind of machine):
+- bwrap run as root with ``--uid`` is host root inside, so bwrap is started as an
+  unprivileged host user: a distinct uid per sandbox, from a reserved range.
+- the sandbox can read bwrap's own environment through /proc/1/environ, so bwrap
+  starts with an EMPTY environment and the sandbox's variables are set with --setenv.
+- a writable tmpfs root would let code write anywhere: the root is remounted read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from garrison.sandbox import cgroups
+from garrison.sandbox.backends.base import (
+    AGENT_IN_SANDBOX,
+    AGENT_PATH,
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Backend,
+    BackendError,
+    SandboxHandle,
+    SandboxSpec,
+    pid_alive,
+)
+from garrison.sandbox.protocol import MAX_LINE
+from garrison.sandbox.seccomp import seccomp_filter_fd
+
+# Per garrison process, so a second garrison on the same host never touches ours.
+CGROUP_PARENT = f"garrison/bwrap-{os.getpid()}"
+
+ETC_FILES = {
+    "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:/workspace:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": f"root:x:0:\nsandbox:x:{SANDBOX_GID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+
+
+class HostUidPool:
+    """Distinct unprivileged host uids, one per live sandbox, so two sandboxes never
+    share a host identity (rlimits such as RLIMIT_NPROC count per uid)."""
+
+    def __init__(self, base: int, count: int) -> None:
+        self.free = list(range(base, base + count))
+        self.lock = threading.Lock()
+
+    def take(self) -> int:
+        with self.lock:
+            if not self.free:
+                raise BackendError("no free sandbox host uid left; raise sandbox uid_count")
+            return self.free.pop(0)
+
+    def give(self, uid: int) -> None:
+        with self.lock:
+            self.free.append(uid)
+
+
+class BubblewrapHandle(SandboxHandle):
+    def __init__(self, proc: asyncio.subprocess.Process, cgroup: cgroups.Cgroup | None,
+                 uid_pool: HostUidPool | None, host_uid: int | None) -> None:
+        assert proc.stdout is not None and proc.stdin is not None
+        super().__init__(proc.stdout, proc.stdin, cgroup)
+        self.proc = proc
+        self.uid_pool = uid_pool
+        self.host_uid = host_uid
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.kill_all)
+
+    async def destroy(self) -> None:
+        await self.kill()
+        self.close_pipes()
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            await self.proc.wait()
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
+        if self.uid_pool is not None and self.host_uid is not None:
+            self.uid_pool.give(self.host_uid)
+            self.host_uid = None
+
+    def host_pids(self) -> list[int]:
+        pids = super().host_pids()
+        if self.proc.returncode is None and self.proc.pid not in pids:
+            pids.append(self.proc.pid)
+        return pids
+
+
+class BubblewrapBackend(Backend):
+    name = "bubblewrap"
+    isolation = "process"
+
+    def __init__(self, state_dir: Path, uid_base: int = 200_000, uid_count: int = 10_000,
+                 require_cgroups: bool = True) -> None:
+        self.bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+        self.state_dir = state_dir
+        self.uid_pool = HostUidPool(uid_base, uid_count) if os.geteuid() == 0 else None
+        self.require_cgroups = require_cgroups
+
+    def check(self) -> tuple[bool, str]:
+        if not os.path.exists(self.bwrap):
+            return False, "bwrap is not installed (apt-get install bubblewrap)"
+        ok, why = cgroups.usable()
+        if not ok and self.require_cgroups:
+            return False, f"cannot enforce memory/CPU/pids limits: {why}"
+        return True, "bubblewrap " + ("with cgroups" if ok else "without cgroups")
+
+    @staticmethod
+    def _data_fds() -> dict[str, int]:
+        """/etc files and the agent as in-memory files handed to bwrap (--ro-bind-data), so
+        nothing on the host has to be readable by the unprivileged sandbox user."""
+        files = {f"/etc/{name}": text.encode() for name, text in ETC_FILES.items()}
+        files[AGENT_IN_SANDBOX] = AGENT_PATH.read_bytes()
+        fds = {}
+        for dest, data in files.items():
+            fd = os.memfd_create("garrison-sbx", 0)
+            os.write(fd, data)
+            os.lseek(fd, 0, os.SEEK_SET)
+            fds[dest] = fd
+        return fds
+
+    def argv(self, spec: SandboxSpec, seccomp_fd: int | None, data_fds: dict[str, int]) -> list[str]:
+        t = spec.template
+        args = [
+            self.bwrap,
+            "--unshare-all", "--unshare-user", "--disable-userns",
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--proc", "/proc", "--dev", "/dev",
+            "--perms", "0755", "--size", str(spec.workspace_bytes), "--tmpfs", "/workspace",
+            "--perms", "1777", "--size", str(spec.tmp_bytes), "--tmpfs", "/tmp",
+        ]
+        for dest, fd in data_fds.items():
+            args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
+        if t.site_packages is not None:
+            args += ["--ro-bind", str(t.site_packages), "/opt/garrison/site-packages"]
+        args += ["--remount-ro", "/"]
+        for key, value in spec.sandbox_env().items():
+            args += ["--setenv", key, value]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
+        args += ["--chdir", "/workspace", "--", t.python, "-I", "-u", AGENT_IN_SANDBOX]
+        return args
+
+    async def start(self, spec: SandboxSpec) -> SandboxHandle:
+        ok, why = self.check()
+        if not ok:
+            raise BackendError(why)
+        cg: cgroups.Cgroup | None = None
+        if cgroups.usable()[0]:
+            cg = cgroups.Cgroup(spec.sandbox_id, parent=CGROUP_PARENT)
+            limits = cgroups.Limits(spec.memory_bytes, spec.cpus, spec.pids)
+            try:
+                await asyncio.to_thread(cg.create, limits)
+            except (cgroups.CgroupError, OSError) as exc:
+                await asyncio.to_thread(cg.remove)
+                raise BackendError(f"could not enforce the sandbox limits: {exc}") from exc
+        host_uid = self.uid_pool.take() if self.uid_pool is not None else None
+        seccomp_fd = seccomp_filter_fd()
+        data_fds = self._data_fds()
+        pass_fds = tuple(data_fds.values()) + ((seccomp_fd,) if seccomp_fd is not None else ())
+        nproc = spec.pids
+        fsize = max(spec.workspace_bytes, spec.tmp_bytes)
+
+        def in_child() -> None:
+            # Between fork and exec: join the cgroup first, then lower limits, then
+            # drop to the unprivileged host uid. Only plain syscalls here.
+            if cg is not None:
+                cg.add_self()
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+            if host_uid is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+                os.setgroups([])
+                os.setresgid(host_uid, host_uid, host_uid)
+                os.setresuid(host_uid, host_uid, host_uid)
+
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv(spec, seccomp_fd, data_fds),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                env={},  # never the host's environment
+                cwd="/",
+                preexec_fn=in_child,
+                pass_fds=pass_fds,
+                limit=MAX_LINE,
+            )
+        except OSError as exc:
+            if host_uid is not None and self.uid_pool is not None:
+                self.uid_pool.give(host_uid)
+            if cg is not None:
+                await asyncio.to_thread(cg.remove)
+            raise BackendError(f"could not start bwrap: {exc}") from exc
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        return BubblewrapHandle(proc, cg, self.uid_pool, host_uid)
+
+    async def cleanup_leftovers(self) -> None:
+        """Kills sandboxes whose garrison process died (its cgroup parent names its pid)."""
+        if not cgroups.usable()[0]:
+            return
+        version = cgroups.cgroup_version()
+        base = cgroups.CGROUP_ROOT / ("garrison" if version == 2 else "pids/garrison")
+        if not base.is_dir():
+            return
+        for parent in base.iterdir():
+            if not parent.name.startswith("bwrap-"):
+                continue
+            pid = int(parent.name.split("-", 1)[1] or 0)
+            if pid == os.getpid() or pid_alive(pid):
+                continue
+            for child in parent.iterdir():
+                if child.is_dir():
+                    cg = cgroups.Cgroup(child.name, parent=f"garrison/{parent.name}")
+                    await asyncio.to_thread(cg.kill_all)
+                    await asyncio.to_thread(cg.remove)
+            for ctrl_parent in cgroups.Cgroup("x", parent=f"garrison/{parent.name}").dirs().values():
+                with contextlib.suppress(OSError):
+                    ctrl_parent.parent.rmdir()

@@ -1,0 +1,31 @@
+"""Sandbox layer wiring (see docs/layers.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+
+from garrison.sandbox.config import SandboxSettings
+from garrison.sandbox.service import SandboxService
+
+if TYPE_CHECKING:
+    from garrison.platform import Platform
+
+NAME = "sandbox"
+
+
+async def start(platform: Platform) -> SandboxService:
+    service = SandboxService(platform, SandboxSettings())
+    await service.start()
+    return service
+
+
+async def stop(service: SandboxService) -> None:
+    await service.stop()
+
+
+def routers() -> list[APIRouter]:
+    from garrison.sandbox.api import router
+
+    return [router]

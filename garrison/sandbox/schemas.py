@@ -1,0 +1,180 @@
+"""Wire contract of /api/sandboxes (E2B's shape where it has one)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsIn(Strict):
+    memory_mib: int | None = Field(default=None, ge=32, description="Memory limit in MiB.")
+    cpus: float | None = Field(default=None, gt=0, le=64)
+    pids: int | None = Field(default=None, ge=16)
+    workspace_mib: int | None = Field(default=None, ge=1, le=65536)
+
+
+class CreateIn(Strict):
+    template: str = Field(default="python", max_length=40)
+    backend: Literal["gvisor", "bubblewrap", "kubernetes"] | None = Field(
+        default=None, description="Require this backend (never a silent fallback); unset: the default.")
+    timeout_s: int | None = Field(default=None, ge=1, description="Lifetime; the sandbox is killed after it.")
+    idle_timeout_s: int | None = Field(default=None, ge=1)
+    envs: dict[str, str] = Field(default_factory=dict, max_length=128)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    limits: LimitsIn = Field(default_factory=LimitsIn)
+    network: Literal["none"] = Field(default="none", description="Only 'none' is supported: no network at all.")
+    pooled: bool = Field(default=True, description="Take a warm sandbox from a pool when one matches.")
+
+    @field_validator("envs")
+    @classmethod
+    def _envs(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for key, value in v.items():
+            if not re.match(ENV_KEY, key):
+                raise ValueError(f"environment variable name {key!r} must match {ENV_KEY}")
+            if "\x00" in value or len(value) > 32768:
+                raise ValueError(f"environment variable {key} must be under 32 KiB and without NUL bytes")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _meta(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if len(key) > 128 or len(value) > 1024:
+                raise ValueError("metadata keys are at most 128 characters and values 1024")
+        return v
+
+
+class LimitsOut(BaseModel):
+    memory_mib: int
+    cpus: float
+    pids: int
+    workspace_mib: int
+    output_cap_bytes: int
+    network: str
+
+
+class SandboxOut(BaseModel):
+    id: str
+    tenant_id: str
+    template: str
+    backend: str
+    isolation: str
+    state: Literal["running", "killed"]
+    killed_reason: str | None = None
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None = None
+    limits: LimitsOut
+    metadata: dict[str, str]
+    pooled: bool
+    usage: dict[str, float] = Field(default_factory=dict)
+
+
+class SandboxList(BaseModel):
+    items: list[SandboxOut]
+
+
+class TimeoutIn(Strict):
+    timeout_s: int = Field(ge=1, description="New lifetime from now.")
+
+
+class RunCodeIn(Strict):
+    code: str = Field(max_length=1_000_000)
+    context: str | None = Field(default=None, max_length=64)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    stream: bool = False
+
+
+class ExecutionError(BaseModel):
+    name: str
+    value: str
+    traceback: str
+
+
+class ExecutionOut(BaseModel):
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    text: str | None = Field(description="repr() of the value of the last expression, if any.")
+    results: list[dict[str, str]] = Field(description="Rich results: {'png': base64}, {'html': ...}.")
+    error: ExecutionError | None = None
+    duration_ms: float
+
+
+class CommandIn(Strict):
+    cmd: str | list[str] = Field(description="A shell command line (run by /bin/sh -c) or an argv list.")
+    cwd: str | None = Field(default=None, max_length=4096)
+    envs: dict[str, str] = Field(default_factory=dict, max_length=128)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    stdin: str | None = Field(default=None, max_length=10_000_000)
+    stream: bool = False
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and (not v or len(v) > 4096):
+            raise ValueError("cmd as a list needs 1 to 4096 arguments")
+        text = v if isinstance(v, str) else "".join(v)
+        if not text or "\x00" in text or len(text) > 1_000_000:
+            raise ValueError("cmd must be non-empty, without NUL bytes, under 1 MB")
+        return v
+
+
+class CommandOut(BaseModel):
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: float
+
+
+class ContextOut(BaseModel):
+    context: str
+
+
+class FileEntry(BaseModel):
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime: float
+
+
+class FileList(BaseModel):
+    entries: list[FileEntry]
+
+
+class WriteOut(BaseModel):
+    path: str
+    size: int
+
+
+class UploadOut(BaseModel):
+    files: int
+    bytes: int
+
+
+class BackendOut(BaseModel):
+    name: str
+    isolation: str
+    available: bool
+    reason: str
+    default: bool
+
+
+class BackendsOut(BaseModel):
+    items: list[BackendOut]
+    pools: list[dict[str, Any]]
