@@ -32,6 +32,10 @@ class QueueRejected(TooManyRequests):
         self.reason = reason
 
 
+class NoReplica(Exception):
+    """No replica of the pool can serve at all (none, unhealthy, circuit open): do not queue."""
+
+
 @dataclass(eq=False)
 class Waiter:
     tenant: str
@@ -85,11 +89,13 @@ class Scheduler:
         queue_max: int,
         queue_wait_s: float,
         available: Callable[[Replica, float], bool],
+        usable: Callable[[Replica, float], bool] = lambda replica, now: True,
         weight_of: Callable[[str], float] = lambda tenant: 1.0,
     ) -> None:
         self.queue_max = queue_max
         self.queue_wait_s = queue_wait_s
         self._available = available
+        self._usable = usable
         self._weight_of = weight_of
         self.queues: dict[str, PoolQueue] = {}
         self._rr = itertools.count()
@@ -131,8 +137,9 @@ class Scheduler:
             replica = self.pick(pool, exclude)
             if replica is not None:
                 return self._take(replica)
-        if not pool.replicas:
-            raise QueueRejected(f"model {pool.name} has no replicas", "no_replicas", 5.0)
+        now = time.monotonic()
+        if not any(self._usable(r, now) for r in pool.replicas):
+            raise NoReplica(f"no replica of model {pool.name} is healthy (unreachable or circuit open)")
         if band == BAND_INDEX["sheddable"]:
             raise QueueRejected(
                 f"model {pool.name} is saturated and sheddable requests are not queued; retry later",

@@ -30,7 +30,7 @@ from garrison.core.errors import BadRequest, Forbidden, NotFound, Problem, TooMa
 from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.llm import metrics as m
-from garrison.llm.admission import BANDS, QueueRejected, Scheduler
+from garrison.llm.admission import BANDS, NoReplica, QueueRejected, Scheduler
 from garrison.llm.limits import Check, Limiter
 from garrison.llm.requests import OPS, ParsedCall, allowed_models, int_attribute, parse_call, priority_band
 from garrison.llm.settings import LLMSettings
@@ -256,7 +256,8 @@ class Gateway:
         if call.trace_id and call.span_id:
             headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
         return self.http.build_request(
-            "POST", replica.base_url + OPS[call.parsed.op], content=self._payload(call, replica), headers=headers
+            "POST", replica.base_url + OPS[call.parsed.op], content=self._payload(call, replica), headers=headers,
+            timeout=httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s),
         )
 
     async def _dispatch(self, call: Call) -> Response:
@@ -267,10 +268,13 @@ class Gateway:
             for attempt in range(self.settings.retries + 1):
                 if attempt:
                     await asyncio.sleep(self.settings.backoff_base_s * (2 ** (attempt - 1)))
-                if pool.replicas and all(r.id in excluded for r in pool.replicas):
-                    break
+                # Prefer replicas that have not failed this request; retry the same one when none is left.
+                avoid = excluded if len(excluded) < len(pool.replicas) else set()
                 try:
-                    replica = await self.scheduler.acquire(pool, call.principal.tenant_id, call.band, excluded)
+                    replica = await self.scheduler.acquire(pool, call.principal.tenant_id, call.band, avoid)
+                except NoReplica as exc:
+                    last = str(exc)
+                    break  # nothing usable in this pool: next fallback
                 except QueueRejected as exc:
                     m.REJECTIONS.labels(exc.reason).inc()
                     raise
@@ -283,6 +287,7 @@ class Gateway:
                         replica.breaker.failure(time.monotonic())
                     self.scheduler.release(pool, replica)
                     excluded.add(replica.id)
+        m.REJECTIONS.labels("upstream").inc()
         raise UpstreamUnavailable(
             f"every upstream for model {call.pool.name} failed ({last}); retry later", headers={"Retry-After": "1"}
         )
@@ -327,8 +332,8 @@ class Gateway:
         except orjson.JSONDecodeError:
             raise _Retryable("answered a body that is not JSON") from None
         usage = doc.get("usage") if isinstance(doc, dict) else None
-        if isinstance(doc, dict) and replica.target_model != call.parsed.model and "model" in doc:
-            doc["model"] = call.parsed.model
+        if isinstance(doc, dict) and replica.target_model != pool.name and "model" in doc:
+            doc["model"] = pool.name
             data = orjson.dumps(doc)
         replica.breaker.success()
         finish = None
@@ -342,7 +347,7 @@ class Gateway:
         self, call: Call, pool: ModelPool, replica: Replica, resp: httpx.Response
     ) -> AsyncIterator[bytes]:
         """Forward SSE events, keep the usage, drop the usage chunk the client did not ask for."""
-        rewrite = replica.target_model != call.parsed.model
+        rewrite = replica.target_model != pool.name
         want_usage = call.parsed.include_usage
         usage: dict[str, Any] | None = None
         chunks = 0
@@ -390,7 +395,7 @@ class Gateway:
                         elif u and not want_usage:
                             continue
                         if rewrite and "model" in doc:
-                            doc["model"] = call.parsed.model
+                            doc["model"] = pool.name
                             out.append(b"data: " + orjson.dumps(doc) + b"\n\n")
                         else:
                             out.append(event + b"\n\n")
@@ -438,7 +443,7 @@ class Gateway:
         if pool is not None and replica is not None:
             self.scheduler.release(pool, replica)
         elapsed = time.perf_counter() - call.started
-        model = call.parsed.model
+        model = pool.name if pool is not None else call.parsed.model  # a fallback is billed as itself
         inp = out = cached = reasoning = 0
         if usage:
             inp = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)

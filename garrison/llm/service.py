@@ -43,7 +43,10 @@ class LLMService:
         self.store = ModelStore(db)
         self.pools: dict[str, ModelPool] = {}
         self.limiter: Limiter = RedisLimiter(redis_url) if redis_url else LocalLimiter()
-        self.scheduler = Scheduler(queue_max=s.queue_max, queue_wait_s=s.queue_wait_s, available=self._available)
+        self.scheduler = Scheduler(
+            queue_max=s.queue_max, queue_wait_s=s.queue_wait_s, available=self._available,
+            usable=lambda r, now: r.healthy and r.breaker.allows(now),
+        )
         self.scheduler.on_wait = lambda model, waited: m.QUEUE_WAIT.labels(model).observe(waited)
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),

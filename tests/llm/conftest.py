@@ -26,10 +26,6 @@ async def fake2() -> AsyncIterator[FakeUpstream]:
         yield upstream
 
 
-class Served:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
 
 @contextlib.asynccontextmanager
 async def serve(app: Any) -> AsyncIterator[str]:
@@ -56,7 +52,13 @@ async def garrison_url(app) -> AsyncIterator[str]:  # type: ignore[no-untyped-de
         yield url
 
 
-async def add_model(client, name: str, upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = await client.post("/api/llm/models", json={"model": name, "base_url": upstream.base_url, **extra})
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
+@pytest.fixture
+def add_model(client):  # type: ignore[no-untyped-def]
+    """``await add_model("name", fake, kind="vllm")``: register a model (or one more replica)."""
+
+    async def add(name: str, upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
+        r = await client.post("/api/llm/models", json={"model": name, "base_url": upstream.base_url, **extra})
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    return add

@@ -5,12 +5,10 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.llm.conftest import add_model
-
 
 @pytest.fixture
-async def sdk(client, fake, garrison_url, make_key):  # type: ignore[no-untyped-def]
-    await add_model(client, "llama", fake, kind="vllm", upstream_model="meta/llama-3-8b")
+async def sdk(add_model, fake, garrison_url, make_key):  # type: ignore[no-untyped-def]
+    await add_model("llama", fake, kind="vllm", upstream_model="meta/llama-3-8b")
     key = await make_key(["llm:invoke"], tenant="acme")
     async with openai.AsyncOpenAI(base_url=garrison_url + "/v1", api_key=key, max_retries=0) as c:
         yield c
