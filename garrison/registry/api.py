@@ -142,10 +142,11 @@ def build_router(prefix: str) -> APIRouter:
         return _json(render(payload), cors=False)
 
     @router.post("/publish")
-    async def publish(request: Request, principal: Principal = Depends(_require_publish)) -> Response:
+    async def publish(request: Request, force: bool = Query(False),
+                      principal: Principal = Depends(_require_publish)) -> Response:
         svc = _service(request)
         doc = await read_json(request, svc.settings.max_body_bytes)
-        entry = await svc.publish(principal, doc)
+        entry = await svc.publish(principal, doc, force=force)
         return _json(render(entry.envelope()), cors=False)
 
     @router.options("/servers")

@@ -26,6 +26,7 @@ async def stop(service: RegistryService) -> None:
 
 
 def routers() -> list[APIRouter]:
+    from garrison.registry.admin_api import router as admin_router
     from garrison.registry.api import build_router
 
-    return [build_router("/v0.1"), build_router("/v0")]
+    return [build_router("/v0.1"), build_router("/v0"), admin_router]

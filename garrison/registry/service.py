@@ -17,8 +17,9 @@ from garrison.core.pagination import decode_cursor, encode_cursor
 from garrison.core.principal import Principal
 from garrison.policy import Resource
 from garrison.registry.config import RegistrySettings
-from garrison.registry.schemas import Entry
+from garrison.registry.schemas import GARRISON_META, Entry
 from garrison.registry.store import RegistryStore
+from garrison.registry.tooldiff import check_tools, diff, is_major_bump
 from garrison.registry.validation import check_name, namespace_of, validate_server_json
 from garrison.registry.versions import check_version, compare_versions
 
@@ -48,12 +49,97 @@ class RegistryService:
         # Health of remote entries by (name, version), filled by the health checker.
         self.health: dict[tuple[str, str], dict[str, Any]] = {}
         self._listeners: list[Any] = []
+        self.checker: Any = None
 
     async def start(self) -> None:
-        """Start background work (health checks) when configured."""
+        """Start the periodic health checks when enabled."""
+        from garrison.registry.health import HealthChecker
+
+        self.checker = HealthChecker(self)
+        if self.settings.health_enabled:
+            self.checker.start()
 
     async def stop(self) -> None:
-        """Stop background work."""
+        if self.checker is not None:
+            await self.checker.stop()
+
+    def is_unhealthy(self, name: str) -> bool:
+        """Whether the latest checked version of ``name`` failed its health checks (gateway hook)."""
+        return any(k[0] == name and v.get("status") == "unhealthy" for k, v in self.health.items())
+
+    # ---- tool lists and their diffs ---------------------------------------------------
+
+    async def _previous_tools(self, name: str, version: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """The tool list of the newest version older than ``version`` that has one."""
+        entries = await self.store.versions(name)
+        me = next((e for e in entries if e.version == version), None)
+        when = me.published_at if me else utcnow()
+        older = [e for e in entries if e.version != version
+                 and compare_versions(e.version, version, e.published_at, when) < 0]
+        older.sort(key=lambda e: e.published_at, reverse=True)
+        while older:
+            best = self.store.newest_of(older)
+            assert best is not None
+            tools = await self.store.tool_list(name, best.version)
+            if tools is not None:
+                return best.version, tools
+            older.remove(best)
+        return None
+
+    async def check_tool_change(self, name: str, version: str, tools: list[dict[str, Any]],
+                                force: bool) -> dict[str, Any]:
+        """The diff against the previous version; breaking changes under a non-major bump are refused."""
+        check_tools(tools)
+        prev = await self._previous_tools(name, version)
+        if prev is None:
+            return {"against": None, "changes": []}
+        changes = diff(prev[1], tools)
+        breaking = [c for c in changes if c["breaking"]]
+        if breaking and not force and is_major_bump(prev[0], version) is False:
+            raise Conflict(
+                f"{name} {version} breaks the tools of {prev[0]} without a major version bump; publish a new "
+                "major version or pass force=true", changes=breaking)
+        return {"against": prev[0], "changes": changes}
+
+    async def record_tools(self, principal: Principal, name: str, version: str, tools: Any,
+                           *, force: bool = False) -> dict[str, Any]:
+        await self._check(principal, "registry:publish", name, principal.tenant_id)
+        async with self.db.engine.connect() as conn:
+            await self._existing(conn, principal, name, version)
+        result = await self.check_tool_change(name, version, tools, force)
+        await self.store.save_tool_list(name, version, tools, utcnow())
+        await self._audit(principal, "registry:tools", name, version=version, changes=len(result["changes"]))
+        return {**result, "tools": len(tools)}
+
+    async def tools_of(self, name: str, version: str) -> list[dict[str, Any]]:
+        entry = await self.get(name, version, include_deleted=True)
+        tools = await self.store.tool_list(name, entry.version)
+        if tools is None:
+            raise NotFound(f"no tool list is recorded for {name} {entry.version}")
+        return tools
+
+    async def tool_diff(self, name: str, to_version: str, from_version: str | None) -> dict[str, Any]:
+        new_entry = await self.get(name, to_version, include_deleted=True)
+        new = await self.tools_of(name, new_entry.version)
+        if from_version is None:
+            prev = await self._previous_tools(name, new_entry.version)
+            if prev is None:
+                raise NotFound(f"no earlier version of {name} has a recorded tool list")
+            from_version, old = prev
+        else:
+            old = await self.tools_of(name, from_version)
+        changes = diff(old, new)
+        return {"from": from_version, "to": new_entry.version, "changes": changes,
+                "breaking": any(c["breaking"] for c in changes),
+                "majorBump": is_major_bump(from_version, new_entry.version)}
+
+    async def observe_tools(self, name: str, version: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A health check saw ``tools``: keep them as the version's list; return what changed since."""
+        stored = await self.store.tool_list(name, version)
+        if stored is not None and stored == tools:
+            return []
+        await self.store.save_tool_list(name, version, tools, utcnow())
+        return diff(stored, tools) if stored is not None else []
 
     # ---- policy and audit -------------------------------------------------------------
 
@@ -147,10 +233,13 @@ class RegistryService:
             raise Forbidden(f"namespace {namespace!r} belongs to another tenant; publish under your own namespace")
 
     async def publish(self, principal: Principal, doc: Any, *, tenant_id: str | None = None,
-                      status: str = "active", published_at: datetime | None = None) -> Entry:
+                      status: str = "active", published_at: datetime | None = None, force: bool = False) -> Entry:
         doc = validate_server_json(doc)
         name, version = doc["name"], doc["version"]
         await self._check(principal, "registry:publish", name, principal.tenant_id)
+        tools = ((doc.get("_meta") or {}).get(GARRISON_META) or {}).get("tools")
+        if tools is not None:
+            await self.check_tool_change(name, version, tools, force)
         owner_tenant = tenant_id or principal.tenant_id
         now = utcnow()
         when = published_at or now
@@ -174,6 +263,8 @@ class RegistryService:
                 await self.store.insert_version(conn, new_id("rsv"), entry, _search_text(doc))
         except IntegrityError as exc:  # a concurrent publish of the same version won
             raise Conflict(f"{name} {version} is already published") from exc
+        if tools is not None:
+            await self.store.save_tool_list(name, version, tools, now)
         await self._audit(principal, "registry:publish", name, version=version)
         self._changed(name)
         return entry

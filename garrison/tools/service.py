@@ -198,6 +198,11 @@ class ToolsService:
             return {"Authorization": f"Bearer {token}"}
         return {}
 
+    async def registry_headers(self, registry_name: str) -> dict[str, str]:
+        """The credential of an upstream made from this registry entry (for the registry's health checks)."""
+        up = next((u for u in self.upstreams.values() if u.registry_name == registry_name), None)
+        return await self.outbound_headers(up) if up is not None else {}
+
     async def connect(self, owner: str, up: Upstream, log_sink: LogSink | None = None) -> UpstreamConnection:
         conn = await self.pool.get(owner, up.id, up.url, lambda: self.outbound_headers(up), log_sink)
         metrics.UPSTREAM_SESSIONS.set(len(self.pool))

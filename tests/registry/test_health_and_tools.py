@@ -1,0 +1,102 @@
+"""Health checks against real servers, tool-list history and schema diffs, import/export."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from tests.tools.servers import fixture_mcp, hanging_tcp
+
+
+@pytest.fixture(scope="module")
+def upstream_url():
+    with fixture_mcp() as url:
+        yield url
+
+
+def server(name="com.example/weather", version="1.0.0", url="https://example.com/mcp", tools=None):
+    doc = {"name": name, "description": "Weather", "version": version,
+           "remotes": [{"type": "streamable-http", "url": url}]}
+    if tools is not None:
+        doc["_meta"] = {"dev.garrison/registry": {"tools": tools}}
+    return doc
+
+
+def tool(name, required=(), **props):
+    return {"name": name, "inputSchema": {"type": "object", "properties": {k: {"type": v} for k, v in props.items()},
+                                          "required": list(required)}}
+
+
+async def test_health_checks_mark_and_unmark(client, platform, upstream_url, monkeypatch):
+    registry = platform.services["registry"]
+    monkeypatch.setattr(registry.settings, "health_timeout_s", 1.0)
+    assert (await client.post("/v0.1/publish", json=server("com.example/good", url=upstream_url))).status_code == 200
+    with hanging_tcp() as hang:
+        assert (await client.post("/v0.1/publish", json=server("com.example/bad", url=hang))).status_code == 200
+        for _ in range(registry.settings.unhealthy_after):
+            results = (await client.post("/api/registry/health/check")).json()["results"]
+    assert results["com.example/good@1.0.0"]["status"] == "healthy"
+    assert results["com.example/good@1.0.0"]["toolCount"] >= 5
+    assert results["com.example/bad@1.0.0"]["status"] == "unhealthy"
+    assert registry.is_unhealthy("com.example/bad") and not registry.is_unhealthy("com.example/good")
+    listing = (await client.get("/v0.1/servers", params={"search": "bad"})).json()["servers"][0]
+    assert listing["_meta"]["dev.garrison/registry"]["health"]["status"] == "unhealthy"
+    history = (await client.get(f"/api/registry/servers/{quote('com.example/good', safe='')}/health")).json()
+    assert history["history"][0]["ok"] and history["history"][0]["tool_count"] >= 5
+    tools = (await client.get(f"/api/registry/servers/{quote('com.example/good', safe='')}/versions/1.0.0/tools"))
+    assert "echo" in {t["name"] for t in tools.json()["tools"]}
+
+
+async def test_unhealthy_entry_leaves_the_gateway(client, platform, monkeypatch):
+    registry = platform.services["registry"]
+    monkeypatch.setattr(registry.settings, "health_timeout_s", 0.5)
+    with hanging_tcp() as hang:
+        await client.post("/v0.1/publish", json=server("com.example/bad", url=hang))
+        r = await client.post("/api/tools/upstreams", json={"name": "bad", "from_registry": "com.example/bad"})
+        assert r.status_code == 201 and r.json()["url"] == hang
+        tools = platform.services["tools"]
+        up = tools.upstreams[(next(iter(tools.upstreams))[0], "bad")]
+        assert not tools.unhealthy(up)
+        for _ in range(registry.settings.unhealthy_after):
+            await client.post("/api/registry/health/check")
+        assert tools.unhealthy(up)
+
+
+async def test_breaking_tool_changes_need_a_major_version(client):
+    v1 = [tool("forecast", ["city"], city="string"), tool("alerts")]
+    assert (await client.post("/v0.1/publish", json=server(version="1.0.0", tools=v1))).status_code == 200
+    additive = v1 + [tool("radar")]
+    assert (await client.post("/v0.1/publish", json=server(version="1.1.0", tools=additive))).status_code == 200
+    breaking = [tool("forecast", ["city", "days"], city="string", days="integer"), tool("radar")]
+    r = await client.post("/v0.1/publish", json=server(version="1.2.0", tools=breaking))
+    assert r.status_code == 409
+    assert {c["change"] for c in r.json()["changes"]} == {"tool_removed", "required_parameter_added"}
+    assert (await client.post("/v0.1/publish", json=server(version="2.0.0", tools=breaking))).status_code == 200
+    retyped = [tool("forecast", ["city", "days"], city="integer", days="integer"), tool("radar")]
+    r = await client.post("/v0.1/publish", params={"force": "true"}, json=server(version="2.0.1", tools=retyped))
+    assert r.status_code == 200
+    name = quote("com.example/weather", safe="")
+    d = (await client.get(f"/api/registry/servers/{name}/versions/2.0.0/diff")).json()
+    assert d["from"] == "1.1.0" and d["breaking"] and d["majorBump"] is True
+    d = (await client.get(f"/api/registry/servers/{name}/versions/2.0.1/diff", params={"from": "2.0.0"})).json()
+    assert d["changes"] == [{"change": "type_changed", "tool": "forecast", "parameter": "city", "from": "string",
+                             "to": "integer", "breaking": True}]
+    r = await client.put(f"/api/registry/servers/{name}/versions/1.0.0/tools", json={"tools": "nope"})
+    assert r.status_code == 400
+
+
+async def test_import_export_round_trip(client):
+    snapshot = [server(f"io.github.someone/s{i}", version="1.0.0") for i in range(3)]
+    snapshot.append({"server": server("io.github.someone/old", "0.1.0"), "_meta": {
+        "io.modelcontextprotocol.registry/official": {"status": "deprecated", "publishedAt": "2025-01-02T03:04:05Z"}}})
+    snapshot.append({"name": "broken"})
+    r = await client.post("/api/registry/import", json=snapshot)
+    assert r.status_code == 200
+    assert r.json()["imported"] == 4 and r.json()["failed"] == 1 and "broken" in r.json()["errors"][0]
+    again = (await client.post("/api/registry/import", json={"servers": snapshot[:3]})).json()
+    assert again["skipped"] == 3 and again["imported"] == 0
+    old = (await client.get(f"/v0.1/servers/{quote('io.github.someone/old', safe='')}/versions/0.1.0")).json()
+    meta = old["_meta"]["io.modelcontextprotocol.registry/official"]
+    assert meta["status"] == "deprecated" and meta["publishedAt"].startswith("2025-01-02T03:04:05")
+    assert (await client.post("/api/registry/import", json={"not": "a list"})).status_code == 400
