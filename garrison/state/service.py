@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from garrison.state.checkpoint.crypto import load_or_create_key
 from garrison.state.checkpoint.engine import create_async, create_sync_engine, normalize_url
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
+from garrison.state.memory.embedder import MiniLMEmbedder
+from garrison.state.memory.store import GarrisonStore
 
 if TYPE_CHECKING:
     from garrison.config import Settings
@@ -36,6 +38,9 @@ class StateService:
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
         self._sync_savers: dict[str, GarrisonSaver] = {}
+        self._store_engine: Engine | None = None
+        self._store: GarrisonStore | None = None
+        self.embedder = MiniLMEmbedder()
         key_path: Path = settings.data_dir / KEY_FILE
         self.encryption_key: bytes | None = load_or_create_key(key_path) if encryption_wanted() else None
 
@@ -58,7 +63,21 @@ class StateService:
             self._sync_savers[tenant_id] = saver
         return saver
 
+    def store(self, tenant_id: str) -> GarrisonStore:
+        """The tenant's long-term memory store (LangGraph BaseStore, MiniLM semantic search)."""
+        if self._store is None:
+            self._store_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8,
+                                                    vectors=True)
+            store = GarrisonStore(self._store_engine, tenant_id=tenant_id,
+                                  index={"dims": self.embedder.dims, "embed": self.embedder, "fields": ["$"]})
+            with self._store_engine.begin() as conn:  # tables come from Alembic; the vec0 index is ours
+                store._setup_vec(conn)
+            self._store = store
+        return self._store.for_tenant(tenant_id)
+
     async def stop(self) -> None:
+        if self._store_engine is not None:
+            self._store_engine.dispose()
         for saver in self._sync_savers.values():
             saver.close()
         if self._sync_engine is not None:

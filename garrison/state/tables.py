@@ -57,3 +57,33 @@ writes = sa.Table(
 )
 
 CHECKPOINT_TABLES = [checkpoints, blobs, writes]
+
+# -- long-term memory store (LangGraph BaseStore) ---------------------------------------
+
+store_items = sa.Table(
+    "state_store_items",
+    metadata,
+    sa.Column("tenant_id", sa.String, primary_key=True),
+    sa.Column("prefix", sa.String, primary_key=True),  # namespace labels joined by "."
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),  # JSON
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("ttl_minutes", sa.Float, nullable=True),
+    sa.Index("ix_state_store_items_expiry", "tenant_id", "expires_at"),
+)
+
+store_vectors = sa.Table(
+    "state_store_vectors",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String, nullable=False),
+    sa.Column("prefix", sa.String, nullable=False),
+    sa.Column("key", sa.String, nullable=False),
+    sa.Column("field", sa.String, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),  # float32, unit length
+    sa.Index("ix_state_store_vectors_item", "tenant_id", "prefix", "key"),
+)
+
+STORE_TABLES = [store_items, store_vectors]

@@ -17,7 +17,7 @@ async def test_tables_come_from_the_state_migration_and_savers_are_tenant_scoped
     assert {"state_checkpoints", "state_blobs", "state_writes"} <= tables
     async with platform.db.engine.connect() as conn:
         heads = {r[0] for r in await conn.execute(sa.text("SELECT version_num FROM alembic_version"))}
-    assert "state_0001" in heads
+    assert "state_0002" in heads  # the head of the state branch
 
     service: StateService = platform.services["state"]
     acme, other = service.saver("ten_acme"), service.saver("ten_other")
@@ -33,3 +33,14 @@ async def test_tables_come_from_the_state_migration_and_savers_are_tenant_scoped
     assert service.sync_saver("ten_acme") is blocking
     listed = await asyncio.to_thread(lambda: list(blocking.list({"configurable": {"thread_id": "thread-1"}})))
     assert [t.checkpoint["id"] for t in listed] == [got.checkpoint["id"]]
+
+
+async def test_service_store_is_tenant_scoped_with_semantic_search(platform: Platform) -> None:
+    service: StateService = platform.services["state"]
+    acme = await asyncio.to_thread(service.store, "ten_acme")
+    await acme.aput(("memories", "alice"), "m1", {"text": "Alice prefers window seats on flights"})
+    await acme.aput(("memories", "alice"), "m2", {"text": "Alice's manager is Bob"})
+    hits = await acme.asearch(("memories",), query="where does alice like to sit on a plane", limit=1)
+    assert [h.key for h in hits] == ["m1"]
+    other = service.store("ten_other")
+    assert await other.asearch(("memories",), query="seats") == []

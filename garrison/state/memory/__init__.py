@@ -1,0 +1,1 @@
+"""Long-term memory: a LangGraph BaseStore with semantic search, and its embedders."""

@@ -1,0 +1,425 @@
+"""GarrisonStore: LangGraph's BaseStore on garrison's database, with TTL and semantic search.
+
+Items live in ``state_store_items`` (namespace labels joined by "."; langgraph forbids
+"." in labels), embeddings in ``state_store_vectors`` (float32, unit length). On
+SQLite a sqlite-vec ``vec0`` table holds a 1-bit-per-dimension copy partitioned by
+tenant: a query takes a hamming-distance shortlist from it and re-ranks the
+shortlist by exact cosine on the float vectors. Without sqlite-vec (PostgreSQL: this
+server has no pgvector) the cosine runs in numpy over the namespace's vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+from langgraph.store.base import (
+    NOT_PROVIDED,
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
+)
+from langgraph.store.base import validate_op_namespace as _validate_namespace
+from sqlalchemy.engine import Engine
+
+from garrison.state.checkpoint.engine import WRITE_OPTION, create_sync_engine, normalize_url
+from garrison.state.checkpoint.errors import InvalidConfig, ValueTooLarge
+from garrison.state.checkpoint.ops import insert_for
+from garrison.state.tables import STORE_TABLES
+from garrison.state.tables import store_items as I
+from garrison.state.tables import store_vectors as V
+
+DEFAULT_MAX_VALUE_BYTES = 4 * 1024 * 1024
+MAX_KEY_CHARS = 512
+
+
+def _prefix(namespace: Sequence[str]) -> str:
+    return ".".join(namespace)
+
+
+def _namespace(prefix: str) -> tuple[str, ...]:
+    return tuple(prefix.split("."))
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _matches(value: Any, flt: Any) -> bool:
+    """langgraph's filter semantics: nested equality and $eq/$ne/$gt/$gte/$lt/$lte."""
+    if isinstance(flt, dict):
+        if any(k.startswith("$") for k in flt):
+            return all(_apply(value, op, arg) for op, arg in flt.items())
+        return isinstance(value, dict) and all(_matches(value.get(k), v) for k, v in flt.items())
+    if isinstance(flt, (list, tuple)):
+        return (isinstance(value, (list, tuple)) and len(value) == len(flt)
+                and all(_matches(a, b) for a, b in zip(value, flt, strict=True)))
+    return bool(value == flt)
+
+
+def _apply(value: Any, op: str, arg: Any) -> bool:
+    if op == "$eq":
+        return bool(value == arg)
+    if op == "$ne":
+        return bool(value != arg)
+    if op not in ("$gt", "$gte", "$lt", "$lte"):
+        raise InvalidConfig(f"unsupported filter operator {op!r}: use $eq, $ne, $gt, $gte, $lt or $lte")
+    try:
+        a, b = float(value), float(arg)
+    except (TypeError, ValueError):
+        return False
+    return {"$gt": a > b, "$gte": a >= b, "$lt": a < b, "$lte": a <= b}[op]
+
+
+def _ns_match(cond: MatchCondition, ns: tuple[str, ...]) -> bool:
+    path = tuple(cond.path)
+    if len(path) > len(ns):
+        return False
+    part = ns[: len(path)] if cond.match_type == "prefix" else ns[len(ns) - len(path):]
+    return all(p == "*" or p == n for p, n in zip(path, part, strict=True))
+
+
+class GarrisonStore(BaseStore):
+    """A LangGraph long-term memory store scoped to one tenant."""
+
+    supports_ttl = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        tenant_id: str = "default",
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.tenant_id = tenant_id
+        self.ttl_config = ttl
+        self.max_value_bytes = max_value_bytes
+        self.index_config = dict(index) if index else None
+        self.embeddings = ensure_embeddings(index["embed"]) if index else None
+        self.dims = int(index["dims"]) if index else 0
+        fields = (index or {}).get("fields") or ["$"]
+        self._fields = [(f, tokenize_path(f) if f != "$" else f) for f in fields]
+        self._vec_table = f"state_store_vec_bits_{self.dims}" if index and self._has_sqlite_vec() else None
+
+    def _has_sqlite_vec(self) -> bool:
+        if self.dialect != "sqlite":
+            return False
+        with self.engine.connect() as conn:
+            try:
+                conn.exec_driver_sql("SELECT vec_version()")
+                return True
+            except sa.exc.OperationalError:
+                return False
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[GarrisonStore]:
+        """A store on a SQLite path / URL (sqlite-vec loaded) or a PostgreSQL URL; creates its tables."""
+        engine = create_sync_engine(normalize_url(conn_string, use_async=False), vectors=True)
+        try:
+            store = cls(engine, **kwargs)
+            store.setup()
+            yield store
+        finally:
+            engine.dispose()
+
+    def for_tenant(self, tenant_id: str) -> GarrisonStore:
+        clone = object.__new__(type(self))
+        for name in ("engine", "dialect", "ttl_config", "max_value_bytes", "index_config", "embeddings",
+                     "dims", "_fields", "_vec_table"):
+            setattr(clone, name, getattr(self, name))
+        clone.tenant_id = tenant_id
+        return clone
+
+    def setup(self) -> None:
+        with self.engine.begin() as conn:
+            STORE_TABLES[0].metadata.create_all(conn, tables=STORE_TABLES, checkfirst=True)
+            self._setup_vec(conn)
+
+    def _setup_vec(self, conn: sa.Connection) -> None:
+        if self._vec_table:
+            conn.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._vec_table} USING vec0("
+                f"tenant_id text partition key, embedding bit[{self.dims}])")
+
+    # -- batch ------------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = list(ops)
+        for op in ops:
+            _validate_namespace(op)
+        puts = [op for op in ops if isinstance(op, PutOp)]
+        vectors = self._embed_puts(puts) if puts else {}
+        results: list[Result] = []
+        refresh: set[tuple[str, str]] = set()
+        opts = {WRITE_OPTION: True} if puts else {}
+        with self.engine.connect().execution_options(**opts) as conn, conn.begin():
+            for op in ops:
+                if isinstance(op, GetOp):
+                    results.append(self._get(conn, op, refresh))
+                elif isinstance(op, PutOp):
+                    self._put(conn, op, vectors.get((op.namespace, op.key), []))
+                    results.append(None)
+                elif isinstance(op, SearchOp):
+                    results.append(self._search(conn, op, refresh))
+                elif isinstance(op, ListNamespacesOp):
+                    results.append(self._list_namespaces(conn, op))
+                else:
+                    raise InvalidConfig(f"unknown store operation {type(op).__name__}")
+        if refresh:
+            self._refresh_ttl(refresh)
+        return results
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        return await asyncio.to_thread(self.batch, list(ops))
+
+    # -- operations ---------------------------------------------------------------------
+
+    def _item(self, row: Any, now: float, refresh: set[tuple[str, str]], want_refresh: bool,
+              score: float | None = None) -> Item:
+        prefix, key, value, created, updated, _expires, ttl_minutes = row[:7]
+        if want_refresh and ttl_minutes is not None:
+            refresh.add((prefix, key))
+        args = dict(value=orjson.loads(value), key=key, namespace=_namespace(prefix),
+                    created_at=_ts(created), updated_at=_ts(updated))
+        return SearchItem(**args, score=score) if score is not None else Item(**args)
+
+    def _live(self, now: float) -> Any:
+        return sa.or_(I.c.expires_at.is_(None), I.c.expires_at > now) if self._omit_expired() else sa.true()
+
+    def _omit_expired(self) -> bool:
+        return (self.ttl_config or {}).get("omit_expired", True)
+
+    def _get(self, conn: sa.Connection, op: GetOp, refresh: set[tuple[str, str]]) -> Item | None:
+        now = time.time()
+        row = conn.execute(sa.select(*_ITEM_COLS).where(
+            I.c.tenant_id == self.tenant_id, I.c.prefix == _prefix(op.namespace), I.c.key == op.key,
+            self._live(now))).first()
+        return self._item(row, now, refresh, op.refresh_ttl) if row else None
+
+    def _put(self, conn: sa.Connection, op: PutOp, vectors: list[tuple[str, np.ndarray]]) -> None:
+        prefix = _prefix(op.namespace)
+        if not op.namespace:
+            raise InvalidConfig("namespace must have at least one label")
+        if not isinstance(op.key, str) or not op.key or len(op.key) > MAX_KEY_CHARS:
+            raise InvalidConfig(f"key must be a string of 1 to {MAX_KEY_CHARS} characters")
+        self._delete_vectors(conn, prefix, op.key)
+        if op.value is None:
+            conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id, I.c.prefix == prefix,
+                                            I.c.key == op.key))
+            return
+        ttl = op.ttl
+        if ttl is NOT_PROVIDED:
+            ttl = (self.ttl_config or {}).get("default_ttl")
+        if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0):
+            raise InvalidConfig("ttl must be a positive number of minutes")
+        now = time.time()
+        row = {"tenant_id": self.tenant_id, "prefix": prefix, "key": op.key, "value": _dump(op.value,
+               self.max_value_bytes), "created_at": now, "updated_at": now,
+               "expires_at": now + ttl * 60 if ttl else None, "ttl_minutes": ttl}
+        ins = insert_for(self.dialect, I)
+        conn.execute(ins.on_conflict_do_update(
+            index_elements=[I.c.tenant_id, I.c.prefix, I.c.key],
+            set_={c: ins.excluded[c] for c in ("value", "updated_at", "expires_at", "ttl_minutes")}), row)
+        if vectors:
+            ids = conn.execute(sa.insert(V).returning(V.c.id), [
+                {"tenant_id": self.tenant_id, "prefix": prefix, "key": op.key, "field": field,
+                 "embedding": vec.tobytes()} for field, vec in vectors]).scalars().all()
+            if self._vec_table:
+                conn.exec_driver_sql(
+                    f"INSERT INTO {self._vec_table}(rowid, tenant_id, embedding) VALUES (?, ?, vec_bit(?))",
+                    [(i, self.tenant_id, np.packbits(vec > 0).tobytes())
+                     for i, (_f, vec) in zip(ids, vectors, strict=True)])
+
+    def _delete_vectors(self, conn: sa.Connection, prefix: str, key: str | None) -> None:
+        where = [V.c.tenant_id == self.tenant_id, V.c.prefix == prefix]
+        if key is not None:
+            where.append(V.c.key == key)
+        if self._vec_table:
+            ids = conn.execute(sa.select(V.c.id).where(*where)).scalars().all()
+            if ids:
+                conn.exec_driver_sql(f"DELETE FROM {self._vec_table} WHERE rowid = ?", [(i,) for i in ids])
+        conn.execute(sa.delete(V).where(*where))
+
+    def _scope_clause(self, table: sa.Table, namespace_prefix: Sequence[str]) -> list[Any]:
+        where = [table.c.tenant_id == self.tenant_id]
+        if namespace_prefix:
+            p = _prefix(namespace_prefix)
+            where.append(sa.or_(table.c.prefix == p, table.c.prefix.like(_like_escape(p) + ".%", escape="\\")))
+        return where
+
+    def _search(self, conn: sa.Connection, op: SearchOp, refresh: set[tuple[str, str]]) -> list[SearchItem]:
+        if op.limit < 0 or op.offset < 0:
+            raise InvalidConfig("limit and offset must not be negative")
+        now = time.time()
+        flt = op.filter or {}
+        if op.query and self.embeddings is not None:
+            return self._semantic(conn, op, now, refresh)
+        rows = conn.execute(sa.select(*_ITEM_COLS).where(
+            *self._scope_clause(I, op.namespace_prefix), self._live(now)).order_by(I.c.updated_at.desc()))
+        out: list[SearchItem] = []
+        skipped = 0
+        for row in rows:
+            if flt and not _matches(orjson.loads(row[2]), flt):
+                continue
+            if skipped < op.offset:
+                skipped += 1
+                continue
+            if len(out) >= op.limit:
+                break
+            out.append(self._item(row, now, refresh, op.refresh_ttl, score=None))  # type: ignore[arg-type]
+        return out
+
+    def _semantic(self, conn: sa.Connection, op: SearchOp, now: float,
+                  refresh: set[tuple[str, str]]) -> list[SearchItem]:
+        assert self.embeddings is not None
+        q = _unit(np.asarray(self.embeddings.embed_query(op.query or ""), dtype=np.float32))
+        want = op.offset + op.limit
+        if self._vec_table:
+            k = max(100, 10 * want)
+            while True:
+                cand = conn.exec_driver_sql(
+                    f"SELECT rowid FROM {self._vec_table} WHERE embedding MATCH vec_bit(?) AND k = ? "
+                    "AND tenant_id = ?", (np.packbits(q > 0).tobytes(), k, self.tenant_id)).scalars().all()
+                vec_rows = conn.execute(sa.select(V.c.prefix, V.c.key, V.c.embedding).where(
+                    V.c.id.in_(cand), *self._scope_clause(V, op.namespace_prefix))).all() if cand else []
+                ranked = self._rank(conn, op, vec_rows, q, now, refresh)
+                if len(ranked) >= want or len(cand) < k:
+                    return ranked[op.offset:want]
+                k *= 4
+        vec_rows = conn.execute(sa.select(V.c.prefix, V.c.key, V.c.embedding).where(
+            *self._scope_clause(V, op.namespace_prefix))).all()
+        return self._rank(conn, op, vec_rows, q, now, refresh)[op.offset:want]
+
+    def _rank(self, conn: sa.Connection, op: SearchOp, vec_rows: Sequence[Any], q: np.ndarray, now: float,
+              refresh: set[tuple[str, str]]) -> list[SearchItem]:
+        if not vec_rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[2] for r in vec_rows), dtype=np.float32).reshape(len(vec_rows), -1)
+        scores = matrix @ q
+        best: dict[tuple[str, str], float] = {}
+        for (prefix, key, _e), s in zip(vec_rows, scores.tolist(), strict=True):
+            if s > best.get((prefix, key), -2.0):
+                best[(prefix, key)] = s
+        order = sorted(best.items(), key=lambda kv: -kv[1])
+        items = {}
+        keys = [k for k, _s in order]
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            for row in conn.execute(sa.select(*_ITEM_COLS).where(
+                    I.c.tenant_id == self.tenant_id, sa.tuple_(I.c.prefix, I.c.key).in_(part), self._live(now))):
+                items[(row[0], row[1])] = row
+        flt = op.filter or {}
+        out = []
+        for k, s in order:
+            row = items.get(k)
+            if row is None or (flt and not _matches(orjson.loads(row[2]), flt)):
+                continue
+            out.append(self._item(row, now, refresh, op.refresh_ttl, score=float(s)))
+        return out  # type: ignore[return-value]
+
+    def _list_namespaces(self, conn: sa.Connection, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        now = time.time()
+        prefixes = conn.execute(sa.select(I.c.prefix).distinct().where(
+            I.c.tenant_id == self.tenant_id, self._live(now))).scalars().all()
+        spaces = [_namespace(p) for p in prefixes]
+        if op.match_conditions:
+            spaces = [ns for ns in spaces if all(_ns_match(c, ns) for c in op.match_conditions)]
+        if op.max_depth is not None:
+            spaces = list({ns[: op.max_depth] for ns in spaces})
+        return sorted(spaces)[op.offset: op.offset + op.limit]
+
+    # -- embeddings, TTL ----------------------------------------------------------------
+
+    def _embed_puts(self, puts: list[PutOp]) -> dict[tuple[tuple[str, ...], str], list[tuple[str, np.ndarray]]]:
+        if self.embeddings is None:
+            return {}
+        texts: list[str] = []
+        owners: list[tuple[tuple[tuple[str, ...], str], str]] = []
+        for op in puts:
+            if op.value is None or op.index is False:
+                continue
+            fields = self._fields if op.index is None else [(f, tokenize_path(f)) for f in op.index]
+            for name, path in fields:
+                found = get_text_at_path(op.value, path)
+                for i, text in enumerate(found):
+                    texts.append(text)
+                    owners.append(((op.namespace, op.key), f"{name}.{i}" if len(found) > 1 else name))
+        if not texts:
+            return {}
+        vectors = np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape != (len(texts), self.dims):
+            raise InvalidConfig(f"the embedder returned vectors of shape {vectors.shape}, "
+                                f"expected ({len(texts)}, {self.dims}): check index['dims']")
+        out: dict[tuple[tuple[str, ...], str], list[tuple[str, np.ndarray]]] = {}
+        for (item, field), vec in zip(owners, vectors, strict=True):
+            out.setdefault(item, []).append((field, _unit(vec)))
+        return out
+
+    def _refresh_ttl(self, keys: set[tuple[str, str]]) -> None:
+        now = time.time()
+        with self.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+            for prefix, key in keys:
+                conn.execute(sa.update(I).where(
+                    I.c.tenant_id == self.tenant_id, I.c.prefix == prefix, I.c.key == key,
+                    I.c.ttl_minutes.is_not(None)).values(expires_at=now + I.c.ttl_minutes * 60))
+
+    def sweep_ttl(self) -> int:
+        """Delete this tenant's expired items and their vectors; returns how many items."""
+        now = time.time()
+        with self.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+            expired = conn.execute(sa.select(I.c.prefix, I.c.key).where(
+                I.c.tenant_id == self.tenant_id, I.c.expires_at <= now)).all()
+            for prefix, key in expired:
+                self._delete_vectors(conn, prefix, key)
+                conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id, I.c.prefix == prefix,
+                                                I.c.key == key))
+        return len(expired)
+
+
+_ITEM_COLS = (I.c.prefix, I.c.key, I.c.value, I.c.created_at, I.c.updated_at, I.c.expires_at, I.c.ttl_minutes)
+
+
+def _ts(epoch: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return (v / n).astype(np.float32) if n > 0 else v.astype(np.float32)
+
+
+def _dump(value: Mapping[str, Any], limit: int) -> str:
+    if not isinstance(value, Mapping):
+        raise InvalidConfig("a store value must be a JSON object (a dict)")
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError as exc:
+        raise InvalidConfig(f"store values must be JSON-serializable: {exc}") from exc
+    if len(text) > limit:
+        raise ValueTooLarge(f"the value is {len(text)} bytes of JSON, over the limit of {limit}")
+    return text
