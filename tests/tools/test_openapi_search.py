@@ -30,6 +30,10 @@ PETS = {
 }
 
 
+class Pet(BaseModel):
+    name: str
+
+
 @pytest.fixture
 def db_url(tmp_path):
     return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
@@ -42,9 +46,6 @@ def pets_api():
     @api.get("/pets/{pet_id}")
     async def get_pet(pet_id: int, verbose: bool = False) -> dict:
         return {"id": pet_id, "verbose": verbose}
-
-    class Pet(BaseModel):
-        name: str
 
     @api.post("/pets", status_code=201)
     async def create_pet(body: Pet) -> dict:
