@@ -1,0 +1,96 @@
+"""The E2B-shaped Python client against a real `garrison up`, then SIGKILL of garrison:
+no sandbox process may survive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from garrison.client.sandbox import CommandTimeoutError, PathEscapeError, Sandbox, SandboxGoneError
+from tests.sandbox.helpers import BACKENDS, make_backend
+from tests.support.live import start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+
+def sandbox_processes(data_dir: Path, server_pid: int) -> list[str]:
+    """Host processes that belong to this server's sandboxes."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(data_dir) in cmd and ("runsc" in cmd or "bwrap" in cmd):
+            found.append(f"{pid}: {cmd[:120]}")
+    for ctrl in ("pids", "memory"):
+        parent = Path(f"/sys/fs/cgroup/{ctrl}/garrison/bwrap-{server_pid}")
+        if parent.is_dir():
+            for procs in parent.glob("*/cgroup.procs"):
+                found += [f"cgroup {procs.parent.name}: {p}" for p in procs.read_text().split()]
+    return found
+
+
+def test_client_flow_and_sigkill_leaves_no_sandbox(tmp_path: Path) -> None:
+    backends = []
+    for name in BACKENDS:
+        try:
+            make_backend(name, tmp_path / "probe")
+            backends.append(name)
+        except pytest.skip.Exception:
+            continue
+    if not backends:
+        pytest.skip("no sandbox backend available")
+    data = tmp_path / "data"
+    data.mkdir()
+    server = start_server(data)
+    killed = False
+    try:
+        sandboxes = []
+        for backend in backends:
+            sbx = Sandbox.create(backend=backend, envs={"NAME": "world"}, api_key=server.admin_key, url=server.url)
+            sandboxes.append(sbx)
+            assert sbx.info["backend"] == backend
+            execution = sbx.run_code("import os\ngreeting = 'hello ' + os.environ['NAME']\ngreeting")
+            assert execution.text == "'hello world'" and execution.error is None
+            assert sbx.run_code("greeting.upper()").text == "'HELLO WORLD'"
+            err = sbx.run_code("raise ValueError('bad')").error
+            assert err is not None and err.name == "ValueError"
+            chunks: list[str] = []
+            res = sbx.commands.run("echo streamed; echo oops >&2; exit 2", on_stdout=chunks.append)
+            assert res.exit_code == 2 and "streamed\n" in "".join(chunks) and res.stderr == "oops\n"
+            with pytest.raises(CommandTimeoutError):
+                sbx.commands.run("sleep 10", timeout=0.3)
+            sbx.files.write("notes/a.txt", "text")
+            assert sbx.files.read("notes/a.txt") == "text"
+            assert [e["name"] for e in sbx.files.list("notes")] == ["a.txt"]
+            with pytest.raises(PathEscapeError):
+                sbx.files.read("../../etc/shadow")
+            ctx = sbx.create_code_context()
+            assert sbx.run_code("'greeting' in globals()", context=ctx).text == "False"
+            sbx.set_timeout(120)
+            assert sbx.is_running()
+        done = sandboxes.pop()
+        done.kill()
+        assert done.info["killed_reason"] == "killed_by_user"
+        with pytest.raises(SandboxGoneError):
+            done.run_code("1")
+        assert sandbox_processes(data, server.proc.pid), "the live sandboxes should have host processes"
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        killed = True
+        deadline = time.monotonic() + 10
+        left = sandbox_processes(data, server.proc.pid)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = sandbox_processes(data, server.proc.pid)
+        assert left == [], f"sandbox processes survived SIGKILL of garrison: {left}"
+    finally:
+        if not killed:
+            stop_server(server)
