@@ -14,7 +14,7 @@ import orjson
 from opentelemetry import propagate, trace
 
 from garrison.core.clock import utcnow
-from garrison.core.errors import BadRequest, NotFound, Problem, ServiceUnavailable
+from garrison.core.errors import BadRequest, NotFound, NotImplementedProblem, Problem, ServiceUnavailable
 from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.policy import Resource
@@ -125,6 +125,12 @@ class ToolsService:
         for remote in entry.server.get("remotes") or []:
             if remote.get("type") in ("streamable-http", "sse") and "{" not in remote.get("url", "{"):
                 return str(remote["url"])
+        if any((p.get("transport") or {}).get("type") == "stdio" for p in entry.server.get("packages") or []):
+            if self.platform is None or self.platform.services.get("sandbox") is None:
+                raise BadRequest(f"{name} is a local stdio server: it runs only inside a garrison sandbox, and "
+                                 "the sandbox layer is not installed here")
+            raise NotImplementedProblem(f"{name} is a local stdio server; running stdio packages inside a "
+                                        "sandbox is not available yet: register a remote URL instead")
         raise BadRequest(f"registry entry {name!r} has no remote URL without template variables")
 
     async def create_upstream(self, principal: Principal, body: UpstreamIn) -> Upstream:

@@ -111,3 +111,13 @@ async def test_search_api_ranks_by_name_and_description(client, pets_api):
 def test_rank_prefers_name_hits():
     docs = [("fs__list", "read many files"), ("fs__read_file", "open one file"), ("web__get", "fetch")]
     assert [i for i, _ in rank("read file", docs)] == [1, 0]
+
+
+async def test_stdio_registry_entry_gives_a_clear_error(client, platform):
+    doc = {"name": "io.github.acme/local", "description": "stdio", "version": "1.0.0", "packages": [
+        {"registryType": "npm", "identifier": "@acme/local", "version": "1.0.0", "transport": {"type": "stdio"}}]}
+    assert (await client.post("/v0.1/publish", json=doc)).status_code == 200
+    r = await client.post("/api/tools/upstreams", json={"name": "local", "from_registry": "io.github.acme/local"})
+    assert r.status_code in (400, 501) and "stdio" in r.json()["detail"]
+    r = await client.post("/api/tools/upstreams", json={"name": "ghost", "from_registry": "io.github.acme/none"})
+    assert r.status_code == 404
