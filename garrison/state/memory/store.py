@@ -176,18 +176,25 @@ class GarrisonStore(BaseStore):
         refresh: set[tuple[str, str]] = set()
         opts = {WRITE_OPTION: True} if puts else {}
         with self.engine.connect().execution_options(**opts) as conn, conn.begin():
+            pending: list[PutOp] = []
             for op in ops:
+                if isinstance(op, PutOp):  # consecutive puts go to the database together
+                    pending.append(op)
+                    results.append(None)
+                    continue
+                if pending:
+                    self._put_many(conn, pending, vectors)
+                    pending = []
                 if isinstance(op, GetOp):
                     results.append(self._get(conn, op, refresh))
-                elif isinstance(op, PutOp):
-                    self._put(conn, op, vectors.get((op.namespace, op.key), []))
-                    results.append(None)
                 elif isinstance(op, SearchOp):
                     results.append(self._search(conn, op, refresh))
                 elif isinstance(op, ListNamespacesOp):
                     results.append(self._list_namespaces(conn, op))
                 else:
                     raise InvalidConfig(f"unknown store operation {type(op).__name__}")
+            if pending:
+                self._put_many(conn, pending, vectors)
         if refresh:
             self._refresh_ttl(refresh)
         return results
@@ -219,39 +226,55 @@ class GarrisonStore(BaseStore):
             self._live(now))).first()
         return self._item(row, now, refresh, op.refresh_ttl) if row else None
 
-    def _put(self, conn: sa.Connection, op: PutOp, vectors: list[tuple[str, np.ndarray]]) -> None:
-        prefix = _prefix(op.namespace)
-        if not op.namespace:
-            raise InvalidConfig("namespace must have at least one label")
-        if not isinstance(op.key, str) or not op.key or len(op.key) > MAX_KEY_CHARS:
-            raise InvalidConfig(f"key must be a string of 1 to {MAX_KEY_CHARS} characters")
-        self._delete_vectors(conn, prefix, op.key)
-        if op.value is None:
-            conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id, I.c.prefix == prefix,
-                                            I.c.key == op.key))
-            return
-        ttl = op.ttl
-        if ttl is NOT_PROVIDED:
-            ttl = (self.ttl_config or {}).get("default_ttl")
-        if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0):
-            raise InvalidConfig("ttl must be a positive number of minutes")
+    def _put_many(self, conn: sa.Connection, puts: list[PutOp],
+                  vectors: dict[tuple[tuple[str, ...], str], list[tuple[str, np.ndarray]]]) -> None:
+        latest: dict[tuple[str, str], PutOp] = {}
+        for op in puts:  # within one batch the last put of a key wins
+            if not op.namespace:
+                raise InvalidConfig("namespace must have at least one label")
+            if not isinstance(op.key, str) or not op.key or len(op.key) > MAX_KEY_CHARS:
+                raise InvalidConfig(f"key must be a string of 1 to {MAX_KEY_CHARS} characters")
+            latest[(_prefix(op.namespace), op.key)] = op
         now = time.time()
-        row = {"tenant_id": self.tenant_id, "prefix": prefix, "key": op.key, "value": _dump(op.value,
-               self.max_value_bytes), "created_at": now, "updated_at": now,
-               "expires_at": now + ttl * 60 if ttl else None, "ttl_minutes": ttl}
-        ins = insert_for(self.dialect, I)
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=[I.c.tenant_id, I.c.prefix, I.c.key],
-            set_={c: ins.excluded[c] for c in ("value", "updated_at", "expires_at", "ttl_minutes")}), row)
-        if vectors:
-            ids = conn.execute(sa.insert(V).returning(V.c.id), [
-                {"tenant_id": self.tenant_id, "prefix": prefix, "key": op.key, "field": field,
-                 "embedding": vec.tobytes()} for field, vec in vectors]).scalars().all()
+        rows, vec_rows, deletes = [], [], []
+        for (prefix, key), op in latest.items():
+            if op.value is None:
+                deletes.append((prefix, key))
+                continue
+            ttl = op.ttl
+            if ttl is NOT_PROVIDED:
+                ttl = (self.ttl_config or {}).get("default_ttl")
+            if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0):
+                raise InvalidConfig("ttl must be a positive number of minutes")
+            rows.append({"tenant_id": self.tenant_id, "prefix": prefix, "key": key,
+                         "value": _dump(op.value, self.max_value_bytes), "created_at": now, "updated_at": now,
+                         "expires_at": now + ttl * 60 if ttl else None, "ttl_minutes": ttl})
+            for field, vec in vectors.get((op.namespace, op.key), []):
+                vec_rows.append({"tenant_id": self.tenant_id, "prefix": prefix, "key": key, "field": field,
+                                 "embedding": vec.tobytes()})
+        self._delete_vectors_of(conn, list(latest))
+        for start in range(0, len(deletes), 500):
+            conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id,
+                                            sa.tuple_(I.c.prefix, I.c.key).in_(deletes[start:start + 500])))
+        if rows:
+            conn.execute(_UPSERT[self.dialect], rows)
+        if vec_rows:
+            ids = conn.execute(sa.insert(V).returning(V.c.id, sort_by_parameter_order=True),
+                               vec_rows).scalars().all()
             if self._vec_table:
                 conn.exec_driver_sql(
                     f"INSERT INTO {self._vec_table}(rowid, tenant_id, embedding) VALUES (?, ?, vec_bit(?))",
-                    [(i, self.tenant_id, np.packbits(vec > 0).tobytes())
-                     for i, (_f, vec) in zip(ids, vectors, strict=True)])
+                    [(i, self.tenant_id, np.packbits(np.frombuffer(r["embedding"], np.float32) > 0).tobytes())
+                     for i, r in zip(ids, vec_rows, strict=True)])
+
+    def _delete_vectors_of(self, conn: sa.Connection, items: list[tuple[str, str]]) -> None:
+        for start in range(0, len(items), 500):
+            where = [V.c.tenant_id == self.tenant_id, sa.tuple_(V.c.prefix, V.c.key).in_(items[start:start + 500])]
+            if self._vec_table:
+                ids = conn.execute(sa.select(V.c.id).where(*where)).scalars().all()
+                if ids:
+                    conn.exec_driver_sql(f"DELETE FROM {self._vec_table} WHERE rowid = ?", [(i,) for i in ids])
+            conn.execute(sa.delete(V).where(*where))
 
     def _delete_vectors(self, conn: sa.Connection, prefix: str, key: str | None) -> None:
         where = [V.c.tenant_id == self.tenant_id, V.c.prefix == prefix]
@@ -399,6 +422,14 @@ class GarrisonStore(BaseStore):
         return len(expired)
 
 
+def _upsert(dialect: str) -> Any:
+    ins = insert_for(dialect, I)
+    return ins.on_conflict_do_update(
+        index_elements=[I.c.tenant_id, I.c.prefix, I.c.key],
+        set_={c: ins.excluded[c] for c in ("value", "updated_at", "expires_at", "ttl_minutes")})
+
+
+_UPSERT = {d: _upsert(d) for d in ("sqlite", "postgresql")}
 _ITEM_COLS = (I.c.prefix, I.c.key, I.c.value, I.c.created_at, I.c.updated_at, I.c.expires_at, I.c.ttl_minutes)
 
 
