@@ -149,7 +149,8 @@ class BubblewrapBackend(Backend):
             args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
         if t.site_packages is not None:
             args += ["--ro-bind", str(t.site_packages), "/opt/garrison/site-packages"]
-        args += ["--remount-ro", "/"]
+        args += ["--size", str(min(spec.tmp_bytes, 64 * 1024 * 1024)), "--tmpfs", "/dev/shm",
+                 "--remount-ro", "/dev", "--remount-ro", "/"]
         for key, value in spec.sandbox_env().items():
             args += ["--setenv", key, value]
         if seccomp_fd is not None:

@@ -31,6 +31,7 @@ from garrison.sandbox.backends.base import (
 )
 from garrison.sandbox.backends.bubblewrap import ETC_FILES
 from garrison.sandbox.protocol import MAX_LINE
+from garrison.sandbox.seccomp import DENIED
 
 # gVisor's sentry and gofer are host threads in the sandbox's cgroup, and the sentry's
 # own memory is charged there too: the host limits add this room to what is declared.
@@ -71,6 +72,12 @@ def bundle_config(spec: SandboxSpec, rootfs: Path, etc_dir: Path, cgroups_path: 
     }
     if cgroups_path:
         linux["cgroupsPath"] = cgroups_path
+    # The same deny list as bubblewrap's, applied by gVisor inside the sandbox (--oci-seccomp).
+    linux["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    }
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -141,7 +148,8 @@ class GVisorBackend(Backend):
         return True, f"runsc, platform {self.platform or 'auto'}"
 
     def _global_flags(self) -> list[str]:
-        return ["--root", str(self.root_dir), "--network=none", f"--platform={self.platform or 'ptrace'}"]
+        return ["--root", str(self.root_dir), "--network=none", "--oci-seccomp",
+                f"--platform={self.platform or 'ptrace'}"]
 
     async def runsc(self, *args: str, check: bool = True, limit_s: float = 30) -> subprocess.CompletedProcess[bytes]:
         def run() -> subprocess.CompletedProcess[bytes]:
