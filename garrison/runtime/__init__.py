@@ -1,0 +1,1 @@
+"""Agent runtime: deployed agents, LangGraph Platform API, durable runs on Temporal."""

@@ -1,0 +1,86 @@
+"""Event streams (per run, per session): publish, read from an offset, wait for more.
+
+The store backend keeps events in ``runtime_events``; writers in this process wake
+readers at once, and readers poll so that events written by another process show up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from garrison.core.clock import utcnow
+from garrison.db import Database
+from garrison.runtime import serde
+from garrison.runtime.tables import events
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    event: str
+    data: Any
+
+
+class StoreEvents:
+    """Events in the platform database; ``seq`` starts at 1 and has no gaps per stream."""
+
+    def __init__(self, db: Database, poll_s: float = 0.25) -> None:
+        self.db = db
+        self.poll_s = poll_s
+        self._wakeups: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def publish(self, stream: str, event: str, data: Any, step: int | None = None) -> int:
+        text = serde.dumps(data)
+        for _ in range(20):
+            try:
+                async with self.db.engine.begin() as conn:
+                    top = (await conn.execute(select(func.max(events.c.seq)).where(events.c.stream == stream))).scalar()
+                    seq = int(top or 0) + 1
+                    await conn.execute(insert(events).values(stream=stream, seq=seq, event=event, data=text,
+                                                             step=step, created_at=utcnow()))
+                break
+            except IntegrityError:
+                continue  # another writer took this seq; take the next one
+        else:
+            raise RuntimeError(f"could not append to event stream {stream}")
+        self.wake(stream)
+        return seq
+
+    def wake(self, stream: str) -> None:
+        """Wake this process's readers of ``stream`` (a run changed status)."""
+        wake = self._wakeups.pop(stream, None)
+        if wake is not None:
+            wake.set()
+
+    async def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(events.c.seq, events.c.event, events.c.data)
+                                       .where(and_(events.c.stream == stream, events.c.seq > after))
+                                       .order_by(events.c.seq).limit(limit))).all()
+        return [Event(r[0], r[1], serde.loads(r[2])) for r in rows]
+
+    async def wait(self, stream: str) -> None:
+        """Return when this process publishes to ``stream``, or after the poll interval."""
+        wake = self._wakeups[stream]
+        try:
+            await asyncio.wait_for(wake.wait(), self.poll_s)
+        except TimeoutError:
+            pass
+
+    async def truncate_from_step(self, stream: str, step: int) -> None:
+        """Forget what a step that is being retried had published (it publishes again)."""
+        async with self.db.engine.begin() as conn:
+            await conn.execute(delete(events).where(and_(events.c.stream == stream, events.c.step >= step)))
+
+    async def drop(self, stream: str) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(delete(events).where(events.c.stream == stream))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,264 @@
+"""Run lifecycle: create (one Temporal workflow each), stream, join, cancel, and what the worker needs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from garrison.core.errors import BadRequest, Conflict, NotFound
+from garrison.core.principal import Principal
+from garrison.runtime import graphs
+from garrison.runtime.events import Event
+from garrison.runtime.store import ACTIVE_RUN, FINAL_RUN
+
+if TYPE_CHECKING:
+    from temporalio.client import WorkflowHandle
+
+    from garrison.runtime.service import RuntimeService
+    from garrison.runtime.workflows import RunParams
+
+STREAM_MODES = {"values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks", "checkpoints"}
+MULTITASK = {"reject", "interrupt", "rollback", "enqueue"}
+
+
+def run_out(run: dict[str, Any]) -> dict[str, Any]:
+    """The LangGraph Platform ``Run`` shape."""
+    spec = run["spec"]
+    return {"run_id": run["run_id"], "thread_id": run["thread_id"], "assistant_id": run["assistant_id"],
+            "created_at": run["created_at"], "updated_at": run["updated_at"], "status": run["status"],
+            "metadata": run["metadata"], "multitask_strategy": run["multitask_strategy"],
+            "kwargs": {k: spec.get(k) for k in ("input", "command", "config", "context", "stream_mode")}}
+
+
+def _stream_modes(raw: Any) -> list[str]:
+    modes = [raw] if isinstance(raw, str) else list(raw or ["values"])
+    out = []
+    for mode in modes:
+        if not isinstance(mode, str) or mode not in STREAM_MODES:
+            raise BadRequest(f"stream_mode {mode!r} is not supported; use any of {sorted(STREAM_MODES)}")
+        out.append("messages" if mode == "messages-tuple" else mode)
+    return out
+
+
+class RunManager:
+    def __init__(self, service: RuntimeService) -> None:
+        self.service = service
+        self.store = service.store
+        self.events = service.events
+
+    # What the worker calls.
+    async def graph_for(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        spec = run["spec"]
+        graph = await asyncio.to_thread(self.service.load, spec["agent_id"], spec["version"], Path(spec["path"]), spec["ref"])
+        bound = graphs.bind(graph, self.service.state.saver(run["tenant_id"]), None)
+        config = dict(spec.get("config") or {})
+        configurable = {**(config.get("configurable") or {}), "thread_id": run["thread_id"]}
+        if spec.get("checkpoint_id"):
+            configurable["checkpoint_id"] = spec["checkpoint_id"]
+        config["configurable"] = configurable
+        config["metadata"] = {**(config.get("metadata") or {}), **(run["metadata"] or {}), "run_id": run["run_id"],
+                              "thread_id": run["thread_id"], "assistant_id": run["assistant_id"],
+                              "graph_id": spec["graph_id"]}
+        return bound, config
+
+    async def on_finished(self, run: dict[str, Any], status: str) -> None:
+        self.events.wake(run["run_id"])
+        if run["spec"].get("on_completion") == "delete" and not run["spec"].get("caller_deletes"):
+            await self.service.threads.delete_quietly(run["tenant_id"], run["thread_id"])
+
+    # What the API calls.
+    async def assistant_for(self, principal: Principal, assistant_id: str) -> dict[str, Any]:
+        from garrison.runtime.service import default_assistant_id
+
+        if not isinstance(assistant_id, str) or not assistant_id:
+            raise BadRequest("assistant_id is required: an assistant UUID or a graph name")
+        found = await self.store.assistant(principal.tenant_id, assistant_id)
+        if found is None:
+            found = await self.store.assistant(principal.tenant_id, default_assistant_id(principal.tenant_id,
+                                                                                          assistant_id))
+        if found is None:
+            raise NotFound(f"assistant {assistant_id!r} not found")
+        return found
+
+    async def create(self, principal: Principal, thread_id: str | None, body: dict[str, Any], *,
+                     caller_deletes: bool = False) -> dict[str, Any]:
+        threads = self.service.threads
+        if body.get("interrupt_before") or body.get("interrupt_after"):
+            raise BadRequest("interrupt_before / interrupt_after per run are not supported; "
+                             "call interrupt() inside the graph instead")
+        strategy = body.get("multitask_strategy") or "enqueue"
+        if strategy not in MULTITASK:
+            raise BadRequest(f"multitask_strategy must be one of {sorted(MULTITASK)}")
+        if body.get("input") is not None and body.get("command") is not None:
+            raise BadRequest("send either input or command, not both")
+        command = body.get("command")
+        if command is not None and (not isinstance(command, dict)
+                                    or not set(command) <= {"resume", "update", "goto"}):
+            raise BadRequest("command must be an object with resume, update or goto")
+        assistant = await self.assistant_for(principal, body.get("assistant_id", ""))
+        await self.service.check(principal, "runtime:invoke", "assistant", assistant["assistant_id"],
+                                 assistant["tenant_id"])
+        number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant)
+        on_completion = body.get("on_completion")
+        if thread_id is None:
+            thread_id = str(uuid.uuid4())
+            await threads.insert(principal, thread_id, {})
+            on_completion = on_completion or "delete"
+        else:
+            thread = await self.store.thread(principal.tenant_id, thread_id)
+            if thread is None:
+                if body.get("if_not_exists") != "create":
+                    raise NotFound(f"thread {thread_id!r} not found")
+                await threads.insert(principal, thread_id, {})
+            else:
+                threads.check_owner(principal, thread)
+        if on_completion not in (None, "delete", "keep"):
+            raise BadRequest("on_completion must be 'delete' or 'keep'")
+        active = await self.store.active_runs(thread_id)
+        if active and strategy == "reject":
+            raise Conflict(f"thread {thread_id} already has a run in progress (multitask_strategy=reject)")
+        if active and strategy in ("interrupt", "rollback"):
+            for other in active:
+                await self.cancel(principal, thread_id, other, action=strategy, wait=True)
+        config = body.get("config") or {}
+        if not isinstance(config, dict):
+            raise BadRequest("config must be an object")
+        merged_config = {**assistant["config"], **config,
+                         "configurable": {**(assistant["config"].get("configurable") or {}),
+                                          **(config.get("configurable") or {})}}
+        spec = {"input": body.get("input"), "command": command, "config": merged_config,
+                "context": body.get("context") or assistant["context"] or None,
+                "stream_mode": _stream_modes(body.get("stream_mode")),
+                "stream_subgraphs": bool(body.get("stream_subgraphs")), "checkpoint_id": body.get("checkpoint_id")
+                or (body.get("checkpoint") or {}).get("checkpoint_id"), "on_completion": on_completion,
+                "caller_deletes": caller_deletes, "hold_for_input_s": float(body.get("hold_for_input_s") or 0), "agent_id": assistant["agent_id"], "version": number,
+                "path": str(path), "ref": ref, "graph_id": assistant["graph_id"]}
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise BadRequest("metadata must be an object")
+        run_id = str(uuid.uuid4())
+        await self.store.insert_run({"run_id": run_id, "tenant_id": principal.tenant_id, "thread_id": thread_id,
+                                     "assistant_id": assistant["assistant_id"], "owner": principal.id,
+                                     "status": "pending", "spec": spec, "metadata": metadata,
+                                     "multitask_strategy": strategy})
+        await threads.remember_graph(thread_id, assistant)
+        await self.events.publish(run_id, "metadata", {"run_id": run_id, "attempt": 1})
+        await self._start_workflow(run_id, body)
+        self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
+                                           {"thread_id": thread_id, "assistant_id": assistant["assistant_id"],
+                                            "agent_version": number})
+        run = await self.store.run(run_id)
+        assert run is not None
+        return run
+
+    def params(self, run_id: str, hold_for_input_s: float = 0.0) -> RunParams:
+        from garrison.runtime.workflows import RunParams
+
+        s = self.service.settings
+        return RunParams(run_id=run_id, steps_per_history=s.continue_as_new_after_steps,
+                         step_timeout_s=s.step_timeout_s, heartbeat_timeout_s=s.heartbeat_timeout_s,
+                         max_attempts=s.step_max_attempts, max_steps=s.max_steps, hold_for_input_s=hold_for_input_s)
+
+    async def _start_workflow(self, run_id: str, body: dict[str, Any]) -> None:
+        delay = body.get("after_seconds")
+        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0 or delay > 86400):
+            raise BadRequest("after_seconds must be a number of seconds between 0 and 86400")
+        from garrison.runtime.workflows import AgentRunWorkflow
+
+        hold = body.get("hold_for_input_s") or 0.0
+        try:
+            client = await self.service.engine.client()
+            await client.start_workflow(AgentRunWorkflow.run, self.params(run_id, float(hold)), id=run_id,
+                                        task_queue=self.service.engine.task_queue,
+                                        start_delay=timedelta(seconds=delay) if delay else None)
+        except Exception:
+            await self.store.update_run(run_id, status="error", error="durable execution unavailable")
+            self.events.wake(run_id)
+            raise
+
+    async def handle(self, run_id: str) -> WorkflowHandle[Any, Any]:
+        client = await self.service.engine.client()
+        return client.get_workflow_handle(run_id)
+
+    async def get(self, principal: Principal, thread_id: str | None, run_id: str) -> dict[str, Any]:
+        run = await self.store.run(run_id, principal.tenant_id)
+        if run is None or (thread_id is not None and run["thread_id"] != thread_id):
+            raise NotFound(f"run {run_id!r} not found")
+        thread = await self.store.thread(principal.tenant_id, run["thread_id"])
+        if thread is not None:
+            self.service.threads.check_owner(principal, thread)
+        return run
+
+    async def cancel(self, principal: Principal, thread_id: str, run_id: str, *, action: str = "interrupt",
+                     wait: bool = False) -> None:
+        if action not in ("interrupt", "rollback"):
+            raise BadRequest("action must be 'interrupt' or 'rollback'")
+        run = await self.get(principal, thread_id, run_id)
+        await self.service.check(principal, "runtime:invoke", "run", run_id, run["tenant_id"])
+        if run["status"] in ACTIVE_RUN:
+            from temporalio.service import RPCError
+
+            from garrison.runtime.workflows import AgentRunWorkflow
+
+            handle = await self.handle(run_id)
+            try:
+                await handle.signal(AgentRunWorkflow.cancel)
+                await handle.cancel()
+            except RPCError:
+                pass  # already closed
+            if wait or action == "rollback":
+                await self.wait_final(run_id, timeout_s=60)
+        if action == "rollback":
+            await self.service.state.saver(run["tenant_id"]).adelete_for_runs([run_id])
+            await self.store.delete_run(run_id)
+            await self.store.update_thread(run["thread_id"], status="idle")
+        self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
+                                           {"cancel": action})
+
+    async def wait_final(self, run_id: str, timeout_s: float | None = None) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            run = await self.store.run(run_id)
+            if run is None or run["status"] in FINAL_RUN:
+                return run
+            if deadline is not None and loop.time() > deadline:
+                return run
+            await self.events.wait(run_id)
+
+    async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Events of a run from ``after`` on, until the run has ended and everything was sent."""
+        while True:
+            batch = await self.events.read(run_id, after)
+            for event in batch:
+                after = event.seq
+                yield event
+            if batch:
+                continue
+            run = await self.store.run(run_id)
+            if run is None or run["status"] in FINAL_RUN:
+                for event in await self.events.read(run_id, after):
+                    yield event
+                return
+            await self.events.wait(run_id)
+
+    async def provide_input(self, principal: Principal, run_id: str, value: Any) -> str:
+        """Human input for a run waiting on it (``hold_for_input_s``): stored, then signalled by id."""
+        run = await self.get(principal, None, run_id)
+        await self.service.check(principal, "runtime:invoke", "run", run_id, run["tenant_id"])
+        from temporalio.service import RPCError
+
+        from garrison.runtime.workflows import AgentRunWorkflow
+
+        input_id = str(uuid.uuid4())
+        await self.store.put_input(input_id, run_id, value)
+        handle = await self.handle(run_id)
+        try:
+            await handle.signal(AgentRunWorkflow.human_input, input_id)
+        except RPCError as exc:
+            raise Conflict(f"run {run_id} is not waiting for input: {exc.message}") from exc
+        return input_id

@@ -1,0 +1,227 @@
+"""Persistence of the runtime layer (SQLAlchemy Core, async; SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+
+from garrison.core.clock import aware, rfc3339, utcnow
+from garrison.db import Database
+from garrison.runtime import serde
+from garrison.runtime.tables import agents, assistants, endpoints, events, run_inputs, runs, threads, versions
+
+ACTIVE_RUN = ("pending", "running")
+FINAL_RUN = ("success", "error", "interrupted", "timeout")
+
+
+def _row(row: Any, json_cols: Sequence[str] = ("metadata", "config", "context")) -> dict[str, Any]:
+    out = dict(row._mapping)
+    for key in json_cols:
+        if key in out and isinstance(out[key], str):
+            out[key] = serde.loads(out[key])
+    for key in ("created_at", "updated_at"):
+        if key in out:
+            out[key] = rfc3339(aware(out[key]))
+    return out
+
+
+class RuntimeStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Agents, versions, endpoints.
+    async def agent(self, tenant_id: str, name: str) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(agents).where(and_(agents.c.tenant_id == tenant_id,
+                                                                agents.c.name == name)))).first()
+        return _row(row) if row else None
+
+    async def agents(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(agents).where(agents.c.tenant_id == tenant_id)
+                                       .order_by(agents.c.name))).all()
+        return [_row(r) for r in rows]
+
+    async def add_version(self, *, agent_id: str, tenant_id: str, name: str, kind: str, descriptor: dict[str, Any],
+                          digest: str, path: str, created_by: str | None) -> int:
+        """Create the agent on first deploy; versions count up from 1 and are never rewritten."""
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            row = (await conn.execute(select(agents.c.id).where(and_(agents.c.tenant_id == tenant_id,
+                                                                     agents.c.name == name)))).first()
+            if row is None:
+                await conn.execute(insert(agents).values(id=agent_id, tenant_id=tenant_id, name=name,
+                                                         created_by=created_by, created_at=now))
+            else:
+                agent_id = row[0]
+            top = (await conn.execute(select(func.max(versions.c.version))
+                                      .where(versions.c.agent_id == agent_id))).scalar()
+            number = int(top or 0) + 1
+            await conn.execute(insert(versions).values(
+                agent_id=agent_id, version=number, tenant_id=tenant_id, kind=kind, descriptor=serde.dumps(descriptor),
+                digest=digest, path=path, created_by=created_by, created_at=now))
+        return number
+
+    async def version(self, agent_id: str, number: int) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(versions).where(and_(versions.c.agent_id == agent_id,
+                                                                  versions.c.version == number)))).first()
+        return _row(row, ("descriptor",)) if row else None
+
+    async def versions(self, agent_id: str) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(versions).where(versions.c.agent_id == agent_id)
+                                       .order_by(versions.c.version))).all()
+        return [_row(r, ("descriptor",)) for r in rows]
+
+    async def set_endpoint(self, agent_id: str, name: str, version: int) -> None:
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            done = await conn.execute(update(endpoints).where(and_(endpoints.c.agent_id == agent_id,
+                                                                   endpoints.c.name == name))
+                                      .values(version=version, updated_at=now))
+            if not done.rowcount:
+                await conn.execute(insert(endpoints).values(agent_id=agent_id, name=name, version=version,
+                                                            updated_at=now))
+
+    async def endpoints(self, agent_id: str) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(endpoints).where(endpoints.c.agent_id == agent_id)
+                                       .order_by(endpoints.c.name))).all()
+        return [_row(r) for r in rows]
+
+    async def endpoint(self, agent_id: str, name: str) -> int | None:
+        async with self.db.engine.connect() as conn:
+            return (await conn.execute(select(endpoints.c.version).where(
+                and_(endpoints.c.agent_id == agent_id, endpoints.c.name == name)))).scalar()
+
+    # Assistants.
+    async def put_assistant(self, values: dict[str, Any]) -> None:
+        row = {**values, "config": serde.dumps(values.get("config") or {}),
+               "context": serde.dumps(values.get("context") or {}),
+               "metadata": serde.dumps(values.get("metadata") or {})}
+        async with self.db.engine.begin() as conn:
+            done = await conn.execute(update(assistants).where(assistants.c.assistant_id == values["assistant_id"])
+                                      .values(**{k: v for k, v in row.items() if k != "created_at"}))
+            if not done.rowcount:
+                await conn.execute(insert(assistants).values(**row))
+
+    async def assistant(self, tenant_id: str, assistant_id: str) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(assistants).where(and_(assistants.c.tenant_id == tenant_id,
+                                                                    assistants.c.assistant_id == assistant_id)))).first()
+        return _row(row) if row else None
+
+    async def assistants(self, tenant_id: str, graph_id: str | None = None, limit: int = 10,
+                         offset: int = 0) -> list[dict[str, Any]]:
+        query = select(assistants).where(assistants.c.tenant_id == tenant_id)
+        if graph_id:
+            query = query.where(assistants.c.graph_id == graph_id)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(assistants.c.created_at.desc()).limit(limit)
+                                       .offset(offset))).all()
+        return [_row(r) for r in rows]
+
+    async def delete_assistant(self, tenant_id: str, assistant_id: str) -> bool:
+        async with self.db.engine.begin() as conn:
+            done = await conn.execute(delete(assistants).where(and_(assistants.c.tenant_id == tenant_id,
+                                                                    assistants.c.assistant_id == assistant_id)))
+        return bool(done.rowcount)
+
+    # Threads.
+    async def insert_thread(self, tenant_id: str, thread_id: str, owner: str | None, metadata: dict[str, Any]) -> None:
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            await conn.execute(insert(threads).values(thread_id=thread_id, tenant_id=tenant_id, owner=owner,
+                                                      status="idle", metadata=serde.dumps(metadata),
+                                                      created_at=now, updated_at=now))
+
+    async def thread(self, tenant_id: str, thread_id: str) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(threads).where(and_(threads.c.tenant_id == tenant_id,
+                                                                 threads.c.thread_id == thread_id)))).first()
+        return _row(row) if row else None
+
+    async def update_thread(self, thread_id: str, **values: Any) -> None:
+        if "metadata" in values:
+            values["metadata"] = serde.dumps(values["metadata"])
+        async with self.db.engine.begin() as conn:
+            await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
+                               .values(updated_at=utcnow(), **values))
+
+    async def threads(self, tenant_id: str, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        query = select(threads).where(threads.c.tenant_id == tenant_id)
+        if status:
+            query = query.where(threads.c.status == status)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(threads.c.created_at.desc()).limit(limit).offset(offset))).all()
+        return [_row(r) for r in rows]
+
+    async def delete_thread(self, tenant_id: str, thread_id: str) -> bool:
+        async with self.db.engine.begin() as conn:
+            done = await conn.execute(delete(threads).where(and_(threads.c.tenant_id == tenant_id,
+                                                                 threads.c.thread_id == thread_id)))
+            run_ids = select(runs.c.run_id).where(runs.c.thread_id == thread_id).scalar_subquery()
+            await conn.execute(delete(events).where(events.c.stream.in_(run_ids)))
+            await conn.execute(delete(runs).where(runs.c.thread_id == thread_id))
+        return bool(done.rowcount)
+
+    # Runs.
+    async def insert_run(self, values: dict[str, Any]) -> None:
+        now = utcnow()
+        row = {**values, "spec": serde.dumps(values["spec"]), "metadata": serde.dumps(values.get("metadata") or {}),
+               "created_at": now, "updated_at": now, "steps": 0}
+        async with self.db.engine.begin() as conn:
+            await conn.execute(insert(runs).values(**row))
+
+    async def run(self, run_id: str, tenant_id: str | None = None) -> dict[str, Any] | None:
+        query = select(runs).where(runs.c.run_id == run_id)
+        if tenant_id is not None:
+            query = query.where(runs.c.tenant_id == tenant_id)
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _row(row, ("metadata", "spec")) if row else None
+
+    async def runs(self, thread_id: str, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        query = select(runs).where(runs.c.thread_id == thread_id)
+        if status:
+            query = query.where(runs.c.status == status)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(runs.c.created_at.desc(), runs.c.run_id.desc())
+                                       .limit(limit).offset(offset))).all()
+        return [_row(r, ("metadata", "spec")) for r in rows]
+
+    async def active_runs(self, thread_id: str) -> list[str]:
+        """Unfinished runs of a thread, oldest first (the enqueue order)."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(runs.c.run_id).where(and_(runs.c.thread_id == thread_id,
+                                                                        runs.c.status.in_(ACTIVE_RUN)))
+                                       .order_by(runs.c.created_at, runs.c.run_id))).all()
+        return [r[0] for r in rows]
+
+    async def unfinished_runs(self) -> int:
+        async with self.db.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(runs)
+                                           .where(runs.c.status.in_(ACTIVE_RUN)))).scalar() or 0)
+
+    async def update_run(self, run_id: str, **values: Any) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=utcnow(), **values))
+
+    async def delete_run(self, run_id: str) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(delete(events).where(events.c.stream == run_id))
+            await conn.execute(delete(runs).where(runs.c.run_id == run_id))
+
+    # Human input handed to a waiting run (the signal carries only the id).
+    async def put_input(self, input_id: str, run_id: str, value: Any) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(insert(run_inputs).values(id=input_id, run_id=run_id, value=serde.dumps(value),
+                                                         created_at=utcnow()))
+
+    async def input_value(self, input_id: str) -> Any:
+        async with self.db.engine.connect() as conn:
+            text = (await conn.execute(select(run_inputs.c.value).where(run_inputs.c.id == input_id))).scalar()
+        return serde.loads(text)

@@ -1,0 +1,153 @@
+"""Durable runs through the LangGraph Platform API paths: every run is a Temporal workflow."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from runtime.helpers import deploy, sse_events
+
+
+@pytest.fixture
+async def steps_agent(client):
+    return await deploy(client, "steps")
+
+
+async def new_thread(client) -> str:
+    r = await client.post("/threads", json={"metadata": {"purpose": "test"}})
+    assert r.status_code == 200, r.text
+    return r.json()["thread_id"]
+
+
+async def test_wait_runs_every_step_once_and_checkpoints_each(client, steps_agent, tmp_path, monkeypatch):
+    log = tmp_path / "steps.log"
+    monkeypatch.setenv("STEPS_LOG", str(log))
+    tid = await new_thread(client)
+    r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "steps", "input": {"log": []}})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"log": ["first", "second", "third"]}
+    assert log.read_text().split() == ["first", "second", "third"]
+    runs = (await client.get(f"/threads/{tid}/runs")).json()
+    assert [run["status"] for run in runs] == ["success"]
+    detail = (await client.get(f"/api/runtime/runs/{runs[0]['run_id']}")).json()
+    assert detail["steps"] == 3 and detail["error"] is None
+    history = (await client.post(f"/threads/{tid}/history", json={"limit": 20})).json()
+    # input checkpoint + one per superstep
+    assert len(history) == 5 and history[0]["values"]["log"] == ["first", "second", "third"]
+    thread = (await client.get(f"/threads/{tid}")).json()
+    assert thread["status"] == "idle" and thread["metadata"]["graph_id"] == "steps"
+
+
+async def test_stream_frames_and_reconnect_with_last_event_id(client, steps_agent):
+    tid = await new_thread(client)
+    async with client.stream("POST", f"/threads/{tid}/runs/stream",
+                             json={"assistant_id": "steps", "input": {"log": []},
+                                   "stream_mode": ["values", "updates"]}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        location = r.headers["location"]
+        assert location.endswith("/stream") and r.headers["content-location"] in location
+        events = await sse_events(r)
+    assert events[0]["event"] == "metadata"
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    updates = [e["data"] for e in events if e["event"] == "updates"]
+    assert updates == [{"first": {"log": ["first"]}}, {"second": {"log": ["second"]}}, {"third": {"log": ["third"]}}]
+    values = [e["data"]["log"] for e in events if e["event"] == "values"]
+    assert values == [[], ["first"], ["first", "second"], ["first", "second", "third"]]
+    assert not any(e["event"] == "end" for e in events)
+    # Reconnect: only what came after the given id is replayed.
+    async with client.stream("GET", location, headers={"Last-Event-ID": events[3]["id"]}) as r:
+        again = await sse_events(r)
+    assert again == events[4:]
+    r = await client.get(location, headers={"Last-Event-ID": "not-a-number"})
+    assert r.status_code == 400
+
+
+async def test_interrupt_then_resume_with_command(client, steps_agent):
+    tid = await new_thread(client)
+    r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "approval", "input": {"log": []}})
+    assert r.status_code == 200
+    assert r.json()["__interrupt__"][0]["value"] == {"question": "approve the plan?"}
+    thread = (await client.get(f"/threads/{tid}")).json()
+    assert thread["status"] == "interrupted" and thread["interrupts"]
+    state = (await client.get(f"/threads/{tid}/state")).json()
+    assert state["next"] == ["approve"] and state["tasks"][0]["interrupts"][0]["value"]["question"]
+    r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "approval",
+                                                             "command": {"resume": "yes"}})
+    assert r.json() == {"log": ["proposed", "approved:yes"]}
+    statuses = [run["status"] for run in (await client.get(f"/threads/{tid}/runs")).json()]
+    assert statuses == ["success", "interrupted"]
+
+
+async def test_background_run_join_and_reject_strategy(client, steps_agent, monkeypatch):
+    monkeypatch.setenv("STEP_SLEEP_S", "0.5")
+    tid = await new_thread(client)
+    r = await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []}})
+    assert r.status_code == 200
+    run = r.json()
+    assert run["status"] == "pending" and r.headers["content-location"] == f"/threads/{tid}/runs/{run['run_id']}"
+    busy = await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []},
+                                                           "multitask_strategy": "reject"})
+    assert busy.status_code == 409
+    joined = await client.get(f"/threads/{tid}/runs/{run['run_id']}/join")
+    assert joined.json() == {"log": ["first", "second", "third"]}
+    assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "success"
+
+
+async def test_enqueued_runs_execute_one_after_another(client, steps_agent):
+    tid = await new_thread(client)
+    first = (await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []}})).json()
+    second = (await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps",
+                                                              "input": {"log": ["again"]}})).json()
+    await client.get(f"/threads/{tid}/runs/{second['run_id']}/join")
+    state = (await client.get(f"/threads/{tid}/state")).json()
+    assert state["values"]["log"] == ["first", "second", "third", "again", "first", "second", "third"]
+    for run in (first, second):
+        assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "success"
+
+
+async def test_cancel_interrupts_a_running_run(client, steps_agent, monkeypatch, tmp_path):
+    log = tmp_path / "steps.log"
+    monkeypatch.setenv("STEPS_LOG", str(log))
+    monkeypatch.setenv("STEP_SLEEP_S", "1.5")
+    tid = await new_thread(client)
+    run = (await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []}})).json()
+    for _ in range(200):
+        if log.exists() and "first" in log.read_text():
+            break
+        await asyncio.sleep(0.02)
+    r = await client.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"wait": 1})
+    assert r.status_code == 202
+    assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "interrupted"
+    await asyncio.sleep(2)  # the step that was cancelled does not continue into the next one
+    assert "third" not in log.read_text()
+
+
+async def test_stateless_wait_leaves_no_thread(client, steps_agent):
+    r = await client.post("/runs/wait", json={"assistant_id": "steps", "input": {"log": ["x"]}})
+    assert r.json() == {"log": ["x", "first", "second", "third"]}
+    thread_id = r.headers["content-location"].split("/")[-1]
+    assert (await client.post("/threads/search", json={})).json() == []
+    assert thread_id
+
+
+async def test_unknown_assistant_and_bad_bodies_are_4xx(client, steps_agent):
+    tid = await new_thread(client)
+    cases = [
+        ({"assistant_id": "nope", "input": {}}, 404),
+        ({"assistant_id": "steps", "input": {}, "stream_mode": "bogus"}, 400),
+        ({"assistant_id": "steps", "input": {}, "command": {"resume": 1}}, 400),
+        ({"assistant_id": "steps", "command": {"explode": 1}}, 400),
+        ({"assistant_id": "steps", "input": {}, "multitask_strategy": "chaos"}, 400),
+        ({"assistant_id": "steps", "input": {}, "interrupt_before": ["second"]}, 400),
+        ({"assistant_id": "steps", "input": {}, "after_seconds": -1}, 400),
+    ]
+    for body, status in cases:
+        r = await client.post(f"/threads/{tid}/runs", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert (await client.post(f"/threads/{tid}/runs", content=b"[1,2", headers={"content-type": "application/json"})
+            ).status_code == 422
+    assert (await client.post("/threads/00000000-0000-0000-0000-000000000000/runs",
+                              json={"assistant_id": "steps"})).status_code == 404
