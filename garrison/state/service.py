@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from garrison.state.checkpoint.crypto import load_or_create_key
 from garrison.state.checkpoint.engine import create_async, create_sync_engine, normalize_url
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
+from garrison.state.kv import SessionKV, session_kv
 from garrison.state.memory.embedder import MiniLMEmbedder
 from garrison.state.memory.store import GarrisonStore
 
@@ -41,6 +42,7 @@ class StateService:
         self._store_engine: Engine | None = None
         self._store: GarrisonStore | None = None
         self.embedder = MiniLMEmbedder()
+        self.kv: SessionKV = session_kv(settings.redis_url)
         key_path: Path = settings.data_dir / KEY_FILE
         self.encryption_key: bytes | None = load_or_create_key(key_path) if encryption_wanted() else None
 
@@ -76,6 +78,7 @@ class StateService:
         return self._store.for_tenant(tenant_id)
 
     async def stop(self) -> None:
+        await self.kv.close()
         if self._store_engine is not None:
             self._store_engine.dispose()
         for saver in self._sync_savers.values():
