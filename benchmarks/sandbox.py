@@ -1,0 +1,254 @@
+"""Sandbox benchmark: garrison side by side with raw `runsc run` and raw `bwrap` doing the
+same work (start Python, produce the first result), in the same run.
+
+    .venv/bin/python benchmarks/sandbox.py [--n 20] [--json out.json]
+
+Needs root (cgroups), runsc and bwrap; a backend that is missing is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from garrison.core.ids import new_id  # noqa: E402
+from garrison.core.principal import Principal  # noqa: E402
+from garrison.sandbox.backends.base import SandboxSpec  # noqa: E402
+from garrison.sandbox.backends.bubblewrap import BubblewrapBackend  # noqa: E402
+from garrison.sandbox.backends.gvisor import GVisorBackend  # noqa: E402
+from garrison.sandbox.config import PoolConfig, SandboxSettings  # noqa: E402
+from garrison.sandbox.runtime import SandboxRuntime  # noqa: E402
+from garrison.sandbox.schemas import CreateIn  # noqa: E402
+from garrison.sandbox.service import SandboxService  # noqa: E402
+from garrison.sandbox.templates import Template  # noqa: E402
+
+MiB = 1024 * 1024
+PY = "/usr/bin/python3"
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f} ms"
+
+
+def spec() -> SandboxSpec:
+    return SandboxSpec(new_id("sbx"), Template("python"), 512 * MiB, 1.0, 256, 512 * MiB, 64 * MiB, MiB)
+
+
+# ------------------------------------------------------------------ raw peers
+
+
+def raw_bwrap_once() -> float:
+    argv = ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--uid", "1000", "--gid", "1000", PY, "-I", "-c", "print(1 + 1)"]
+    t = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, env={}, check=True,
+                         user=65534 if os.geteuid() == 0 else None, group=65534 if os.geteuid() == 0 else None)
+    dt = time.perf_counter() - t
+    assert out.stdout.strip() == b"2", out
+    return dt
+
+
+def raw_runsc_bundle(root: Path) -> Path:
+    bundle = root / "bundle"
+    rootfs = bundle / "rootfs"
+    for d in ("usr", "proc", "dev", "tmp"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+    for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")):
+        (rootfs / link).symlink_to(target)
+    config = {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 1000, "gid": 1000}, "args": [PY, "-I", "-c", "print(1 + 1)"],
+                    "env": ["PATH=/usr/bin"], "cwd": "/", "noNewPrivileges": True},
+        "root": {"path": str(rootfs), "readonly": True},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+                   {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]}],
+        "linux": {"namespaces": [{"type": n} for n in ("pid", "network", "ipc", "uts", "mount")]},
+    }
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def raw_runsc_once(root: Path, bundle: Path, i: int) -> float:
+    cid = f"bench{os.getpid()}x{i}"
+    base = ["runsc", "--root", str(root / "state"), "--network=none", "--platform=ptrace"]
+    t = time.perf_counter()
+    out = subprocess.run([*base, "run", "--bundle", str(bundle), cid], capture_output=True, check=True)
+    dt = time.perf_counter() - t
+    assert out.stdout.strip() == b"2", out
+    subprocess.run([*base, "delete", "--force", cid], capture_output=True, check=False)
+    return dt
+
+
+# ------------------------------------------------------------------ garrison
+
+
+async def cold_first_result(backend: Any, n: int) -> tuple[list[float], list[float], float]:
+    """Cold create to the first run_code result; round trips; idle memory with a REPL."""
+    cold: list[float] = []
+    rtts: list[float] = []
+    idle_mem = 0.0
+    for i in range(n):
+        t = time.perf_counter()
+        rt = await SandboxRuntime.start(backend, spec())
+        value = await rt.conn.call("run_code", code="1 + 1")
+        cold.append(time.perf_counter() - t)
+        assert value["text"] == "2"
+        if i == 0:
+            for _ in range(200):
+                t = time.perf_counter()
+                await rt.conn.call("run_code", code="1")
+                rtts.append(time.perf_counter() - t)
+            await asyncio.sleep(0.5)
+            idle_mem = rt.usage().memory_peak_bytes / MiB
+            mem_file = rt.handle.cgroup._file("memory", "memory.usage_in_bytes") if rt.handle.cgroup else None
+            if mem_file is not None and mem_file.exists():
+                idle_mem = int(mem_file.read_text()) / MiB
+        await rt.kill()
+        asyncio.get_running_loop().create_task(rt.destroy())
+    return cold, rtts, idle_mem
+
+
+async def creates_per_second(backend: Any, seconds: float = 5.0, concurrency: int = 4) -> float:
+    done = 0
+    end = time.perf_counter() + seconds
+    pending: list[asyncio.Task[Any]] = []
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < end:
+            rt = await SandboxRuntime.start(backend, spec())
+            await rt.conn.call("run_code", code="1")
+            done += 1
+            await rt.kill()
+            pending.append(asyncio.create_task(rt.destroy()))
+
+    t = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    rate = done / (time.perf_counter() - t)
+    await asyncio.gather(*pending, return_exceptions=True)
+    return rate
+
+
+class _Audit:
+    def record(self, *a: Any, **k: Any) -> None:
+        return None
+
+
+class _Policy:
+    async def check(self, *a: Any, **k: Any) -> None:
+        return None
+
+
+class _Platform:
+    """The parts of the Platform the service calls (audit batched, policy allow): the pool path alone."""
+
+    services: dict[str, Any] = {}
+    audit = _Audit()
+    policy = _Policy()
+
+
+async def wait_ready(pool: Any) -> None:
+    """Claims are measured when a warm sandbox is there (the pool refills between claims)."""
+    for _ in range(3000):
+        if pool.ready:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"the warm pool never refilled: {pool.last_error}")
+
+
+async def warm_claims(backend_name: str, n: int, data_dir: Path) -> list[float]:
+    svc = SandboxService(_Platform(), SandboxSettings(pools=[PoolConfig(backend=backend_name, size=4)],
+                                                      self_test=False), data_dir=data_dir)
+    await svc.start()
+    principal = Principal("bench", "tenant", "service", frozenset({"admin:*"}))
+    pool = next(iter(svc.pools.values()))
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            await wait_ready(pool)
+            t = time.perf_counter()
+            sbx = await svc.create(principal, CreateIn(backend=backend_name))  # type: ignore[arg-type]
+            await svc.run_code(principal, sbx.id, "1 + 1")
+            times.append(time.perf_counter() - t)
+            assert sbx.pooled
+            await svc.kill(principal, sbx.id)
+    finally:
+        await svc.stop()
+    return times
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
+    try:
+        if shutil.which("bwrap"):
+            raw = [raw_bwrap_once() for _ in range(args.n)]
+            b = BubblewrapBackend(tmp / "bwrap")
+            cold, rtts, mem = await cold_first_result(b, args.n)
+            warm = await warm_claims("bubblewrap", args.n * 5, tmp / "pool-bwrap")
+            rate = await creates_per_second(b)
+            rows += [
+                {"metric": "bwrap cold start to first result p50", "garrison": ms(statistics.median(cold)),
+                 "peer": ms(statistics.median(raw)), "ratio": statistics.median(cold) / statistics.median(raw),
+                 "peer_name": "raw bwrap + python -c"},
+                {"metric": "bwrap warm-pool claim to first result p50 / p99", "garrison":
+                    f"{ms(statistics.median(warm))} / {ms(pct(warm, 99))}", "peer": "-", "ratio": None},
+                {"metric": "bwrap call round trip p50", "garrison": ms(statistics.median(rtts)), "peer": "-", "ratio": None},
+                {"metric": "bwrap idle sandbox with Python REPL", "garrison": f"{mem:.1f} MiB", "peer": "-", "ratio": None},
+                {"metric": "bwrap creates/s (4 concurrent, 2 cores)", "garrison": f"{rate:.1f}", "peer": "-", "ratio": None},
+            ]
+        if shutil.which("runsc"):
+            bundle = raw_runsc_bundle(tmp / "raw-runsc")
+            n = max(5, args.n // 2)
+            raw = [raw_runsc_once(tmp / "raw-runsc", bundle, i) for i in range(n)]
+            g = GVisorBackend(tmp / "gvisor")
+            cold, rtts, mem = await cold_first_result(g, n)
+            warm = await warm_claims("gvisor", n * 3, tmp / "pool-gvisor")
+            rate = await creates_per_second(g, concurrency=2)
+            rows += [
+                {"metric": "gVisor cold create to first result p50", "garrison": ms(statistics.median(cold)),
+                 "peer": ms(statistics.median(raw)), "ratio": statistics.median(cold) / statistics.median(raw),
+                 "peer_name": "raw runsc run + python -c"},
+                {"metric": "gVisor warm-pool claim to first result p50 / p99", "garrison":
+                    f"{ms(statistics.median(warm))} / {ms(pct(warm, 99))}", "peer": "-", "ratio": None},
+                {"metric": "gVisor call round trip p50", "garrison": ms(statistics.median(rtts)), "peer": "-", "ratio": None},
+                {"metric": "gVisor idle sandbox with Python REPL", "garrison": f"{mem:.1f} MiB", "peer": "-", "ratio": None},
+                {"metric": "gVisor creates/s (2 concurrent, 2 cores)", "garrison": f"{rate:.1f}", "peer": "-", "ratio": None},
+            ]
+    finally:
+        await asyncio.sleep(2)  # let background `runsc delete`s finish
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'metric':55} {'garrison':>22} {'peer':>12} {'ratio':>6}")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
+        print(f"{r['metric']:55} {r['garrison']:>22} {r['peer']:>12} {ratio:>6}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,89 @@
+"""Kubernetes agent-sandbox manifests (``specs/agent-sandbox/``): SandboxTemplate,
+SandboxWarmPool and SandboxClaim with a gVisor or Kata RuntimeClass.
+
+This module renders the manifests (validated against the CRD schemas in tests); it does
+not yet apply them to a cluster or run sandboxes there (see docs/sandbox.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+API_CORE = "agents.x-k8s.io/v1beta1"
+API_EXT = "extensions.agents.x-k8s.io/v1beta1"
+AGENT_COMMAND = ["/usr/bin/python3", "-I", "-u", "/opt/garrison/agent.py"]
+
+
+def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: str = "gvisor",
+                     memory_mib: int = 512, cpus: float = 1.0, workspace_mib: int = 512) -> dict[str, Any]:
+    """A pod shaped like a local sandbox: uid 1000, no capabilities, read-only root,
+    in-memory /workspace and /tmp, no service account token, no network (deny-all policy)."""
+    container = {
+        "name": "sandbox",
+        "image": image,
+        "command": AGENT_COMMAND,
+        "stdin": True,
+        "workingDir": "/workspace",
+        "resources": {"limits": {"memory": f"{memory_mib}Mi", "cpu": f"{int(cpus * 1000)}m",
+                                 "ephemeral-storage": f"{workspace_mib}Mi"},
+                      "requests": {"memory": f"{memory_mib}Mi", "cpu": f"{int(cpus * 1000)}m"}},
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True,
+                            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": API_EXT,
+        "kind": "SandboxTemplate",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "garrison"}},
+        "spec": {
+            "podTemplate": {
+                "metadata": {"labels": {"garrison.dev/sandbox-template": name}},
+                "spec": {
+                    "runtimeClassName": runtime_class,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "hostNetwork": False, "hostPID": False, "hostIPC": False,
+                    "restartPolicy": "Never",
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "workspace", "emptyDir": {"medium": "Memory", "sizeLimit": f"{workspace_mib}Mi"}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+                    ],
+                },
+            },
+            "networkPolicyManagement": "Managed",
+            "networkPolicy": {"ingress": [], "egress": []},  # deny all traffic both ways
+            "envVarsInjectionPolicy": "Allowed",
+        },
+    }
+
+
+def sandbox_warm_pool(name: str, namespace: str, template: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": API_EXT,
+        "kind": "SandboxWarmPool",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "garrison"}},
+        "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": template}},
+    }
+
+
+def sandbox_claim(name: str, namespace: str, warm_pool: str, *, tenant_id: str, envs: dict[str, str] | None = None,
+                  shutdown_time: datetime | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "warmPoolRef": {"name": warm_pool},
+        "additionalPodMetadata": {"labels": {"garrison.dev/tenant": tenant_id}},
+        "lifecycle": {"shutdownPolicy": "Delete"},
+    }
+    if envs:
+        spec["env"] = [{"name": k, "value": v} for k, v in sorted(envs.items())]
+    if shutdown_time is not None:
+        spec["lifecycle"]["shutdownTime"] = shutdown_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"apiVersion": API_EXT, "kind": "SandboxClaim",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"garrison.dev/tenant": tenant_id}},
+            "spec": spec}
+
+
+def runtime_class(name: str = "gvisor", handler: str = "runsc") -> dict[str, Any]:
+    return {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler}
