@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garrison.core.errors import BadRequest, Conflict, NotFound
+from garrison.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from garrison.core.principal import Principal
-from garrison.runtime import graphs
+from garrison.runtime import graphs, serde
 from garrison.runtime.events import Event
 from garrison.runtime.store import ACTIVE_RUN, FINAL_RUN
 
@@ -42,6 +42,15 @@ def _stream_modes(raw: Any) -> list[str]:
             raise BadRequest(f"stream_mode {mode!r} is not supported; use any of {sorted(STREAM_MODES)}")
         out.append("messages" if mode == "messages-tuple" else mode)
     return out
+
+
+def _seconds(body: dict[str, Any], key: str, most: float) -> float:
+    value = body.get(key)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= most:
+        raise BadRequest(f"{key} must be a number of seconds from 0 to {most:.0f}")
+    return float(value)
 
 
 class RunManager:
@@ -87,6 +96,8 @@ class RunManager:
     async def create(self, principal: Principal, thread_id: str | None, body: dict[str, Any], *,
                      caller_deletes: bool = False) -> dict[str, Any]:
         threads = self.service.threads
+        delay = _seconds(body, "after_seconds", 86400)
+        hold = _seconds(body, "hold_for_input_s", 7 * 86400)
         if body.get("interrupt_before") or body.get("interrupt_after"):
             raise BadRequest("interrupt_before / interrupt_after per run are not supported; "
                              "call interrupt() inside the graph instead")
@@ -135,11 +146,15 @@ class RunManager:
                 "stream_mode": _stream_modes(body.get("stream_mode")),
                 "stream_subgraphs": bool(body.get("stream_subgraphs")), "checkpoint_id": body.get("checkpoint_id")
                 or (body.get("checkpoint") or {}).get("checkpoint_id"), "on_completion": on_completion,
-                "caller_deletes": caller_deletes, "hold_for_input_s": float(body.get("hold_for_input_s") or 0), "agent_id": assistant["agent_id"], "version": number,
+                "caller_deletes": caller_deletes, "hold_for_input_s": hold, "agent_id": assistant["agent_id"], "version": number,
                 "path": str(path), "ref": ref, "graph_id": assistant["graph_id"]}
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadRequest("metadata must be an object")
+        size = len(serde.dumpb(spec))
+        if size > self.service.settings.max_input_bytes:
+            raise PayloadTooLarge(f"run input is {size} bytes; the limit is {self.service.settings.max_input_bytes} "
+                                  "(GARRISON_RUNTIME_MAX_INPUT_BYTES): pass large data by reference")
         run_id = str(uuid.uuid4())
         await self.store.insert_run({"run_id": run_id, "tenant_id": principal.tenant_id, "thread_id": thread_id,
                                      "assistant_id": assistant["assistant_id"], "owner": principal.id,
@@ -147,7 +162,7 @@ class RunManager:
                                      "multitask_strategy": strategy})
         await threads.remember_graph(thread_id, assistant)
         await self.events.publish(run_id, "metadata", {"run_id": run_id, "attempt": 1})
-        await self._start_workflow(run_id, body)
+        await self._start_workflow(run_id, delay, hold)
         self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
                                            {"thread_id": thread_id, "assistant_id": assistant["assistant_id"],
                                             "agent_version": number})
@@ -163,16 +178,12 @@ class RunManager:
                          step_timeout_s=s.step_timeout_s, heartbeat_timeout_s=s.heartbeat_timeout_s,
                          max_attempts=s.step_max_attempts, max_steps=s.max_steps, hold_for_input_s=hold_for_input_s)
 
-    async def _start_workflow(self, run_id: str, body: dict[str, Any]) -> None:
-        delay = body.get("after_seconds")
-        if delay is not None and (not isinstance(delay, (int, float)) or delay < 0 or delay > 86400):
-            raise BadRequest("after_seconds must be a number of seconds between 0 and 86400")
+    async def _start_workflow(self, run_id: str, delay: float, hold: float) -> None:
         from garrison.runtime.workflows import AgentRunWorkflow
 
-        hold = body.get("hold_for_input_s") or 0.0
         try:
             client = await self.service.engine.client()
-            await client.start_workflow(AgentRunWorkflow.run, self.params(run_id, float(hold)), id=run_id,
+            await client.start_workflow(AgentRunWorkflow.run, self.params(run_id, hold), id=run_id,
                                         task_queue=self.service.engine.task_queue,
                                         start_delay=timedelta(seconds=delay) if delay else None)
         except Exception:
