@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
+from garrison.gpus.launcher import LocalLauncher
 from garrison.gpus.service import GpuService
 
 if TYPE_CHECKING:
@@ -16,6 +18,9 @@ NAME = "gpus"
 
 async def start(platform: Platform) -> GpuService:
     service = GpuService(platform)
+    if os.environ.get("GARRISON_GPUS_LAUNCHER", "").lower() in ("1", "true", "yes"):
+        service.launcher = LocalLauncher(service, platform.settings.data_dir / "gpus" / "logs",
+                                         node=os.environ.get("GARRISON_GPUS_NODE") or None)
     await service.start()
     return service
 

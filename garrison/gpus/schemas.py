@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,14 @@ NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ServeIn(_In):
+    """An inference replica: registered with the LLM gateway once its port answers."""
+
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$")
+    port: int = Field(ge=1024, le=65535)
+    kind: Literal["openai", "vllm", "ollama", "llamacpp"] = "vllm"
 
 
 class WorkloadIn(_In):
@@ -28,7 +36,9 @@ class WorkloadIn(_In):
     min_runtime_s: float = Field(0.0, ge=0, le=7 * 24 * 3600, allow_inf_nan=False)
     topology: Topology = Topology.any
     topology_required: bool = False
-    command: list[str] | None = Field(None, max_length=256, description="For the local launcher.")
+    command: list[str] | None = Field(None, min_length=1, max_length=256,
+                                      description="Run by the local launcher (operator, launcher enabled).")
+    serve: ServeIn | None = None
 
 
 class PlacementOut(BaseModel):
@@ -60,6 +70,7 @@ class WorkloadOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     command: list[str] | None = None
+    serve: dict[str, Any] | None = None
 
 
 class WorkloadPage(BaseModel):

@@ -22,6 +22,7 @@ from garrison.core.pagination import decode_cursor, encode_cursor
 from garrison.core.principal import Principal
 from garrison.gpus import kai, metrics
 from garrison.gpus.inventory import InventoryError, discover_nvml, parse_declared
+from garrison.gpus.launcher import LocalLauncher
 from garrison.gpus.model import Decision, GpuSpec, PriorityClass, QueueSpec, State, Topology, Workload
 from garrison.gpus.queues import QueueConfigError
 from garrison.gpus.scheduler import CycleResult, Scheduler, SchedulerConfig
@@ -58,8 +59,8 @@ class GpuService:
         self.sched = Scheduler([], [], self.config)
         self.source = "none"
         self.lock = asyncio.Lock()
-        self.commands: dict[str, list[str] | None] = {}
-        self.listeners: list[Any] = []  # callables(result) after each cycle (the launcher)
+        self.launch_specs: dict[str, dict[str, Any]] = {}  # workload id -> {"command", "serve"}
+        self.launcher: LocalLauncher | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.clock = time.time
@@ -76,7 +77,9 @@ class GpuService:
             if w.queue not in self.sched.tree.by_name:
                 continue  # its queue was removed while it was down: leave the row as it was
             placement = [tuple(p) for p in json.loads(row["placement"])]
-            if row["state"] == State.running.value and self.sched.restore(
+            # A launched process did not survive the restart: its workload runs again.
+            relaunch = bool(self.launch_specs.get(w.id, {}).get("command"))
+            if row["state"] == State.running.value and not relaunch and self.sched.restore(
                     w, placement, epoch(row["started_at"]) or now):  # type: ignore[arg-type]
                 continue
             w.placement, w.allocated = [], 0.0
@@ -86,6 +89,8 @@ class GpuService:
         self._task = asyncio.create_task(self._loop(), name="gpus-scheduler")
 
     async def stop(self) -> None:
+        if self.launcher is not None:
+            await self.launcher.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,9 +135,22 @@ class GpuService:
                     metrics.QUEUE_WAIT.labels(w.priority_class.value).observe(
                         max(0.0, (w.started_at or 0.0) - w.submitted_at))
             self._gauges()
-        for listener in self.listeners:
-            await listener(result)
+        if self.launcher is not None:
+            await self.launcher.on_cycle(result.started, result.preempted)
         return result
+
+    async def process_exited(self, workload_id: str, rc: int | None, why: str) -> None:
+        """The launcher's process ended (or could not start): the GPUs go back."""
+        async with self.lock:
+            w = self.sched.workloads.get(workload_id)
+            if w is None or w.state is not State.running:
+                return
+            d = self.sched.finish(workload_id, self.clock(), failed=rc != 0)
+            w.reason = d.reason = why
+            await self.store.save_states([w])
+            self._record([d])
+            self._gauges()
+        self.wake()
 
     def _record(self, decisions: list[Decision]) -> None:
         audit = self.platform.audit
@@ -186,6 +204,8 @@ class GpuService:
     async def submit(self, principal: Principal, body: WorkloadIn) -> WorkloadOut:
         spec = self._visible_queue(principal, body.queue)
         await self.platform.policy.check(principal, "gpus:write", Resource("gpu_queue", spec.name, spec.tenant_id))
+        if body.command or body.serve:
+            self._check_launch(principal, body)
         w = Workload(id=new_id("gpw"), queue=body.queue, name=body.name, tenant_id=principal.tenant_id,
                      priority_class=body.priority_class, gpus=body.gpus, fraction=body.fraction,
                      memory_mib=body.memory_mib, gang_size=body.gang_size, preemptible=body.preemptible,
@@ -198,13 +218,23 @@ class GpuService:
                 self.platform.audit.record(principal, "gpus:submit", f"gpu_queue/{body.queue}", "deny", str(exc))
                 metrics.DECISIONS.labels("refuse").inc()
                 raise ValidationFailed(f"request refused: {exc}", slug="gpu-request-refused") from exc
-            self.commands[w.id] = body.command
-            await self.store.insert(w, principal.id, body.command)
+            launch = {"command": body.command, "serve": body.serve.model_dump() if body.serve else None}
+            self.launch_specs[w.id] = launch
+            await self.store.insert(w, principal.id, launch)
             self.platform.audit.record(principal, "gpus:submit", f"gpu_workload/{w.id}", "allow", decision.reason,
                                        {"queue": w.queue, "priority_class": w.priority_class.value,
                                         "demand_gpus": w.demand(self.sched.cluster.reference_mib())})
         self.wake()
         return self._out(w)
+
+    def _check_launch(self, principal: Principal, body: WorkloadIn) -> None:
+        """A command runs on this host as the server's user: the operator's to allow."""
+        if body.serve and not body.command:
+            raise BadRequest("serve needs a command that starts the server on that port")
+        if self.launcher is None:
+            raise Forbidden("the local launcher is off: set GARRISON_GPUS_LAUNCHER=1 on the server to run commands")
+        if not (principal.has_scope("gpus:admin") and self._is_operator(principal)):
+            raise Forbidden("running a command on the GPU host needs a gpus:admin key of the operator's tenant")
 
     async def get(self, principal: Principal, workload_id: str) -> WorkloadOut:
         found = await self._own(principal, workload_id, "gpus:read")
@@ -257,6 +287,8 @@ class GpuService:
             await self.store.save_states([w])
             self._record([d])
             self._gauges()
+        if self.launcher is not None:
+            await self.launcher.stop(workload_id)
         self.wake()
         return self._out(w)
 
@@ -398,7 +430,8 @@ class GpuService:
             topology_required=w.topology_required, state=w.state.value, reason=w.reason, reason_code=w.reason_code,
             placement=[PlacementOut(gpu=g, memory_mib=m) for g, m in w.placement], allocated_gpus=round(w.allocated, 4),
             preemptions=w.preemptions, submitted_at=ts(w.submitted_at), started_at=ts(w.started_at),  # type: ignore[arg-type]
-            finished_at=ts(w.finished_at), command=self.commands.get(w.id))
+            finished_at=ts(w.finished_at), command=self.launch_specs.get(w.id, {}).get("command"),
+            serve=self.launch_specs.get(w.id, {}).get("serve"))
 
     def _row_out(self, row: dict[str, Any]) -> WorkloadOut:
         spec = json.loads(row["spec"])
@@ -412,7 +445,7 @@ class GpuService:
             placement=[PlacementOut(gpu=g, memory_mib=m) for g, m in json.loads(row["placement"])],
             allocated_gpus=row["allocated"], preemptions=row["preemptions"],
             submitted_at=aware(row["submitted_at"]), started_at=aware(row["started_at"]),  # type: ignore[arg-type]
-            finished_at=aware(row["finished_at"]), command=spec.get("command"))
+            finished_at=aware(row["finished_at"]), command=spec.get("command"), serve=spec.get("serve"))
 
     def _from_row(self, row: dict[str, Any]) -> Workload:
         spec = json.loads(row["spec"])
@@ -425,7 +458,7 @@ class GpuService:
                      submitted_at=submitted, queued_at=submitted, reason=row["reason"],
                      reason_code=row["reason_code"], preemptions=row["preemptions"],
                      first_started_at=epoch(row["first_started_at"]))
-        self.commands[w.id] = spec.get("command")
+        self.launch_specs[w.id] = {"command": spec.get("command"), "serve": spec.get("serve")}
         return w
 
 

@@ -25,11 +25,12 @@ def epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def spec_of(w: Workload, command: list[str] | None) -> dict[str, Any]:
+def spec_of(w: Workload, launch: dict[str, Any]) -> dict[str, Any]:
     return {"name": w.name, "priority_class": w.priority_class.value, "gpus": w.gpus, "fraction": w.fraction,
             "memory_mib": w.memory_mib, "gang_size": w.gang_size, "preemptible": w.preemptible,
             "min_runtime_s": w.min_runtime_s, "topology": w.topology.value,
-            "topology_required": w.topology_required, "command": command}
+            "topology_required": w.topology_required, "command": launch.get("command"),
+            "serve": launch.get("serve")}
 
 
 def state_of(w: Workload) -> dict[str, Any]:
@@ -56,11 +57,11 @@ class GpuStore:
             if not done.rowcount:
                 await conn.execute(insert(gpu_config).values(key=key, value=text, updated_at=utcnow()))
 
-    async def insert(self, w: Workload, principal_id: str | None, command: list[str] | None) -> None:
+    async def insert(self, w: Workload, principal_id: str | None, launch: dict[str, Any]) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(insert(gpu_workloads).values(
                 id=w.id, tenant_id=w.tenant_id, principal_id=principal_id, queue=w.queue,
-                spec=json.dumps(spec_of(w, command)), submitted_at=ts(w.submitted_at), **state_of(w)))
+                spec=json.dumps(spec_of(w, launch)), submitted_at=ts(w.submitted_at), **state_of(w)))
 
     async def save_states(self, workloads: list[Workload]) -> None:
         if not workloads:

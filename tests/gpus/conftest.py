@@ -42,6 +42,12 @@ async def cluster(client: httpx.AsyncClient, make_key: Any) -> dict[str, Any]:
     return {"acme": acme_key}
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def auth(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 

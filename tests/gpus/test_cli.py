@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from garrison.cli.main import app as cli
+from garrison.gpus.launcher import LocalLauncher
 from garrison.gpus.service import GpuService
 
 from .test_kai import crd_schema
 
 runner = CliRunner()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """The CLI talks HTTP; the store under it is covered on both engines by test_api."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
 
 
 def test_simulate_generated_trace_json_and_saved_trace(tmp_path: Path) -> None:
@@ -62,21 +71,24 @@ def test_export_k8s_from_a_trace_validates(tmp_path: Path) -> None:
 async def test_submit_list_explain_cancel_against_a_server(garrison_url: str, admin_key: str, cluster: dict,
                                                            gpus: GpuService) -> None:
     base = ["--url", garrison_url, "--key", admin_key]
+    gpus.launcher = LocalLauncher(gpus, Path(str(gpus.platform.settings.data_dir)) / "logs", node="n0")
 
     async def run(*args: str) -> Any:
         return await asyncio.to_thread(runner.invoke, cli, ["gpus", args[0], *base, *args[1:]])
 
     out = await run("submit", "--queue", "ops-a", "--fraction", "0.5", "--class", "interactive",
-                    "--name", "chat", "--", "python", "-c", "print(1)")
+                    "--name", "chat", "--", sys.executable, "-c", "import time; time.sleep(60)")
     assert out.exit_code == 0, out.output
     wid = out.output.split()[1]
     await gpus.run_cycle()
     listed = await run("list", "--format", "json")
     rows = json.loads(listed.output)
-    assert rows[0]["id"] == wid and rows[0]["state"] == "running" and rows[0]["command"][0] == "python"
+    assert rows[0]["id"] == wid and rows[0]["state"] == "running" and rows[0]["command"][0] == sys.executable
+    assert gpus.launcher.is_running(wid)
     why = await run("explain", wid)
     assert why.exit_code == 0 and "why:" in why.output and "quota" in why.output
     assert (await run("cancel", wid)).exit_code == 0
+    assert not gpus.launcher.is_running(wid)
     assert json.loads((await run("list", "--format", "json", "--state", "cancelled")).output)[0]["id"] == wid
     refused = await run("submit", "--queue", "ops-a", "--gpus", "64")
     assert refused.exit_code == 1 and "422" in refused.output
