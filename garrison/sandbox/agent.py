@@ -23,13 +23,9 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
-import tarfile
 import threading
 import time
-import traceback
-import zipfile
 
 WORKSPACE = os.environ.get("GARRISON_WORKSPACE", "/workspace")
 OUTPUT_CAP = int(os.environ.get("GARRISON_OUTPUT_CAP", str(1024 * 1024)))
@@ -178,6 +174,7 @@ def run_code(ctx: Context, code: str, stream) -> dict:
         if last is not None:
             value = eval(compile(last, "<cell>", "eval"), ctx.globals)
     except BaseException as exc:  # KeyboardInterrupt from an interrupt included
+        import traceback
         if isinstance(exc, SystemExit):
             error = {"name": "SystemExit", "value": str(exc.code), "traceback": ""}
         else:
@@ -212,6 +209,7 @@ def run_code(ctx: Context, code: str, stream) -> dict:
 
 
 def run_command(req: dict, stream) -> dict:
+    import subprocess
     cmd = req.get("cmd")
     if isinstance(cmd, str):
         argv = ["/bin/sh", "-c", cmd]
@@ -523,6 +521,9 @@ def _link_target_ok(member_parts: list[str], target: str) -> bool:
 def plan_archive(data: bytes, fmt: str, max_total: int) -> list[tuple]:
     """Validates an archive and returns what to create, without touching the disk:
     (kind, parts, payload-reader, mode) tuples. Refuses escapes and bombs."""
+    import tarfile
+    import zipfile
+
     plan: list[tuple] = []
     total = 0
     if fmt == "zip":
@@ -617,6 +618,8 @@ def op_upload_archive(req: dict) -> dict:
 
 
 def op_download_archive(req: dict) -> dict:
+    import tarfile
+
     parts = split_path(req.get("path") or "")
     max_total = int(req.get("max_total") or 100 * 1024 * 1024)
     out_parts = split_path(req["archive"])

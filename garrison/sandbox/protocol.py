@@ -66,6 +66,7 @@ class AgentConnection:
             self.closed.set()
             if not self.ready.done():
                 self.ready.set_exception(AgentGone("the sandbox exited before its agent was ready"))
+                self.ready.exception()  # retrieved here: a pool sandbox may die unwatched
             for fut, _ in self._pending.values():
                 if not fut.done():
                     fut.set_exception(AgentGone("the sandbox exited"))
