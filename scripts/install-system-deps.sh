@@ -2,7 +2,8 @@
 # Installs the system packages garrison's tests use (gVisor's runsc, bubblewrap) when
 # running as root; otherwise says what was skipped and why. Called by `make test`.
 set -u
-PKGS=(runsc bubblewrap)
+# libseccomp2: the seccomp filter of bubblewrap sandboxes (loaded by pyseccomp).
+PKGS=(runsc bubblewrap libseccomp2)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

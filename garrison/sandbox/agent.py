@@ -28,6 +28,7 @@ import threading
 import time
 
 WORKSPACE = os.environ.get("GARRISON_WORKSPACE", "/workspace")
+TEMPLATE_PACKAGES = "/opt/garrison/site-packages"
 OUTPUT_CAP = int(os.environ.get("GARRISON_OUTPUT_CAP", str(1024 * 1024)))
 CHUNK = 512 * 1024
 MAX_ARCHIVE_MEMBERS = 10000
@@ -805,6 +806,9 @@ def main() -> None:
     os.makedirs(WORKSPACE, exist_ok=True)
     os.chdir(WORKSPACE)
     sys.path.insert(0, WORKSPACE)
+    # -I ignores PYTHONPATH: add the template's packages (bound read-only) ourselves.
+    if os.path.isdir(TEMPLATE_PACKAGES):
+        sys.path.append(TEMPLATE_PACKAGES)
     sys.argv = [""]
     channel = Channel(out_fd)
     agent = Agent(channel)
