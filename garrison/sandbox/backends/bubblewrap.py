@@ -46,6 +46,36 @@ ETC_FILES = {
 }
 
 
+TEMPLATE_CACHE = Path("/var/cache/garrison/sandbox-templates")
+
+
+def _world_reachable(path: Path) -> bool:
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+
+
+def reachable_copy(site_packages: Path, fingerprint: str) -> Path:
+    """The template's packages at a path the unprivileged sandbox uid can reach: as is when
+    every parent is world-traversable, else a read-only copy in a root-owned cache."""
+    if os.geteuid() != 0 or _world_reachable(site_packages):
+        return site_packages
+    stamp = str(int(site_packages.stat().st_mtime_ns))
+    target = TEMPLATE_CACHE / f"{fingerprint}-{stamp}"
+    if not target.is_dir():
+        tmp = TEMPLATE_CACHE / f".{fingerprint}-{stamp}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(site_packages, tmp, symlinks=True)
+        for p in [tmp, *tmp.rglob("*")]:
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        for p in [TEMPLATE_CACHE, TEMPLATE_CACHE.parent]:
+            p.chmod(0o755)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 class HostUidPool:
     """Distinct unprivileged host uids, one per live sandbox, so two sandboxes never
     share a host identity (rlimits such as RLIMIT_NPROC count per uid)."""
@@ -148,7 +178,7 @@ class BubblewrapBackend(Backend):
         for dest, fd in data_fds.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
         if t.site_packages is not None:
-            args += ["--ro-bind", str(t.site_packages), "/opt/garrison/site-packages"]
+            args += ["--ro-bind", str(reachable_copy(t.site_packages, t.fingerprint())), "/opt/garrison/site-packages"]
         args += ["--size", str(min(spec.tmp_bytes, 64 * 1024 * 1024)), "--tmpfs", "/dev/shm",
                  "--remount-ro", "/dev", "--remount-ro", "/"]
         for key, value in spec.sandbox_env().items():
@@ -171,6 +201,8 @@ class BubblewrapBackend(Backend):
             except (cgroups.CgroupError, OSError) as exc:
                 await asyncio.to_thread(cg.remove)
                 raise BackendError(f"could not enforce the sandbox limits: {exc}") from exc
+        if spec.template.site_packages is not None:  # a first use may copy: not on the loop
+            await asyncio.to_thread(reachable_copy, spec.template.site_packages, spec.template.fingerprint())
         host_uid = self.uid_pool.take() if self.uid_pool is not None else None
         seccomp_fd = seccomp_filter_fd()
         data_fds = self._data_fds()
