@@ -115,6 +115,9 @@ def unpack(data: bytes, target: Path, max_bytes: int) -> str:
                 total += max(member.size, 0)
                 if total > max_bytes * 4:
                     raise PayloadTooLarge("bundle expands beyond the size limit")
+                parts = Path(member.name).parts
+                if member.name.startswith("/") or ".." in parts:
+                    raise BadRequest(f"bundle entry {member.name!r} escapes the bundle; use relative paths inside it")
                 if not (member.isfile() or member.isdir()):
                     raise BadRequest(f"bundle entry {member.name!r} is a link or device; only files and folders")
             tar.extractall(target, filter="data")

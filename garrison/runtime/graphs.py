@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def _load_module(root: Path, file: str, key: str) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # an agent's sys.exit() must not stop garrison
         sys.modules.pop(name, None)
         raise GraphLoadFailed(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
     return module
@@ -62,6 +63,20 @@ def load_graph(root: Path, ref: str, key: str) -> Any:
             raise GraphLoadFailed(f"{ref} is not a LangGraph graph (StateGraph or compiled graph)")
         _cache[(key, ref)] = graph
         return graph
+
+
+def check_loads(root: Path, refs: dict[str, str]) -> None:
+    """Import every graph of a bundle once, at deploy time, so a broken bundle never becomes a version."""
+    key = f"check_{uuid.uuid4().hex}"
+    try:
+        for ref in refs.values():
+            load_graph(root, ref, key)
+    finally:
+        with _lock:
+            for cached in [k for k in _cache if k[0] == key]:
+                del _cache[cached]
+        for name in [n for n in sys.modules if n.startswith(f"garrison_agent_{key}_")]:
+            del sys.modules[name]
 
 
 def bind(graph: Any, checkpointer: Any, store: Any | None) -> Any:

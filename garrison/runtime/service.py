@@ -108,6 +108,7 @@ class RuntimeService:
             if descriptor["kind"] != "langgraph":
                 raise BadRequest("this garrison runs LangGraph agents (agent.toml [graphs] or langgraph.json); "
                                  "AgentCore main.py agents need the sandbox executor, which is not available yet")
+            await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
             agent = await self.store.agent(principal.tenant_id, name)
             for graph_id in descriptor["graphs"]:
                 existing = await self.store.assistant(principal.tenant_id,

@@ -16,6 +16,12 @@ from garrison.server import create_app
 from runtime.helpers import deploy
 
 
+@pytest.fixture
+def db_url(tmp_path):  # type: ignore[no-untyped-def]
+    """SQLite only: Temporal behaviour does not depend on the database; test_runs.py covers both stores."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
+
+
 def _proc(pid: int, name: str) -> bytes:
     path = Path(f"/proc/{pid}/{name}")
     return path.read_bytes() if path.exists() else b""

@@ -11,6 +11,12 @@ from runtime.helpers import deploy
 
 
 @pytest.fixture
+def db_url(tmp_path):  # type: ignore[no-untyped-def]
+    """SQLite only: the wire protocol does not depend on the database; test_runs.py covers both stores."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
+
+
+@pytest.fixture
 async def sdk(client, live_url, admin_key):
     await deploy(client, "steps")
     lg = get_client(url=live_url, headers={"Authorization": f"Bearer {admin_key}"})
