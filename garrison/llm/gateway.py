@@ -357,6 +357,16 @@ class Gateway:
         response_id: str | None = None
         done = False
         buf = b""
+
+        def settle() -> None:
+            if call.finished:
+                return
+            # No await here: this may run while the task is being cancelled.
+            asyncio.ensure_future(resp.aclose())
+            self._finish(call, pool, replica, status=status,
+                         usage=usage or {"prompt_tokens": call.est_in, "completion_tokens": chunks},
+                         ttft=ttft, response_id=response_id, finish_reason=finish)
+
         try:
             try:
                 async for raw in resp.aiter_raw():
@@ -374,8 +384,7 @@ class Gateway:
                             continue
                         payload = event[5:].strip()
                         if payload == b"[DONE]":
-                            done = True
-                            out.append(b"data: [DONE]\n\n")
+                            done = True  # held back until the call is accounted
                             continue
                         try:
                             doc = orjson.loads(payload)
@@ -405,21 +414,21 @@ class Gateway:
                 status = "error"
                 replica.breaker.failure(time.monotonic())
                 m.UPSTREAM_ERRORS.labels(replica.id, "mid_stream").inc()
-                yield _error_event(f"the upstream connection broke mid-stream ({type(exc).__name__})", 502)
-                return
-            if not done:
-                status = "error"
-                yield _error_event("the upstream ended the stream before it was complete", 502)
-                return
-            status = "ok"
-            replica.breaker.success()
+                tail = _error_event(f"the upstream connection broke mid-stream ({type(exc).__name__})", 502)
+            else:
+                if done:
+                    status = "ok"
+                    replica.breaker.success()
+                    tail = b"data: [DONE]\n\n"
+                else:
+                    status = "error"
+                    tail = _error_event("the upstream ended the stream before it was complete", 502)
+            # Account before the last event, so the books are settled when the client sees the end.
+            settle()
+            if tail:
+                yield tail
         finally:
-            if usage is None:
-                usage = {"prompt_tokens": call.est_in, "completion_tokens": chunks}
-            # No await here: this may run while the task is being cancelled.
-            asyncio.ensure_future(resp.aclose())
-            self._finish(call, pool, replica, status=status, usage=usage, ttft=ttft,
-                         response_id=response_id, finish_reason=finish)
+            settle()
 
     # ---- accounting ------------------------------------------------------------------
 

@@ -152,11 +152,12 @@ class LedgerWriter:
         if len(self._queue) >= self.batch_size:
             self._wake.set()
 
-    async def drain(self) -> None:
+    async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until everything appended so far is committed (tests, shutdown, reports)."""
-        if self._queue:
+        if not self._idle.is_set():  # entries queued, or a batch being written
             self._wake.set()
-            await self._idle.wait()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     async def _run(self) -> None:
         while True:

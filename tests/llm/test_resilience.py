@@ -1,12 +1,21 @@
-"""Retries, timeouts, circuit breaker and fallback against a misbehaving fake upstream."""
+"""Retries, timeouts, circuit breaker and fallback against a misbehaving fake upstream.
+
+These exercise the network path, not the store, so they run on SQLite only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import httpx
 import pytest
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
 
 
 @pytest.fixture
