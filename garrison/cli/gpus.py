@@ -53,7 +53,7 @@ def submit(
 def list_(state: str = typer.Option(None, "--state"), queue: str = typer.Option(None, "--queue"),
           limit: int = typer.Option(50, "--limit"), fmt: str = FormatOption,
           url: str = UrlOption, key: str = KeyOption) -> None:
-    page = call(_gpus(url, key).list, state=state, queue=queue, limit=limit)
+    page = call(_gpus(url, key).list_workloads, state=state, queue=queue, limit=limit)
     rows = [{**w, "gpus_held": [p["gpu"] for p in w["placement"]]} for w in page["items"]]
     print_rows(rows, ["id", "queue", "priority_class", "state", "allocated_gpus", "gpus_held", "reason"], fmt)
 

@@ -21,7 +21,7 @@ class Gpus:
     def submit(self, queue: str, **fields: Any) -> Any:
         return self.c.request("POST", "/api/gpus/workloads", json=_body(queue, fields))
 
-    def list(self, state: str | None = None, queue: str | None = None, limit: int = 50,
+    def list_workloads(self, state: str | None = None, queue: str | None = None, limit: int = 50,
              cursor: str | None = None) -> Any:
         params = {k: v for k, v in {"state": state, "queue": queue, "limit": limit, "cursor": cursor}.items()
                   if v is not None}

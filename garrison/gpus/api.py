@@ -46,7 +46,7 @@ async def list_workloads(
     cursor: str | None = Query(None, max_length=512),
     principal: Principal = Depends(require("gpus:read")), platform: Platform = Depends(get_platform),
 ) -> WorkloadPage:
-    return await _svc(platform).list(principal, state=state, queue=queue, limit=limit, cursor=cursor)
+    return await _svc(platform).list_workloads(principal, state=state, queue=queue, limit=limit, cursor=cursor)
 
 
 @router.get("/api/gpus/workloads/{workload_id}", summary="One workload")

@@ -38,13 +38,17 @@ class Cluster:
         for s in self.slots:
             self.nodes.setdefault(s.spec.node, []).append(s)
         self._reference_mib: int | None = None
+        self._healthy: list[GpuSlot] | None = None
 
     def health_changed(self) -> None:
         self._reference_mib = None
+        self._healthy = None
 
     # -- capacity ---------------------------------------------------------------------
     def healthy(self) -> list[GpuSlot]:
-        return [s for s in self.slots if s.spec.healthy]
+        if self._healthy is None:
+            self._healthy = [s for s in self.slots if s.spec.healthy]
+        return self._healthy
 
     def capacity(self) -> float:
         return float(sum(1 for s in self.slots if s.spec.healthy))
@@ -133,7 +137,7 @@ class Cluster:
     def _plan_fraction(self, w: Workload, overlay: dict[str, int]) -> tuple[Plan | None, str]:
         claim: dict[str, int] = {}
         plan: Plan = []
-        candidates = [s for s in self.slots if s.spec.healthy]
+        candidates = self.healthy()
         if w.topology_required and w.topology is not Topology.any and w.gang_size > 1:
             return self._plan_fraction_scoped(w, overlay, candidates)
         need_of: dict[int, int] = {}

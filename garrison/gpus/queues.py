@@ -110,14 +110,32 @@ class QueueTree:
                 node.parent = self.by_name[node.spec.parent]
                 node.parent.children.append(node)
         for node in self.by_name.values():
-            chain, cur = [], node
+            chain: list[QueueNode] = []
+            cur: QueueNode | None = node
             while cur is not None:
                 chain.append(cur)
                 cur = cur.parent
             node.chain = chain
         self.leaves = [n for n in self.by_name.values() if n.is_leaf]
+        self._static: dict[float, dict[str, float]] = {}
         # Post-order: children before parents, for bottom-up sums.
         self.bottom_up = sorted(self.by_name.values(), key=lambda n: -len(n.chain))
+
+    def static_quotas(self, capacity: float) -> dict[str, float]:
+        """Each queue's quota after proportional scaling; depends on configuration only."""
+        cached = self._static.get(capacity)
+        if cached is None:
+            cached = {}
+            levels: list[tuple[float, list[QueueNode]]] = [(capacity, self.roots)]
+            while levels:
+                cap, children = levels.pop()
+                total = sum(min(c.spec.quota, c.limit()) for c in children)
+                scale = min(1.0, cap / total) if total > EPS else 1.0
+                for c in children:
+                    cached[c.name] = min(c.spec.quota, c.limit()) * scale
+                    levels.append((cached[c.name], c.children))
+            self._static = {capacity: cached}
+        return cached
 
     def capacity_warnings(self, capacity: float) -> list[str]:
         """Quotas over the capacity above them: accepted, handled proportionally."""

@@ -308,6 +308,7 @@ class _Cycle:
         for w in sorted(s.pending.values(), key=lambda w: _order(w, now, starvation)):
             self.by_class.setdefault(_rank_priority(w, now, starvation), {}).setdefault(w.queue, []).append(w)
         self.ref = s.cluster.reference_mib()
+        self.smallest_mib = min((sl.spec.memory_mib for sl in s.cluster.slots if sl.spec.healthy), default=1)
         self.free_whole = s.cluster.free_whole()
         self.max_free_mib = max((sl.free_mib for sl in s.cluster.slots if sl.spec.healthy), default=0)
 
@@ -379,12 +380,14 @@ class _Cycle:
             if not w.preemptible:
                 return
         plan, why = self._plan(w)
+        evicted = False
         if plan is None and phase != "backfill" and self.preemption_tries < MAX_PREEMPTION_TRIES:
             self.preemption_tries += 1
             plan, victims, why = self._preempt(w, phase)
             if plan is not None:
                 for v in victims:
                     self._evict(v, w, phase)
+                evicted = bool(victims)
         if plan is None:
             self.reasons[w.id] = ("no-capacity", f"waiting for GPUs: {why}")
             if self._starving(w):
@@ -393,10 +396,16 @@ class _Cycle:
         text = {"quota": f"admitted within the quota of queue {w.queue!r}",
                 "fair": f"admitted within the fair share of queue {w.queue!r} (over quota, by weight)",
                 "backfill": "admitted on spare capacity (over fair share; reclaimed first)"}[phase]
+        touched = {sl.id: sl for sl, _ in plan}.values()
+        was_whole = sum(1 for sl in touched if sl.is_whole_free)
+        held_max = any(sl.free_mib >= self.max_free_mib for sl in touched)
         self.result.decisions.append(self.s._start(w, plan, self.now, phase, text))
         self.result.started.append(w)
         self.reasons.pop(w.id, None)
-        self._refresh_free()
+        if evicted or held_max:
+            self._refresh_free()
+        else:  # a start only takes memory: only the GPUs it landed on changed
+            self.free_whole -= was_whole
 
     def _maybe_block(self, w: Workload) -> None:
         if self._starving(w) and w.queue not in self.blocked_leaf:
@@ -412,11 +421,10 @@ class _Cycle:
         if w.whole and self.free_whole < w.gpus * w.gang_size:
             return None, f"needs {w.gpus * w.gang_size} whole GPU(s), {self.free_whole} free"
         if not w.whole:
-            need = w.memory_mib or math.ceil(w.fraction * self.ref - 1e-6)
-            if need > self.max_free_mib and w.memory_mib:
+            # The least this member can need is on the smallest GPU.
+            need = w.memory_mib or math.ceil(w.fraction * self.smallest_mib - 1e-6)
+            if need > self.max_free_mib:
                 return None, f"needs {need} MiB on one GPU; the most free on any GPU is {self.max_free_mib} MiB"
-            if not w.memory_mib and self.max_free_mib <= 0:
-                return None, "every GPU is full"
         if self.reserved_overlay:
             # Kept GPUs hold back work of the starving job's class or lower, not more urgent work.
             overlay = {g: m for g, m in self.reserved_overlay.items()

@@ -240,7 +240,7 @@ class GpuService:
         found = await self._own(principal, workload_id, "gpus:read")
         return self._out(found) if isinstance(found, Workload) else self._row_out(found)
 
-    async def list(self, principal: Principal, *, state: str | None = None, queue: str | None = None,
+    async def list_workloads(self, principal: Principal, *, state: str | None = None, queue: str | None = None,
                    limit: int = 50, cursor: str | None = None) -> WorkloadPage:
         after = None
         if cursor:
@@ -377,7 +377,8 @@ class GpuService:
             found = await asyncio.to_thread(discover_nvml)
             if not found.gpus:
                 raise ValidationFailed(f"NVML found no GPU: {found.reason}", slug="gpu-discovery-failed")
-            gpus, source, doc = found.gpus, "nvml", {"source": "nvml"}
+            gpus, source = found.gpus, "nvml"
+            doc: dict[str, Any] = {"source": "nvml"}
         else:
             nodes = [n.model_dump(exclude_none=True) for n in body.nodes or []]
             try:

@@ -95,5 +95,4 @@ def _check_topology(w: Workload, cluster: Cluster) -> None:
 
 def _quota_ceiling(leaf, capacity: float, tree: QueueTree) -> float:  # type: ignore[no-untyped-def]
     """The queue's deserved quota after proportional scaling (what in-quota work may use)."""
-    tree.compute(capacity, 0.0)
-    return min(n.quota_eff for n in leaf.chain)
+    return min(tree.static_quotas(capacity)[n.name] for n in leaf.chain)
