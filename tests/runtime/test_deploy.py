@@ -6,6 +6,8 @@ import io
 import shutil
 import tarfile
 
+import pytest
+
 from garrison.runtime.bundles import pack
 from runtime.helpers import AGENTS, deploy
 
@@ -60,6 +62,7 @@ async def test_versions_are_immutable_and_endpoints_roll_out_and_back(client, tm
     assert [a["name"] for a in listed] == ["versioned"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # validation happens before the store
 async def test_a_hostile_bundle_is_a_400_and_leaves_nothing(client):
     r = await _upload(client, "broken", _tar([_file("../escape.py", b"x = 1")]))
     assert r.status_code == 400 and "escapes" in r.json()["detail"]
@@ -70,6 +73,7 @@ async def test_a_hostile_bundle_is_a_400_and_leaves_nothing(client):
     assert (await client.get("/api/runtime/agents/broken")).status_code == 404
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # validation happens before the store
 async def test_bad_names_types_and_sizes(client):
     assert (await _upload(client, "Bad_Name", pack(AGENTS / "steps"))).status_code == 400
     assert (await _upload(client, "steps", pack(AGENTS / "steps"), "text/plain")).status_code == 400
