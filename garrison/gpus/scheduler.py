@@ -90,6 +90,7 @@ class Scheduler:
         slot = self.cluster.by_id.get(gpu_id)
         if slot is None:
             raise KeyError(gpu_id)
+        self.advance(now)
         slot.spec.healthy = healthy
         self.cluster.health_changed()
         out = []
@@ -105,6 +106,7 @@ class Scheduler:
 
     def replace_inventory(self, gpus: list[GpuSpec], now: float) -> list[Decision]:
         """A new inventory: running work keeps its GPUs where they still exist, else requeues."""
+        self.advance(now)
         running = [(w, list(w.placement), w.started_at or now) for w in self.running.values()]
         for w, _, _ in running:
             self._stop(w, now)
@@ -151,6 +153,7 @@ class Scheduler:
         return self._decide(w, now, "pending", "submitted", "submitted; waiting for the next scheduling cycle")
 
     def cancel(self, workload_id: str, now: float) -> Decision:
+        self.advance(now)  # usage history counts what it held until now
         w = self.workloads[workload_id]
         if w.state is State.running:
             self._stop(w, now)
@@ -158,6 +161,7 @@ class Scheduler:
         return self._close(w, now, State.cancelled, "cancel", "cancelled by request")
 
     def finish(self, workload_id: str, now: float, *, failed: bool = False) -> Decision:
+        self.advance(now)
         w = self.workloads[workload_id]
         if w.state is State.running:
             self._stop(w, now)

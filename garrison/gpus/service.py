@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from garrison.core.clock import aware
-from garrison.core.errors import BadRequest, Forbidden, NotFound, ValidationFailed
+from garrison.core.errors import BadRequest, Forbidden, NotFound, TooManyRequests, ValidationFailed
 from garrison.core.ids import new_id
 from garrison.core.pagination import decode_cursor, encode_cursor
 from garrison.core.principal import Principal
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from garrison.platform import Platform
 
 log = logging.getLogger("garrison.gpus")
+MAX_ACTIVE_PER_TENANT = 10_000  # pending + running: keeps one tenant from flooding the scheduler
 
 
 class GpuService:
@@ -212,6 +213,10 @@ class GpuService:
                      min_runtime_s=body.min_runtime_s, topology=body.topology,
                      topology_required=body.topology_required)
         async with self.lock:
+            active = sum(1 for o in self.sched.workloads.values() if o.tenant_id == principal.tenant_id)
+            if active >= MAX_ACTIVE_PER_TENANT:
+                raise TooManyRequests(f"tenant has {active} pending or running GPU workloads, the most allowed; "
+                                      f"cancel some or wait for them to finish", retry_after_s=30)
             try:
                 decision = self.sched.submit(w, self.clock())
             except Refused as exc:

@@ -152,3 +152,16 @@ async def test_export_validates_against_kai_crds(client: httpx.AsyncClient, clus
             assert d["metadata"]["namespace"] == "agents"
     bad = await client.get("/api/gpus/export/k8s", params={"namespace": "Not Valid"})
     assert bad.status_code == 422
+
+
+async def test_a_tenant_cannot_flood_the_scheduler(client: httpx.AsyncClient, cluster: dict,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from garrison.gpus import service as service_module
+
+    monkeypatch.setattr(service_module, "MAX_ACTIVE_PER_TENANT", 2)
+    for _ in range(2):
+        assert (await submit(client, queue="ops-a", fraction=0.1)).status_code == 201
+    r = await submit(client, queue="ops-a", fraction=0.1)
+    assert r.status_code == 429 and r.headers["retry-after"] == "30" and "cancel some" in r.json()["detail"]
+    other = await submit(client, cluster["acme"], queue="acme-a", fraction=0.1)
+    assert other.status_code == 201  # another tenant is not affected

@@ -228,3 +228,13 @@ def test_inventory_change_keeps_work_on_surviving_gpus_and_requeues_the_rest() -
     assert [d.workload_id for d in decisions] == [on_n1.id]
     assert on_n0.state is State.running and on_n1.state is State.pending
     assert s.tree.by_name[on_n0.queue].allocated == 2 and s.tree.by_name[on_n1.queue].allocated == 0
+
+
+def test_usage_history_counts_work_that_finished_between_cycles() -> None:
+    s = Scheduler(gpus(1, 2), two_teams(1, 1), SchedulerConfig(usage_half_life_s=3600))
+    s.submit(job("x", gpus=2), 0)
+    s.cycle(0)
+    s.finish("x", 600)  # held 2 GPUs for 10 minutes, then nothing
+    s.advance(4200)
+    assert s.tree.by_name["team-a"].usage == pytest.approx(2 * 600 * 0.5, rel=1e-6)
+    assert s.tree.by_name["team-b"].usage == 0
