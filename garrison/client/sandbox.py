@@ -143,7 +143,10 @@ class Commands:
             d = self._sbx._http.stream(path, body, on_stdout, on_stderr)
         else:
             d = self._sbx._http.call("POST", path, json=body).json()
-        return CommandResult(**{k: d.get(k) for k in CommandResult.__dataclass_fields__ if k in d})
+        return CommandResult(exit_code=d.get("exit_code"), stdout=str(d.get("stdout", "")),
+                             stderr=str(d.get("stderr", "")), stdout_truncated=bool(d.get("stdout_truncated")),
+                             stderr_truncated=bool(d.get("stderr_truncated")),
+                             duration_ms=float(d.get("duration_ms") or 0))
 
 
 class Files:

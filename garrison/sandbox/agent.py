@@ -170,7 +170,8 @@ def run_code(ctx: Context, code: str, stream) -> dict:
         tree = ast.parse(code, "<cell>", "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         exec(compile(tree, "<cell>", "exec"), ctx.globals)
         if last is not None:
             value = eval(compile(last, "<cell>", "eval"), ctx.globals)
@@ -254,8 +255,8 @@ def run_command(req: dict, stream) -> dict:
         t.start()
     if stdin_data is not None:
         try:
-            proc.stdin.write(stdin_data.encode())
-            proc.stdin.close()
+            proc.stdin.write(stdin_data.encode())  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
         except OSError:
             pass
     timed_out = False
@@ -687,6 +688,9 @@ class Agent:
             kind = "BadRequest"
         elif isinstance(exc, OSError) and exc.errno == 28:
             kind = "DiskFull"
+        elif (isinstance(exc, OSError) and exc.errno == 11) or (
+                isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)):
+            kind = "PidsExhausted"
         else:
             kind = "AgentError"
         self.channel.send({"id": rid, "type": "error", "kind": kind, "message": f"{type(exc).__name__}: {exc}"})
@@ -727,7 +731,7 @@ class Agent:
             elif op == "create_context":
                 name = f"ctx{len(self.contexts) + 1}"
                 self.contexts[name] = Context()
-                value = {"context": name}
+                value = {"context": name}  # type: ignore[dict-item]
             elif op == "delete_context":
                 if req.get("context") in (None, "default"):
                     raise BadArgument("the default context cannot be deleted")
@@ -755,12 +759,15 @@ class Agent:
                     self.code_cv.notify()
             elif op == "interrupt":
                 if self.main_busy is not None and self.main_busy == req.get("target"):
-                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                 self.reply(req.get("id"), {"interrupted": self.main_busy == req.get("target")})
             elif op in INLINE_OPS:
                 self.handle(req)  # quick and ordered: no thread start (it costs ms under gVisor)
             else:
-                threading.Thread(target=self.handle, args=(req,), daemon=True).start()
+                try:
+                    threading.Thread(target=self.handle, args=(req,), daemon=True).start()
+                except RuntimeError as exc:  # no pid left for a thread: answer, stay alive
+                    self.fail(req.get("id"), exc)
         # The host closed our stdin: garrison went away, so the sandbox ends.
         with self.code_cv:
             self.code_queue.append({"op": "exit"})

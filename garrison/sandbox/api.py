@@ -17,13 +17,16 @@ from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
 from garrison.sandbox.runtime import Sandbox
 from garrison.sandbox.schemas import (
+    BackendOut,
     BackendsOut,
     CommandIn,
     CommandOut,
     ContextOut,
     CreateIn,
     ExecutionOut,
+    FileEntry,
     FileList,
+    LimitsOut,
     RunCodeIn,
     SandboxList,
     SandboxOut,
@@ -50,11 +53,11 @@ def render(sbx: Sandbox) -> SandboxOut:
     usage = sbx.final_usage or sbx.runtime.usage()
     return SandboxOut(
         id=sbx.id, tenant_id=sbx.tenant_id, template=sbx.template, backend=sbx.backend, isolation=sbx.isolation,
-        state=sbx.state, killed_reason=sbx.killed_reason, created_at=sbx.created_at, expires_at=sbx.expires_at,
+        state="running" if sbx.state == "running" else "killed", killed_reason=sbx.killed_reason, created_at=sbx.created_at, expires_at=sbx.expires_at,
         ended_at=sbx.ended_at, metadata=sbx.metadata, pooled=sbx.pooled,
-        limits={"memory_mib": spec.memory_bytes // (1024 * 1024), "cpus": spec.cpus, "pids": spec.pids,
-                "workspace_mib": spec.workspace_bytes // (1024 * 1024), "output_cap_bytes": spec.output_cap,
-                "network": "none"},
+        limits=LimitsOut(memory_mib=spec.memory_bytes // (1024 * 1024), cpus=spec.cpus, pids=spec.pids,
+                         workspace_mib=spec.workspace_bytes // (1024 * 1024), output_cap_bytes=spec.output_cap,
+                         network="none"),
         usage={"cpu_seconds": round(usage.cpu_seconds, 4), "memory_peak_mib": round(usage.memory_peak_bytes / 2**20, 2),
                "oom_kills": usage.oom_kills},
     )
@@ -109,7 +112,7 @@ def _stream(run: Callable[[Callable[[str, str], Awaitable[None]]], Awaitable[dic
 async def backends(principal: Principal = Depends(require("sandbox:read")),
                    platform: Platform = Depends(get_platform)) -> BackendsOut:
     svc = _svc(platform)
-    return BackendsOut(items=svc.backends_info(), pools=[p.describe() for p in svc.pools.values()])
+    return BackendsOut(items=[BackendOut(**b) for b in svc.backends_info()], pools=[p.describe() for p in svc.pools.values()])
 
 
 @router.get("/api/sandboxes/usage")
@@ -127,7 +130,7 @@ async def create(body: CreateIn, principal: Principal = Depends(require("sandbox
 @router.get("/api/sandboxes")
 async def list_sandboxes(include_ended: bool = False, principal: Principal = Depends(require("sandbox:read")),
                          platform: Platform = Depends(get_platform)) -> SandboxList:
-    return SandboxList(items=[render(s) for s in _svc(platform).list(principal, include_ended)])
+    return SandboxList(items=[render(s) for s in _svc(platform).list_sandboxes(principal, include_ended)])
 
 
 @router.get("/api/sandboxes/{sandbox_id}")
@@ -207,7 +210,8 @@ async def remove_file(sandbox_id: str, path: str = PATH, principal: Principal = 
 async def list_files(sandbox_id: str, path: str = PATH, depth: int = Query(1, ge=1, le=10),
                      principal: Principal = Depends(require("sandbox:read")),
                      platform: Platform = Depends(get_platform)) -> FileList:
-    return FileList(entries=await _svc(platform).list_files(principal, sandbox_id, path, depth))
+    entries = await _svc(platform).list_files(principal, sandbox_id, path, depth)
+    return FileList(entries=[FileEntry(**e) for e in entries])
 
 
 @router.post("/api/sandboxes/{sandbox_id}/files/mkdir", status_code=204)

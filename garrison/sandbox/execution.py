@@ -69,6 +69,7 @@ class Execution:
             "NotFound": NotFound,
             "BadRequest": BadRequest,
             "DiskFull": DiskFull,
+            "PidsExhausted": PidsExhausted,
         }.get(exc.kind, BadRequest)(msg)
 
     def _audit(self, principal: Principal, action: str, sbx: Sandbox, **context: Any) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ class Warm:
 
 class WarmPool:
     def __init__(self, shape: Shape, size: int, make: Callable[[Shape], Awaitable[Any]],
-                 discard: Callable[[Any, str], Awaitable[None]], max_age_s: float) -> None:
+                 discard: Callable[[Any, str], Coroutine[Any, Any, None]], max_age_s: float) -> None:
         self.shape = shape
         self.key = shape.fingerprint()
         self.size = size

@@ -89,12 +89,12 @@ class AgentConnection:
                 if asyncio.iscoroutine(res):
                     await res
         elif kind == "result":
-            self._pending.pop(rid, None)
+            self._pending.pop(rid, None)  # type: ignore[arg-type]
             value = msg.get("value")
             if not fut.done():
                 fut.set_result(value if isinstance(value, dict) else {})
         elif kind == "error":
-            self._pending.pop(rid, None)
+            self._pending.pop(rid, None)  # type: ignore[arg-type]
             if not fut.done():
                 fut.set_exception(AgentFailure(str(msg.get("kind")), str(msg.get("message"))[:2000]))
 

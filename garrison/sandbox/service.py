@@ -65,7 +65,7 @@ class SandboxService(Execution):
         ]
         for backend in candidates:
             ok, why = backend.check()
-            key = (backend.name, str(backend.state_dir))
+            key = (backend.name, str(getattr(backend, "state_dir", "")))
             if ok and key not in _STARTED:
                 with contextlib.suppress(Exception):
                     await backend.cleanup_leftovers()
@@ -91,12 +91,12 @@ class SandboxService(Execution):
         elif s.require_backend:
             raise BackendError(f"sandbox backend {s.backend} required but unavailable: {self.unavailable.get(s.backend)}")
         for pc in s.pools:
-            backend = pc.backend or self.default_backend
-            if backend not in self.backends:
-                log.warning("warm pool for %s skipped: backend %s unavailable", pc.template, backend)
+            pool_backend = pc.backend or self.default_backend
+            if pool_backend is None or pool_backend not in self.backends:
+                log.warning("warm pool for %s skipped: backend %s unavailable", pc.template, pool_backend)
                 continue
             spec = self._spec("pool", pc.template, None, memory_mib=pc.memory_mib, cpus=pc.cpus, pids=pc.pids)
-            shape = self._shape(spec, backend)
+            shape = self._shape(spec, pool_backend)
             pool = WarmPool(shape, pc.size, self._make_for_pool, self._discard, s.pool_max_age_s)
             pool.template_name = pc.template  # type: ignore[attr-defined]
             self.pools[shape.fingerprint()] = pool
@@ -255,7 +255,7 @@ class SandboxService(Execution):
         sbx.last_used = time.monotonic()
         return sbx
 
-    def list(self, principal: Principal, include_ended: bool = False) -> list[Sandbox]:
+    def list_sandboxes(self, principal: Principal, include_ended: bool = False) -> list[Sandbox]:
         items = [x for x in self.sandboxes.values() if x.tenant_id == principal.tenant_id]
         if include_ended:
             items += [x for x in self.ended.values() if x.tenant_id == principal.tenant_id]
