@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from garrison.platform import Platform
 
 log = logging.getLogger("garrison.gpus")
+PENDING_AUDIT_EVERY_S = 60.0
 MAX_ACTIVE_PER_TENANT = 10_000  # pending + running: keeps one tenant from flooding the scheduler
 
 
@@ -62,6 +63,7 @@ class GpuService:
         self.lock = asyncio.Lock()
         self.launch_specs: dict[str, dict[str, Any]] = {}  # workload id -> {"command", "serve"}
         self.launcher: LocalLauncher | None = None
+        self._pending_audited: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.clock = time.time
@@ -73,6 +75,7 @@ class GpuService:
         self.sched = Scheduler(gpus, queues, self.config)
         now = self.clock()
         self.sched.clock = now
+        requeued: list[Workload] = []
         for row in await self.store.active():
             w = self._from_row(row)
             if w.queue not in self.sched.tree.by_name:
@@ -87,6 +90,10 @@ class GpuService:
             w.state = State.pending
             self.sched.workloads[w.id] = w
             self.sched.pending[w.id] = w
+            if row["state"] == State.running.value:
+                w.reason, w.reason_code = "requeued: its GPUs or its process did not survive the restart", "restarted"
+                requeued.append(w)
+        await self.store.save_states(requeued)
         self._task = asyncio.create_task(self._loop(), name="gpus-scheduler")
 
     async def stop(self) -> None:
@@ -157,6 +164,15 @@ class GpuService:
         audit = self.platform.audit
         for d in decisions:
             metrics.DECISIONS.labels(d.action).inc()
+            if d.action == "pending":
+                # A waiting job's reason can flip every cycle: audit it once a minute at most
+                # (explain keeps every change).
+                last = self._pending_audited.get(d.workload_id)
+                if last is not None and d.at - last < PENDING_AUDIT_EVERY_S:
+                    continue
+                self._pending_audited[d.workload_id] = d.at
+            else:
+                self._pending_audited.pop(d.workload_id, None)
             audit.record(None, f"gpus:{d.action}", f"gpu_workload/{d.workload_id}", "allow", d.reason,
                          {"queue": d.queue, "gpus": d.gpus}, tenant_id=d.tenant_id or None)
 
