@@ -15,7 +15,9 @@ NAME = "state"
 
 
 async def start(platform: Platform) -> StateService:
-    return StateService(platform.settings)
+    service = StateService(platform.settings, platform.db)
+    service.start_background()
+    return service
 
 
 async def stop(service: StateService) -> None:
@@ -23,4 +25,6 @@ async def stop(service: StateService) -> None:
 
 
 def routers() -> list[APIRouter]:
-    return []
+    from garrison.state.api import memory_router, state_router
+
+    return [state_router, memory_router]

@@ -1,24 +1,32 @@
-"""The state layer's service: tenant-scoped checkpointers on garrison's database."""
+"""The state layer's service: tenant-scoped checkpointers, memory store, session KV, retention."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from garrison.state import metrics, retention
 from garrison.state.checkpoint.crypto import load_or_create_key
 from garrison.state.checkpoint.engine import create_async, create_sync_engine, normalize_url
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
 from garrison.state.kv import SessionKV, session_kv
 from garrison.state.memory.embedder import MiniLMEmbedder
 from garrison.state.memory.store import GarrisonStore
+from garrison.state.tables import retention as R
 
 if TYPE_CHECKING:
     from garrison.config import Settings
+    from garrison.db import Database
 
+log = logging.getLogger("garrison.state")
 KEY_FILE = "state.key"
 
 
@@ -26,25 +34,33 @@ def encryption_wanted() -> bool:
     return os.environ.get("GARRISON_STATE_ENCRYPT", "").lower() in ("1", "true", "yes")
 
 
-class StateService:
-    """Hands out checkpointers scoped to one tenant; tables come from the Alembic branch ``state``.
+def retention_interval_s() -> float:
+    return float(os.environ.get("GARRISON_STATE_RETENTION_INTERVAL_S", "3600"))
 
-    The savers use engines of their own on the platform's database URL (see
-    ``checkpoint/engine.py`` for why), created on first use.
+
+class StateService:
+    """Hands out per-tenant checkpointers and memory stores; runs retention in the background.
+
+    Tables come from the Alembic branch ``state``. The savers use engines of their own
+    on the platform's database URL (see ``checkpoint/engine.py`` for why), made on first use.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
+        self.db = db
         self.url = settings.resolved_database_url
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
         self._sync_savers: dict[str, GarrisonSaver] = {}
         self._store_engine: Engine | None = None
         self._store: GarrisonStore | None = None
+        self._task: asyncio.Task[None] | None = None
         self.embedder = MiniLMEmbedder()
         self.kv: SessionKV = session_kv(settings.redis_url)
         key_path: Path = settings.data_dir / KEY_FILE
         self.encryption_key: bytes | None = load_or_create_key(key_path) if encryption_wanted() else None
+
+    # -- checkpointers and store --------------------------------------------------------
 
     def _async(self) -> AsyncEngine:
         if self._async_engine is None:
@@ -68,17 +84,87 @@ class StateService:
     def store(self, tenant_id: str) -> GarrisonStore:
         """The tenant's long-term memory store (LangGraph BaseStore, MiniLM semantic search)."""
         if self._store is None:
-            self._store_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8,
-                                                    vectors=True)
+            self._store_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8)
             store = GarrisonStore(self._store_engine, tenant_id=tenant_id,
-                                  index={"dims": self.embedder.dims, "embed": self.embedder, "fields": ["$"]})
-            with self._store_engine.begin() as conn:  # tables come from Alembic; the vec0 index is ours
-                store._setup_vec(conn)
+                                  index={"dims": self.embedder.dims, "embed": self.embedder, "fields": ["$"]},
+                                  vector_index=self.settings.data_dir / "state-vectors.db")
+            store.sync_vector_index()  # tables come from Alembic; the index file is the store's
             self._store = store
         return self._store.for_tenant(tenant_id)
 
+    # -- retention -------------------------------------------------------------------------
+
+    async def stats(self, tenant_id: str) -> dict[str, Any]:
+        out = await asyncio.to_thread(retention.stats, self.sync_saver(tenant_id))
+        metrics.STATE_BYTES.labels(tenant_id).set(out["bytes"])
+        return out
+
+    async def get_policy(self, tenant_id: str) -> retention.Policy:
+        async with self._async().connect() as conn:
+            row = (await conn.execute(sa.select(R.c.keep_last, R.c.max_age_s, R.c.idle_thread_s)
+                                      .where(R.c.tenant_id == tenant_id))).first()
+        if row is None:
+            return retention.Policy()
+        return retention.Policy(keep_last=row[0], max_age_s=row[1], idle_thread_s=row[2])
+
+    async def set_policy(self, tenant_id: str, policy: retention.Policy) -> retention.Policy:
+        async with self._async().connect() as conn:
+            conn = await conn.execution_options(garrison_state_write=True)
+            async with conn.begin():
+                await conn.execute(sa.delete(R).where(R.c.tenant_id == tenant_id))
+                if not policy.is_empty():
+                    await conn.execute(sa.insert(R).values(tenant_id=tenant_id, updated_at=time.time(),
+                                                           **policy.model_dump()))
+        return policy
+
+    async def prune(self, tenant_id: str, policy: retention.Policy | None = None) -> dict[str, Any]:
+        """Apply ``policy`` (default: the tenant's stored one) now."""
+        policy = policy or await self.get_policy(tenant_id)
+        if policy.is_empty():
+            return {"tenant_id": tenant_id, "policy": policy.model_dump(), "skipped": "no retention policy"}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            log.info("retention tenant=%s %s: %d/%d", tenant_id, phase, done, total)
+
+        try:
+            report = await asyncio.to_thread(retention.apply, self.sync_saver(tenant_id), policy, progress=progress)
+        except Exception:
+            metrics.RETENTION_RUNS.labels("error").inc()
+            raise
+        metrics.RETENTION_RUNS.labels("ok").inc()
+        metrics.RETENTION_DROPPED.inc(report["checkpoints_dropped"])
+        metrics.RETENTION_THREADS_DROPPED.inc(report["threads_dropped"])
+        metrics.STATE_BYTES.labels(tenant_id).set(report["bytes_after"])
+        return {"tenant_id": tenant_id, "policy": policy.model_dump(), **report}
+
+    async def run_retention_once(self) -> list[dict[str, Any]]:
+        async with self._async().connect() as conn:
+            tenants = list((await conn.execute(sa.select(R.c.tenant_id))).scalars())
+        return [await self.prune(t) for t in tenants]
+
+    async def _retention_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.run_retention_once()
+            except Exception:  # keep the loop alive; the failure is counted and logged
+                log.exception("retention pass failed")
+
+    def start_background(self) -> None:
+        interval = retention_interval_s()
+        if interval > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._retention_loop(interval))
+
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
         await self.kv.close()
+        if self._store is not None:
+            self._store.close()
         if self._store_engine is not None:
             self._store_engine.dispose()
         for saver in self._sync_savers.values():

@@ -27,6 +27,7 @@ checkpoints = sa.Table(
     sa.Column("meta", sa.Text, nullable=False),
     sa.Column("channel_versions", sa.Text, nullable=False),
     sa.Index("ix_state_checkpoints_run", "tenant_id", "run_id"),
+    sa.Index("ix_state_checkpoints_created", "tenant_id", "created_at"),
 )
 
 blobs = sa.Table(
@@ -87,3 +88,15 @@ store_vectors = sa.Table(
 )
 
 STORE_TABLES = [store_items, store_vectors]
+
+# -- retention ----------------------------------------------------------------------------
+
+retention = sa.Table(
+    "state_retention",
+    metadata,
+    sa.Column("tenant_id", sa.String, primary_key=True),
+    sa.Column("keep_last", sa.Integer, nullable=True),
+    sa.Column("max_age_s", sa.Float, nullable=True),
+    sa.Column("idle_thread_s", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

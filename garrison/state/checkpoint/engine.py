@@ -47,19 +47,7 @@ def normalize_url(conn_string: str, *, use_async: bool) -> str:
 SYNCHRONOUS = ("NORMAL", "FULL")
 
 
-def _load_sqlite_vec(dbapi_conn: Any) -> None:
-    """Load sqlite-vec where the driver can; the store falls back to numpy where it can't."""
-    try:
-        import sqlite_vec
-
-        dbapi_conn.enable_load_extension(True)
-        sqlite_vec.load(dbapi_conn)
-        dbapi_conn.enable_load_extension(False)
-    except Exception:  # no extension loading in this SQLite build, or no sqlite-vec wheel
-        return
-
-
-def _sqlite_connect_hook(synchronous: str, *, vectors: bool = False) -> Any:
+def _sqlite_connect_hook(synchronous: str) -> Any:
     if synchronous not in SYNCHRONOUS:
         raise ValueError(f"sqlite synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
 
@@ -72,8 +60,6 @@ def _sqlite_connect_hook(synchronous: str, *, vectors: bool = False) -> Any:
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
-        if vectors:
-            _load_sqlite_vec(dbapi_conn)
 
     return connect
 
@@ -85,8 +71,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def _install_sqlite_hooks(sync_engine: Engine, synchronous: str, *, vectors: bool = False) -> None:
-    event.listen(sync_engine, "connect", _sqlite_connect_hook(synchronous, vectors=vectors))
+def _install_sqlite_hooks(sync_engine: Engine, synchronous: str) -> None:
+    event.listen(sync_engine, "connect", _sqlite_connect_hook(synchronous))
     event.listen(sync_engine, "begin", _sqlite_begin)
 
 
@@ -98,21 +84,10 @@ def _engine_kwargs(url: str, *, pool_size: int) -> dict[str, Any]:
     return {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False}
 
 
-def create_sync_engine(url: str, *, pool_size: int = 16, synchronous: str = "NORMAL",
-                       vectors: bool = False) -> Engine:
-    """``vectors=True``: SQLite through pysqlite3 (the stdlib module here cannot load
-    extensions) with sqlite-vec loaded on every connection."""
-    kwargs = _engine_kwargs(url, pool_size=pool_size)
-    if vectors and url.startswith("sqlite"):
-        try:
-            import pysqlite3.dbapi2
-
-            kwargs["module"] = pysqlite3.dbapi2
-        except ImportError:
-            pass
-    engine = sa.create_engine(url, **kwargs)
+def create_sync_engine(url: str, *, pool_size: int = 16, synchronous: str = "NORMAL") -> Engine:
+    engine = sa.create_engine(url, **_engine_kwargs(url, pool_size=pool_size))
     if engine.dialect.name == "sqlite":
-        _install_sqlite_hooks(engine, synchronous, vectors=vectors)
+        _install_sqlite_hooks(engine, synchronous)
     return engine
 
 

@@ -2,10 +2,11 @@
 
 Items live in ``state_store_items`` (namespace labels joined by "."; langgraph forbids
 "." in labels), embeddings in ``state_store_vectors`` (float32, unit length). On
-SQLite a sqlite-vec ``vec0`` table holds a 1-bit-per-dimension copy partitioned by
-tenant: a query takes a hamming-distance shortlist from it and re-ranks the
-shortlist by exact cosine on the float vectors. Without sqlite-vec (PostgreSQL: this
-server has no pgvector) the cosine runs in numpy over the namespace's vectors.
+SQLite a sqlite-vec index (``vec_index.py``, a file of its own) holds a
+1-bit-per-dimension copy partitioned by tenant: a query takes a hamming-distance
+shortlist from it and re-ranks the shortlist by exact cosine on the float vectors.
+Without it (PostgreSQL: this server has no pgvector) the cosine runs in numpy over the
+namespace's vectors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,7 @@ from sqlalchemy.engine import Engine
 from garrison.state.checkpoint.engine import WRITE_OPTION, create_sync_engine, normalize_url
 from garrison.state.checkpoint.errors import InvalidConfig, ValueTooLarge
 from garrison.state.checkpoint.ops import insert_for
+from garrison.state.memory import vec_index
 from garrison.state.tables import STORE_TABLES
 from garrison.state.tables import store_items as I
 from garrison.state.tables import store_vectors as V
@@ -73,6 +76,21 @@ def _matches(value: Any, flt: Any) -> bool:
         return (isinstance(value, (list, tuple)) and len(value) == len(flt)
                 and all(_matches(a, b) for a, b in zip(value, flt, strict=True)))
     return bool(value == flt)
+
+
+_OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"}
+
+
+def _validate_filter(flt: Any) -> None:
+    """Refuse unknown operators up front, not only when an item happens to be compared."""
+    if isinstance(flt, dict):
+        for k, v in flt.items():
+            if isinstance(k, str) and k.startswith("$") and k not in _OPERATORS:
+                raise InvalidConfig(f"unsupported filter operator {k!r}: use $eq, $ne, $gt, $gte, $lt or $lte")
+            _validate_filter(v)
+    elif isinstance(flt, (list, tuple)):
+        for v in flt:
+            _validate_filter(v)
 
 
 def _apply(value: Any, op: str, arg: Any) -> bool:
@@ -110,7 +128,9 @@ class GarrisonStore(BaseStore):
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        vector_index: Path | None = None,
     ) -> None:
+        """``vector_index``: the sqlite-vec index file (SQLite only; without it, numpy scans)."""
         self.engine = engine
         self.dialect = engine.dialect.name
         self.tenant_id = tenant_id
@@ -121,34 +141,34 @@ class GarrisonStore(BaseStore):
         self.dims = int(index["dims"]) if index else 0
         fields = (index or {}).get("fields") or ["$"]
         self._fields = [(f, tokenize_path(f) if f != "$" else f) for f in fields]
-        self._vec_table = f"state_store_vec_bits_{self.dims}" if index and self._has_sqlite_vec() else None
+        self._vec: vec_index.VecIndex | None = None
+        if index and vector_index is not None and self.dialect == "sqlite" and vec_index.available():
+            self._vec = vec_index.VecIndex(vector_index, self.dims)
 
-    def _has_sqlite_vec(self) -> bool:
-        if self.dialect != "sqlite":
-            return False
-        with self.engine.connect() as conn:
-            try:
-                conn.exec_driver_sql("SELECT vec_version()")
-                return True
-            except sa.exc.OperationalError:
-                return False
+    def close(self) -> None:
+        if self._vec is not None:
+            self._vec.close()
 
     @classmethod
     @contextmanager
     def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[GarrisonStore]:
         """A store on a SQLite path / URL (sqlite-vec loaded) or a PostgreSQL URL; creates its tables."""
-        engine = create_sync_engine(normalize_url(conn_string, use_async=False), vectors=True)
+        url = normalize_url(conn_string, use_async=False)
+        engine = create_sync_engine(url)
+        path = url.split("///", 1)[1] if url.startswith("sqlite:///") else ""
+        kwargs.setdefault("vector_index", Path(path + "-vec") if path else None)
         try:
             store = cls(engine, **kwargs)
             store.setup()
             yield store
+            store.close()
         finally:
             engine.dispose()
 
     def for_tenant(self, tenant_id: str) -> GarrisonStore:
         clone = object.__new__(type(self))
         for name in ("engine", "dialect", "ttl_config", "max_value_bytes", "index_config", "embeddings",
-                     "dims", "_fields", "_vec_table"):
+                     "dims", "_fields", "_vec"):
             setattr(clone, name, getattr(self, name))
         clone.tenant_id = tenant_id
         return clone
@@ -156,13 +176,22 @@ class GarrisonStore(BaseStore):
     def setup(self) -> None:
         with self.engine.begin() as conn:
             STORE_TABLES[0].metadata.create_all(conn, tables=STORE_TABLES, checkfirst=True)
-            self._setup_vec(conn)
+        self.sync_vector_index()
 
-    def _setup_vec(self, conn: sa.Connection) -> None:
-        if self._vec_table:
-            conn.exec_driver_sql(
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._vec_table} USING vec0("
-                f"tenant_id text partition key, embedding bit[{self.dims}])")
+    def sync_vector_index(self) -> int:
+        """Add the vectors the index lacks (after a crash between the two commits)."""
+        if self._vec is None:
+            return 0
+        added = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(V.c.id, V.c.tenant_id, V.c.embedding).where(
+                    V.c.id > self._vec.max_id()).order_by(V.c.id).limit(5000)).all()
+            rows = [r for r in rows if len(r[2]) == 4 * self.dims]
+            if not rows:
+                return added
+            self._vec.add([(r[0], r[1], vec_index.bits(np.frombuffer(r[2], np.float32))) for r in rows])
+            added += len(rows)
 
     # -- batch ------------------------------------------------------------------------
 
@@ -175,6 +204,7 @@ class GarrisonStore(BaseStore):
         results: list[Result] = []
         refresh: set[tuple[str, str]] = set()
         opts = {WRITE_OPTION: True} if puts else {}
+        changes = _IndexChanges()
         with self.engine.connect().execution_options(**opts) as conn, conn.begin():
             pending: list[PutOp] = []
             for op in ops:
@@ -183,7 +213,7 @@ class GarrisonStore(BaseStore):
                     results.append(None)
                     continue
                 if pending:
-                    self._put_many(conn, pending, vectors)
+                    self._put_many(conn, pending, vectors, changes)
                     pending = []
                 if isinstance(op, GetOp):
                     results.append(self._get(conn, op, refresh))
@@ -194,7 +224,8 @@ class GarrisonStore(BaseStore):
                 else:
                     raise InvalidConfig(f"unknown store operation {type(op).__name__}")
             if pending:
-                self._put_many(conn, pending, vectors)
+                self._put_many(conn, pending, vectors, changes)
+        self._apply_index(changes)
         if refresh:
             self._refresh_ttl(refresh)
         return results
@@ -226,8 +257,15 @@ class GarrisonStore(BaseStore):
             self._live(now))).first()
         return self._item(row, now, refresh, op.refresh_ttl) if row else None
 
+    def _apply_index(self, changes: _IndexChanges) -> None:
+        """After the main commit: the index is derived data, refilled by sync_vector_index."""
+        if self._vec is not None:
+            self._vec.remove(changes.removed)
+            self._vec.add(changes.added)
+
     def _put_many(self, conn: sa.Connection, puts: list[PutOp],
-                  vectors: dict[tuple[tuple[str, ...], str], list[tuple[str, np.ndarray]]]) -> None:
+                  vectors: dict[tuple[tuple[str, ...], str], list[tuple[str, np.ndarray]]],
+                  changes: _IndexChanges) -> None:
         latest: dict[tuple[str, str], PutOp] = {}
         for op in puts:  # within one batch the last put of a key wins
             if not op.namespace:
@@ -252,7 +290,7 @@ class GarrisonStore(BaseStore):
             for field, vec in vectors.get((op.namespace, op.key), []):
                 vec_rows.append({"tenant_id": self.tenant_id, "prefix": prefix, "key": key, "field": field,
                                  "embedding": vec.tobytes()})
-        self._delete_vectors_of(conn, list(latest))
+        self._delete_vectors_of(conn, list(latest), changes)
         for start in range(0, len(deletes), 500):
             conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id,
                                             sa.tuple_(I.c.prefix, I.c.key).in_(deletes[start:start + 500])))
@@ -261,30 +299,17 @@ class GarrisonStore(BaseStore):
         if vec_rows:
             ids = conn.execute(sa.insert(V).returning(V.c.id, sort_by_parameter_order=True),
                                vec_rows).scalars().all()
-            if self._vec_table:
-                conn.exec_driver_sql(
-                    f"INSERT INTO {self._vec_table}(rowid, tenant_id, embedding) VALUES (?, ?, vec_bit(?))",
-                    [(i, self.tenant_id, np.packbits(np.frombuffer(r["embedding"], np.float32) > 0).tobytes())
-                     for i, r in zip(ids, vec_rows, strict=True)])
+            if self._vec is not None:
+                changes.added.extend(
+                    (i, self.tenant_id, vec_index.bits(np.frombuffer(r["embedding"], np.float32)))
+                    for i, r in zip(ids, vec_rows, strict=True))
 
-    def _delete_vectors_of(self, conn: sa.Connection, items: list[tuple[str, str]]) -> None:
+    def _delete_vectors_of(self, conn: sa.Connection, items: list[tuple[str, str]], changes: _IndexChanges) -> None:
         for start in range(0, len(items), 500):
             where = [V.c.tenant_id == self.tenant_id, sa.tuple_(V.c.prefix, V.c.key).in_(items[start:start + 500])]
-            if self._vec_table:
-                ids = conn.execute(sa.select(V.c.id).where(*where)).scalars().all()
-                if ids:
-                    conn.exec_driver_sql(f"DELETE FROM {self._vec_table} WHERE rowid = ?", [(i,) for i in ids])
+            if self._vec is not None:
+                changes.removed.extend(conn.execute(sa.select(V.c.id).where(*where)).scalars().all())
             conn.execute(sa.delete(V).where(*where))
-
-    def _delete_vectors(self, conn: sa.Connection, prefix: str, key: str | None) -> None:
-        where = [V.c.tenant_id == self.tenant_id, V.c.prefix == prefix]
-        if key is not None:
-            where.append(V.c.key == key)
-        if self._vec_table:
-            ids = conn.execute(sa.select(V.c.id).where(*where)).scalars().all()
-            if ids:
-                conn.exec_driver_sql(f"DELETE FROM {self._vec_table} WHERE rowid = ?", [(i,) for i in ids])
-        conn.execute(sa.delete(V).where(*where))
 
     def _scope_clause(self, table: sa.Table, namespace_prefix: Sequence[str]) -> list[Any]:
         where = [table.c.tenant_id == self.tenant_id]
@@ -298,6 +323,7 @@ class GarrisonStore(BaseStore):
             raise InvalidConfig("limit and offset must not be negative")
         now = time.time()
         flt = op.filter or {}
+        _validate_filter(flt)
         if op.query and self.embeddings is not None:
             return self._semantic(conn, op, now, refresh)
         rows = conn.execute(sa.select(*_ITEM_COLS).where(
@@ -320,12 +346,10 @@ class GarrisonStore(BaseStore):
         assert self.embeddings is not None
         q = _unit(np.asarray(self.embeddings.embed_query(op.query or ""), dtype=np.float32))
         want = op.offset + op.limit
-        if self._vec_table:
+        if self._vec is not None:
             k = max(100, 10 * want)
             while True:
-                cand = conn.exec_driver_sql(
-                    f"SELECT rowid FROM {self._vec_table} WHERE embedding MATCH vec_bit(?) AND k = ? "
-                    "AND tenant_id = ?", (np.packbits(q > 0).tobytes(), k, self.tenant_id)).scalars().all()
+                cand = self._vec.nearest(self.tenant_id, q, k)
                 vec_rows = conn.execute(sa.select(V.c.prefix, V.c.key, V.c.embedding).where(
                     V.c.id.in_(cand), *self._scope_clause(V, op.namespace_prefix))).all() if cand else []
                 ranked = self._rank(conn, op, vec_rows, q, now, refresh)
@@ -412,14 +436,22 @@ class GarrisonStore(BaseStore):
     def sweep_ttl(self) -> int:
         """Delete this tenant's expired items and their vectors; returns how many items."""
         now = time.time()
+        changes = _IndexChanges()
         with self.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
-            expired = conn.execute(sa.select(I.c.prefix, I.c.key).where(
-                I.c.tenant_id == self.tenant_id, I.c.expires_at <= now)).all()
-            for prefix, key in expired:
-                self._delete_vectors(conn, prefix, key)
-                conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id, I.c.prefix == prefix,
-                                                I.c.key == key))
+            expired = [tuple(r) for r in conn.execute(sa.select(I.c.prefix, I.c.key).where(
+                I.c.tenant_id == self.tenant_id, I.c.expires_at <= now)).all()]
+            self._delete_vectors_of(conn, expired, changes)
+            for start in range(0, len(expired), 500):
+                conn.execute(sa.delete(I).where(I.c.tenant_id == self.tenant_id,
+                                                sa.tuple_(I.c.prefix, I.c.key).in_(expired[start:start + 500])))
+        self._apply_index(changes)
         return len(expired)
+
+
+class _IndexChanges:
+    def __init__(self) -> None:
+        self.added: list[tuple[int, str, bytes]] = []
+        self.removed: list[int] = []
 
 
 def _upsert(dialect: str) -> Any:
