@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import Response
 from opentelemetry import propagate, trace
@@ -87,7 +87,7 @@ class Gateway:
         pools: dict[str, ModelPool],
         scheduler: Scheduler,
         limiter: Limiter,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession | None,
         metering: Any,
         policy: Any,
         audit: Any,
@@ -249,16 +249,13 @@ class Gateway:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return orjson.dumps(body)
 
-    def _request(self, call: Call, replica: Replica) -> httpx.Request:
+    def _headers(self, call: Call, replica: Replica) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if replica.api_key:
             headers["authorization"] = f"Bearer {replica.api_key}"
         if call.trace_id and call.span_id:
             headers["traceparent"] = f"00-{call.trace_id}-{call.span_id}-01"
-        return self.http.build_request(
-            "POST", replica.base_url + OPS[call.parsed.op], content=self._payload(call, replica), headers=headers,
-            timeout=httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s),
-        )
+        return headers
 
     async def _dispatch(self, call: Call) -> Response:
         pools = [call.pool] + [self.pools[f] for f in call.pool.fallbacks if f in self.pools]
@@ -293,38 +290,48 @@ class Gateway:
         )
 
     async def _exchange(self, call: Call, pool: ModelPool, replica: Replica) -> Response:
-        request = self._request(call, replica)
+        assert self.http is not None, "the LLM service is not started"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.read_timeout_s
+        )
         try:
-            resp = await self.http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            resp = await self.http.post(
+                replica.base_url + OPS[call.parsed.op], data=self._payload(call, replica),
+                headers=self._headers(call, replica), timeout=timeout,
+            )
+        except TimeoutError as exc:
             raise _Retryable(f"timed out: {type(exc).__name__}") from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise _Retryable(f"connection failed: {type(exc).__name__}") from None
-        if resp.status_code >= 500 or resp.status_code == 429:
-            await resp.aclose()
-            raise _Retryable(f"answered {resp.status_code}", count_failure=resp.status_code != 429)
-        if call.parsed.stream and resp.status_code == 200:
+        status_code = resp.status
+        if status_code >= 500 or status_code == 429:
+            resp.close()
+            raise _Retryable(f"answered {status_code}", count_failure=status_code != 429)
+        if call.parsed.stream and status_code == 200:
             def abandon() -> None:  # the response never started: close what the relay would have
                 if not call.finished:
-                    asyncio.ensure_future(resp.aclose())
+                    resp.close()
                     self._finish(call, pool, replica, status="cancelled", usage=None, ttft=None)
 
             return EventStream(
                 self._relay(call, pool, replica, resp), on_close=abandon, headers={"x-garrison-replica": replica.id}
             )
         try:
-            data = await resp.aread()
-        except httpx.TransportError as exc:
+            data = await resp.read()
+        except TimeoutError as exc:
+            resp.close()
+            raise _Retryable(f"timed out: {type(exc).__name__}") from None
+        except aiohttp.ClientError as exc:
+            resp.close()
             raise _Retryable(f"response cut off: {type(exc).__name__}") from None
-        finally:
-            await resp.aclose()
+        resp.release()
         ttft = time.perf_counter() - call.started
-        if resp.status_code >= 400:
+        if status_code >= 400:
             # The upstream refused the request itself (bad parameters): the client's to fix.
             replica.breaker.success()
-            self._finish(call, pool, replica, status="error", usage=None, ttft=None, upstream_status=resp.status_code)
+            self._finish(call, pool, replica, status="error", usage=None, ttft=None, upstream_status=status_code)
             return Response(
-                content=data, status_code=resp.status_code,
+                content=data, status_code=status_code,
                 media_type=resp.headers.get("content-type", "application/json"),
             )
         try:
@@ -344,7 +351,7 @@ class Gateway:
         return Response(content=data, media_type="application/json", headers={"x-garrison-replica": replica.id})
 
     async def _relay(
-        self, call: Call, pool: ModelPool, replica: Replica, resp: httpx.Response
+        self, call: Call, pool: ModelPool, replica: Replica, resp: aiohttp.ClientResponse
     ) -> AsyncIterator[bytes]:
         """Forward SSE events, keep the usage, drop the usage chunk the client did not ask for."""
         rewrite = replica.target_model != pool.name
@@ -361,15 +368,18 @@ class Gateway:
         def settle() -> None:
             if call.finished:
                 return
-            # No await here: this may run while the task is being cancelled.
-            asyncio.ensure_future(resp.aclose())
+            # Closing drops the upstream connection, which cancels the request there.
+            if status == "ok":
+                resp.release()
+            else:
+                resp.close()
             self._finish(call, pool, replica, status=status,
                          usage=usage or {"prompt_tokens": call.est_in, "completion_tokens": chunks},
                          ttft=ttft, response_id=response_id, finish_reason=finish)
 
         try:
             try:
-                async for raw in resp.aiter_raw():
+                async for raw in resp.content.iter_any():
                     if ttft is None:
                         ttft = time.perf_counter() - call.started
                     buf += raw
@@ -410,7 +420,7 @@ class Gateway:
                             out.append(event + b"\n\n")
                     if out:
                         yield b"".join(out)
-            except httpx.TransportError as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 status = "error"
                 replica.breaker.failure(time.monotonic())
                 m.UPSTREAM_ERRORS.labels(replica.id, "mid_stream").inc()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from fastapi import Response
 
 from garrison.core.errors import BadRequest, NotFound
@@ -48,12 +48,9 @@ class LLMService:
             usable=lambda r, now: r.healthy and r.breaker.allows(now),
         )
         self.scheduler.on_wait = lambda model, waited: m.QUEUE_WAIT.labels(model).observe(waited)
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(s.read_timeout_s, connect=s.connect_timeout_s),
-            limits=httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections),
-        )
+        self.http: aiohttp.ClientSession | None = None  # made in start(): it needs the running loop
         self.gateway = Gateway(
-            settings=s, pools=self.pools, scheduler=self.scheduler, limiter=self.limiter, http=self.http,
+            settings=s, pools=self.pools, scheduler=self.scheduler, limiter=self.limiter, http=None,
             metering=metering, policy=policy, audit=audit,
         )
         self._monitor: asyncio.Task[None] | None = None
@@ -66,6 +63,12 @@ class LLMService:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.max_connections, ttl_dns_cache=300),
+            auto_decompress=False,  # bodies are relayed as the upstream sent them
+            skip_auto_headers=("User-Agent",),
+        )
+        self.gateway.http = self.http
         await self.reload()
         self._monitor = asyncio.create_task(self._monitor_loop(), name="llm-monitor")
 
@@ -74,7 +77,8 @@ class LLMService:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        await self.http.aclose()
+        if self.http is not None:
+            await self.http.close()
         await self.limiter.close()
 
     async def reload(self) -> None:
@@ -134,22 +138,28 @@ class LLMService:
         base = replica.base_url
         return base[:-3] if base.endswith("/v1") else base
 
+    async def _get(self, url: str, headers: dict[str, str] | None, timeout_s: float) -> tuple[int, str]:
+        assert self.http is not None
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self.http.get(url, headers=headers, timeout=timeout) as resp:
+            return resp.status, await resp.text()
+
     async def _scrape(self, replica: Replica) -> None:
         try:
-            resp = await self.http.get(self._root(replica) + "/metrics", timeout=self.settings.metrics_stale_s)
-            if resp.status_code != 200:
-                return
-            waiting, kv = await asyncio.to_thread(parse_load_metrics, resp.text)
-        except (httpx.HTTPError, ValueError):
+            status, text = await self._get(self._root(replica) + "/metrics", None, self.settings.metrics_stale_s)
+        except (TimeoutError, aiohttp.ClientError, UnicodeDecodeError):
             return
-        replica.waiting, replica.kv_usage, replica.scraped_at = waiting, kv, time.monotonic()
+        if status != 200:
+            return
+        replica.waiting, replica.kv_usage = parse_load_metrics(text)
+        replica.scraped_at = time.monotonic()
 
     async def _health(self, replica: Replica) -> None:
-        headers = {"authorization": f"Bearer {replica.api_key}"} if replica.api_key else {}
+        headers = {"authorization": f"Bearer {replica.api_key}"} if replica.api_key else None
         try:
-            resp = await self.http.get(replica.base_url + "/models", headers=headers, timeout=5.0)
-            replica.healthy = resp.status_code < 500
-        except httpx.HTTPError:
+            status, _ = await self._get(replica.base_url + "/models", headers, 5.0)
+            replica.healthy = status < 500
+        except (TimeoutError, aiohttp.ClientError, UnicodeDecodeError):
             replica.healthy = False
 
     # ---- admin -----------------------------------------------------------------------

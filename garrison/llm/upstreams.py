@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
 KINDS = ("openai", "vllm", "ollama", "llamacpp")
 
 
@@ -103,15 +101,33 @@ class ModelPool:
     replicas: list[Replica] = field(default_factory=list)
 
 
+WAITING = ("vllm:num_requests_waiting", "llamacpp:requests_deferred")
+KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "llamacpp:kv_cache_usage_ratio")
+
+
 def parse_load_metrics(text: str) -> tuple[float | None, float | None]:
-    """(waiting requests, KV cache usage 0..1) from vLLM or llama.cpp Prometheus text."""
+    """(waiting requests, KV cache usage 0..1) from vLLM or llama.cpp Prometheus text.
+
+    Only two families matter, so a line scan beats a full exposition parser; waiting
+    requests are summed over label sets (models, engines), KV usage is the maximum.
+    """
     waiting: float | None = None
     kv: float | None = None
-    for family in text_string_to_metric_families(text):
-        name = family.name
-        total = sum(s.value for s in family.samples if not s.name.endswith(("_created",)))
-        if name in ("vllm:num_requests_waiting", "llamacpp:requests_deferred"):
-            waiting = (waiting or 0.0) + total
-        elif name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "llamacpp:kv_cache_usage_ratio"):
-            kv = max(kv or 0.0, max((s.value for s in family.samples), default=0.0))
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name_end = min((i for i in (line.find("{"), line.find(" ")) if i >= 0), default=-1)
+        if name_end < 0:
+            continue
+        name = line[:name_end]
+        if name not in WAITING and name not in KV_USAGE:
+            continue
+        try:
+            value = float(line.rsplit("}", 1)[-1].split()[0])
+        except (ValueError, IndexError):
+            continue
+        if name in WAITING:
+            waiting = (waiting or 0.0) + value
+        else:
+            kv = value if kv is None else max(kv, value)
     return waiting, kv
