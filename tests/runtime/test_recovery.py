@@ -3,16 +3,18 @@ and no completed step runs again. Uses the embedded Temporal dev server (no GARR
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from support.live import start_server, stop_server
+from support.live import GARRISON, start_server, stop_server
 
-from runtime.helpers import bundle
+from runtime.helpers import AGENTS
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +46,14 @@ def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path):
     headers = {"authorization": f"Bearer {server.admin_key}"}
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
-            r = http.post("/api/runtime/agents/steps/versions", content=bundle("steps"),
-                          headers={"content-type": "application/gzip"})
-            assert r.status_code == 201, r.text
+            # Deployed with the command line, as a user would.
+            cli = lambda *a: subprocess.run([GARRISON, "agents", *a], env=server.env, capture_output=True,  # noqa: E731
+                                            text=True, timeout=120)
+            done = cli("deploy", str(AGENTS / "steps"))
+            assert done.returncode == 0 and "deployed steps version 1" in done.stdout, done.stderr
+            shown = json.loads(cli("show", "steps", "--format", "json").stdout)
+            assert shown["endpoints"] == {"default": 1} and shown["versions"][0]["graphs"] == ["approval", "steps"]
+            assert cli("endpoint", "steps", "7").returncode == 1  # no such version: a clear error, exit 1
             tid = http.post("/threads", json={}).json()["thread_id"]
             run = http.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []}}).json()
             _wait_for(lambda: log.exists() and "first" in log.read_text(), 60, "the first step")

