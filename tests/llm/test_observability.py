@@ -1,0 +1,44 @@
+"""The gateway's span reaches telemetry marked as the gateway's; Prometheus counts calls."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from garrison.llm.upstreams import parse_load_metrics
+
+
+def test_load_metrics_parsing_sums_waiting_and_takes_max_kv():
+    text = (
+        "# HELP vllm:num_requests_waiting waiting\n"
+        'vllm:num_requests_waiting{model_name="a"} 3.0\n'
+        'vllm:num_requests_waiting{model_name="b"} 2\n'
+        'vllm:gpu_cache_usage_perc{engine="0"} 0.25\n'
+        'vllm:kv_cache_usage_perc{engine="1",note="a b"} 0.5\n'
+        "vllm:num_requests_running 7\n"
+        "nonsense line without value\n"
+        "vllm:num_requests_waiting{x=\"1\"} not-a-number\n"
+    )
+    assert parse_load_metrics(text) == (5.0, 0.5)
+    assert parse_load_metrics("") == (None, None)
+
+
+async def test_gateway_span_is_stored_by_telemetry_with_gen_ai_usage(client, platform, fake, add_model):
+    await add_model("m", fake)
+    r = await client.post("/v1/chat/completions", json={"model": "m", "max_tokens": 4,
+                                                         "messages": [{"role": "user", "content": "a b c"}]})
+    assert r.status_code == 200
+    metering = platform.services["metering"]
+    await metering.ledger.drain()
+    entry = (await metering.entries(None))[0]
+    telemetry = platform.services.get("telemetry")
+    assert telemetry is not None, "the telemetry layer stores garrison's own spans"
+    await telemetry.flush()
+    trace = (await client.get(f"/api/traces/{entry['trace_id']}")).json()
+    span = [s for s in trace["spans"] if s["name"] == "chat m"][0]
+    assert span["gateway"] is True and span["attributes"]["garrison.gateway"] is True
+    assert span["usage"]["input_tokens"] == 6 and span["usage"]["output_tokens"] == 4
+    assert span["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
+    before = REGISTRY.get_sample_value("garrison_llm_requests_total", {"model": "m", "status": "ok"})
+    assert before is not None and before >= 1
+    metrics = await client.get("/metrics")
+    assert "garrison_llm_requests_total" in metrics.text and "garrison_llm_queue_depth" in metrics.text
