@@ -233,7 +233,8 @@ class RegistryService:
             raise Forbidden(f"namespace {namespace!r} belongs to another tenant; publish under your own namespace")
 
     async def publish(self, principal: Principal, doc: Any, *, tenant_id: str | None = None,
-                      status: str = "active", published_at: datetime | None = None, force: bool = False) -> Entry:
+                      status: str = "active", published_at: datetime | None = None, force: bool = False,
+                      audit: bool = True) -> Entry:
         doc = validate_server_json(doc)
         name, version = doc["name"], doc["version"]
         await self._check(principal, "registry:publish", name, principal.tenant_id)
@@ -265,7 +266,8 @@ class RegistryService:
             raise Conflict(f"{name} {version} is already published") from exc
         if tools is not None:
             await self.store.save_tool_list(name, version, tools, now)
-        await self._audit(principal, "registry:publish", name, version=version)
+        if audit:
+            await self._audit(principal, "registry:publish", name, version=version)
         self._changed(name)
         return entry
 
@@ -352,7 +354,8 @@ class RegistryService:
                 meta = (item.get("_meta") or {}).get("io.modelcontextprotocol.registry/official") or {}
             status = meta.get("status") if meta.get("status") in ("active", "deprecated", "deleted") else "active"
             try:
-                await self.publish(principal, doc, status=status, published_at=_parse_time(meta.get("publishedAt")))
+                await self.publish(principal, doc, status=status, published_at=_parse_time(meta.get("publishedAt")),
+                                   audit=False)
                 counts["imported"] += 1
             except Conflict:
                 counts["skipped"] += 1
@@ -361,6 +364,8 @@ class RegistryService:
                 if len(errors) < 20:
                     errors.append(f"{_label(doc)}: {exc.detail}")
             await asyncio.sleep(0)
+        # One audit entry for the whole import rather than one per entry.
+        await self._audit(principal, "registry:import", "*", **counts)
         return {**counts, "errors": errors}  # type: ignore[dict-item]
 
     async def export_entries(self, include_deleted: bool = True) -> list[dict[str, Any]]:
