@@ -21,6 +21,7 @@ from garrison.state.schemas import (
     RecordOut,
     SearchIn,
     SearchOut,
+    StrategyRunIn,
 )
 from garrison.state.service import StateService
 
@@ -117,3 +118,17 @@ async def list_events(actor_id: str = Query(..., pattern=LABEL), session_id: str
                       platform: Platform = Depends(get_platform)) -> EventsOut:
     events = await records.list_events(_svc(platform).store(principal.tenant_id), actor_id, session_id, limit)
     return EventsOut(events=events)
+
+
+@memory_router.post("/strategies/{strategy}/run", status_code=202)
+async def run_strategy(strategy: str, body: StrategyRunIn, principal: Principal = Depends(require("memory:write")),
+                       platform: Platform = Depends(get_platform)) -> dict[str, Any]:
+    svc = _svc(platform)
+    return svc.strategies.submit(principal, svc.store(principal.tenant_id), platform.services.get("llm"), strategy,
+                                 body.actor_id, body.session_id, body.model)
+
+
+@memory_router.get("/jobs/{job_id}")
+async def get_job(job_id: str, principal: Principal = Depends(require("memory:read")),
+                  platform: Platform = Depends(get_platform)) -> dict[str, Any]:
+    return _svc(platform).strategies.get(principal, job_id)

@@ -74,3 +74,10 @@ class EventOut(BaseModel):
 
 class EventsOut(BaseModel):
     events: list[EventOut]
+
+
+class StrategyRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str = Field(pattern=LABEL)
+    session_id: str = Field(pattern=LABEL)
+    model: str = Field(min_length=1, max_length=256, description="A model of the LLM gateway.")

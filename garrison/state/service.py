@@ -20,6 +20,7 @@ from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
 from garrison.state.kv import SessionKV, session_kv
 from garrison.state.memory.embedder import MiniLMEmbedder
 from garrison.state.memory.store import GarrisonStore
+from garrison.state.memory.strategies import StrategyJobs
 from garrison.state.tables import retention as R
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class StateService:
         self._task: asyncio.Task[None] | None = None
         self.embedder = MiniLMEmbedder()
         self.kv: SessionKV = session_kv(settings.redis_url)
+        self.strategies = StrategyJobs()
         key_path: Path = settings.data_dir / KEY_FILE
         self.encryption_key: bytes | None = load_or_create_key(key_path) if encryption_wanted() else None
 
@@ -162,6 +164,7 @@ class StateService:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        await self.strategies.stop()
         await self.kv.close()
         if self._store is not None:
             self._store.close()
