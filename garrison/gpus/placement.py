@@ -138,8 +138,10 @@ class Cluster:
         claim: dict[str, int] = {}
         plan: Plan = []
         candidates = self.healthy()
-        if w.topology_required and w.topology is not Topology.any and w.gang_size > 1:
-            return self._plan_fraction_scoped(w, overlay, candidates)
+        if w.topology is not Topology.any and w.gang_size > 1:
+            scoped, why = self._plan_fraction_scoped(w, overlay, candidates)
+            if scoped is not None or w.topology_required:
+                return scoped, why  # a preference falls back to spreading below
         need_of: dict[int, int] = {}
         for _ in range(w.gang_size):
             best: GpuSlot | None = None
@@ -174,8 +176,9 @@ class Cluster:
             key = s.spec.nvlink_group if w.topology is Topology.nvlink else s.spec.node
             scopes.setdefault(key, []).append(s)
         for slots in scopes.values():
-            sub = Cluster.__new__(Cluster)
+            sub = Cluster.__new__(Cluster)  # a view over the same slots, not a copy
             sub.slots, sub.by_id, sub.nodes = slots, {s.id: s for s in slots}, {}
+            sub._healthy, sub._reference_mib = slots, None
             free_w = Workload(id=w.id, queue=w.queue, fraction=w.fraction, memory_mib=w.memory_mib,
                               gang_size=w.gang_size, priority_class=w.priority_class)
             plan, _ = sub._plan_fraction(free_w, overlay)

@@ -238,3 +238,22 @@ def test_usage_history_counts_work_that_finished_between_cycles() -> None:
     s.advance(4200)
     assert s.tree.by_name["team-a"].usage == pytest.approx(2 * 600 * 0.5, rel=1e-6)
     assert s.tree.by_name["team-b"].usage == 0
+
+
+def test_a_fractional_gang_prefers_one_node_and_may_require_it() -> None:
+    s = Scheduler(gpus(2, 2), two_teams(2, 2))
+    s.submit(job("filler", gpus=1), 0)  # n0 keeps one free GPU, n1 two
+    s.cycle(0)
+    s.submit(job("pair", fraction=0.75, gang_size=2, topology=Topology.node), 1)
+    s.cycle(1)
+    nodes = {g.split("/")[0] for g, _ in s.get("pair").placement}  # type: ignore[union-attr]
+    assert len(nodes) == 1
+    trio = job("trio", queue="team-b", fraction=0.75, gang_size=3, topology=Topology.node, topology_required=True)
+    with pytest.raises(Refused, match="no single node domain"):
+        s.submit(trio, 2)
+    fresh = Scheduler(gpus(2, 2), two_teams(2, 2))
+    spread = job("spread", fraction=0.75, gang_size=3, topology=Topology.node)
+    fresh.submit(spread, 0)  # only a preference: no node holds three, so it spreads
+    fresh.cycle(0)
+    assert spread.state is State.running
+    assert {g.split("/")[0] for g, _ in spread.placement} == {"n0", "n1"}
