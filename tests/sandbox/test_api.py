@@ -101,7 +101,7 @@ async def test_lifetime_deadline_and_set_timeout(client: httpx.AsyncClient, tmp_
 
 
 async def test_archive_uploads_refuse_escapes_and_bombs(client: httpx.AsyncClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    sid = (await create(client, fast_backend(tmp_path)))["id"]
+    sid = (await create(client, fast_backend(tmp_path), limits={"workspace_mib": 16}))["id"]
 
     def tar(members: list[tarfile.TarInfo], data: bytes = b"x") -> bytes:
         buf = io.BytesIO()
@@ -130,7 +130,7 @@ async def test_archive_uploads_refuse_escapes_and_bombs(client: httpx.AsyncClien
     assert r.status_code == 400 and r.json()["type"].endswith("/path-escape")
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("zeros", b"\0" * (600 * 1024 * 1024))  # 600 MiB of zeros: ~600 KiB compressed
+        zf.writestr("zeros", b"\0" * (64 * 1024 * 1024))  # 64 MiB of zeros (~64 KiB zipped) > 16 MiB
     r = await client.post(f"/api/sandboxes/{sid}/files/archive", params={"format": "zip"}, content=bomb.getvalue())
     assert r.status_code == 413 and r.json()["type"].endswith("/file-too-large")
     r = await client.post(f"/api/sandboxes/{sid}/files/archive", content=b"not an archive")

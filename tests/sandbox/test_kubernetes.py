@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,16 @@ from garrison.sandbox.backends import kubernetes as k8s
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "agent-sandbox"
 
 
+@functools.cache
+def _crds() -> tuple[dict[str, Any], ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(yaml.load(p.read_text(), Loader=loader) for p in sorted(SPECS.glob("*.yaml")))  # noqa: S506
+
+
 def schema_for(kind: str, version: str = "v1alpha1") -> dict[str, Any]:
     if not SPECS.is_dir():
         pytest.skip(f"agent-sandbox CRDs not found at {SPECS}")
-    for path in SPECS.glob("*.yaml"):
-        crd = yaml.safe_load(path.read_text())
+    for crd in _crds():
         if crd["spec"]["names"]["kind"] == kind:
             for v in crd["spec"]["versions"]:
                 if v["name"] == version:

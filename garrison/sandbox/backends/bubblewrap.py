@@ -109,6 +109,9 @@ class BubblewrapHandle(SandboxHandle):
             self.proc.send_signal(signal.SIGKILL)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.kill_all)
+        # Reap bwrap now, so no zombie of it outlives the kill.
+        with contextlib.suppress(TimeoutError, ProcessLookupError, ChildProcessError):
+            await asyncio.wait_for(asyncio.shield(self.proc.wait()), 1.0)
 
     async def destroy(self) -> None:
         await self.kill()
