@@ -264,6 +264,7 @@ class SpanStore:
                 for (name,) in names.all():
                     day = int(name.rsplit("_d", 1)[1])
                     if (day + 1) * DAY_NS <= cutoff_ns:
+                        dropped += int(await conn.scalar(sa.text(f"SELECT count(*) FROM {name}")) or 0)
                         await conn.execute(sa.text(f"DROP TABLE {name}"))
                         self._partitions.discard(day)
             result = await conn.execute(sa.delete(spans).where(spans.c.start_ns < cutoff_ns))

@@ -82,7 +82,7 @@ def json_request(spans: list[dict[str, Any]], service: str = "agent-app") -> dic
                 "name": s["name"], "kind": s["kind"], "startTimeUnixNano": str(s["start"]),
                 "endTimeUnixNano": str(s["end"]),
                 "attributes": [{"key": k, "value": _json_any(v)} for k, v in s["attrs"].items()],
-                "status": {"code": 2 if s["error"] else 0},
+                "status": {"code": 2 if s["error"] else 0, "message": "failed" if s["error"] else ""},
             }
             for s in spans
         ]}],

@@ -3,6 +3,8 @@ the real protocol: every span arrives at garrison with the right usage and cost.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
@@ -16,6 +18,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from garrison.config import Settings
 from garrison.telemetry.pricing import cost_usd
 from tests.telemetry.live import USAGE, fake_openai, live_garrison, serve
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """Real clients against the HTTP surface: the store engine is covered elsewhere, SQLite keeps CI short."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
 
 CALLS = 3
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,12 @@ from opentelemetry.trace import Status, StatusCode
 
 from garrison.config import Settings
 from tests.telemetry.live import live_garrison
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """Real clients against the HTTP surface: the store engine is covered elsewhere, SQLite keeps CI short."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
 
 TRACES = 30
 
