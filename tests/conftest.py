@@ -9,6 +9,8 @@ skipped with the reason when the server is unreachable, unless
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -41,28 +43,62 @@ def pg_available() -> str | None:
     return _pg_reachable()
 
 
-def _pg_database(pg_problem: str | None) -> Iterator[str]:
+def _pg_database(pg_problem: str | None, template: str | None = None) -> Iterator[str]:
     if pg_problem:
         if _require("GARRISON_REQUIRE_POSTGRES"):
             pytest.fail(pg_problem + " (GARRISON_REQUIRE_POSTGRES=1)")
         pytest.skip(pg_problem)
     name = f"garrison_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+        yield _pg_url(name)
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory, pg_available: str | None) -> Iterator[dict[str, str]]:
+    """Migrate once per session; each test gets a copy (SQLite) or a clone (PostgreSQL)."""
+    from garrison.db.migrate import upgrade
+
+    out: dict[str, str] = {}
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # fold the WAL into the file so a copy is complete
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    out["sqlite"] = str(path)
+    name = f"garrison_tmpl_{uuid.uuid4().hex[:12]}"
+    if not pg_available:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        upgrade(_pg_url(name))
+        out["postgresql"] = name
+    try:
+        yield out
+    finally:
+        if "postgresql" in out:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_url(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_available: str | None) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_available: str | None,
+           migrated_templates: dict[str, str]) -> Iterator[str]:
+    """A fresh, migrated database for this test, on each backend."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'garrison.db'}"
+        target = tmp_path / "garrison.db"
+        shutil.copyfile(migrated_templates["sqlite"], target)
+        yield f"sqlite+aiosqlite:///{target}"
         return
-    yield from _pg_database(pg_available)
+    yield from _pg_database(pg_available, template=migrated_templates.get("postgresql"))
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ def test_no_server_errors_and_schema_conformance(live_server: LiveServer) -> Non
            "--exclude-path-regex", exclude, "--phases", "examples,coverage,fuzzing", "--workers", "2",
            "--suppress-health-check", "all", "--no-color"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    report = out.stdout[-6000:] + out.stderr[-2000:]
+    start = out.stdout.find("FAILURES")
+    report = (out.stdout[start:start + 12000] if start >= 0 else out.stdout[-6000:]) + out.stderr[-2000:]
     assert out.returncode == 0, report
     assert "passed" in out.stdout.lower(), report
     assert "Authentication failed" not in out.stdout, report
