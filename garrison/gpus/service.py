@@ -316,7 +316,8 @@ class GpuService:
     async def explain(self, principal: Principal, workload_id: str) -> ExplainOut:
         found = await self._own(principal, workload_id, "gpus:read")
         if isinstance(found, Workload):
-            data = self.sched.explain(found.id)
+            async with self.lock:  # the cycle mutates in a thread: read between cycles
+                data = self.sched.explain(found.id)
             return ExplainOut(**data)
         spec = json.loads(found["spec"])
         return ExplainOut(id=found["id"], state=found["state"], reason=found["reason"],
@@ -326,6 +327,10 @@ class GpuService:
 
     # -- queues and inventory ---------------------------------------------------------
     async def queues(self, principal: Principal) -> QueuesOut:
+        async with self.lock:
+            return self._queues_view(principal)
+
+    def _queues_view(self, principal: Principal) -> QueuesOut:
         everyone = self._is_operator(principal)
         out = []
         for name, node in self.sched.tree.by_name.items():
@@ -379,6 +384,10 @@ class GpuService:
         return await self.queues(principal)
 
     async def inventory(self, principal: Principal) -> InventoryOut:
+        async with self.lock:
+            return self._inventory_view(principal)
+
+    def _inventory_view(self, principal: Principal) -> InventoryOut:
         everyone = self._is_operator(principal)
         gpus = []
         for slot in self.sched.cluster.slots:
@@ -439,8 +448,10 @@ class GpuService:
         """KAI Scheduler resources for the caller's queues and active workloads (the
         operator's: every queue and workload, as the cluster needs them all)."""
         everyone = self._is_operator(principal)
-        queues = [n.spec for n in self.sched.tree.by_name.values() if everyone or n.spec.tenant_id == principal.tenant_id]
-        work = [w for w in self.sched.workloads.values() if everyone or w.tenant_id == principal.tenant_id]
+        async with self.lock:
+            queues = [n.spec for n in self.sched.tree.by_name.values()
+                      if everyone or n.spec.tenant_id == principal.tenant_id]
+            work = [w for w in self.sched.workloads.values() if everyone or w.tenant_id == principal.tenant_id]
         return kai.export(queues, work, namespace=namespace, topology_name=topology, image=image)
 
     # -- rendering ----------------------------------------------------------------------
