@@ -350,15 +350,42 @@ class GarrisonStore(BaseStore):
             k = max(100, 10 * want)
             while True:
                 cand = self._vec.nearest(self.tenant_id, q, k)
-                vec_rows = conn.execute(sa.select(V.c.prefix, V.c.key, V.c.embedding).where(
-                    V.c.id.in_(cand), *self._scope_clause(V, op.namespace_prefix))).all() if cand else []
-                ranked = self._rank(conn, op, vec_rows, q, now, refresh)
+                ranked = self._rank_candidates(conn, op, cand, q, now, refresh) if cand else []
                 if len(ranked) >= want or len(cand) < k:
                     return ranked[op.offset:want]
                 k *= 4
         vec_rows = conn.execute(sa.select(V.c.prefix, V.c.key, V.c.embedding).where(
             *self._scope_clause(V, op.namespace_prefix))).all()
         return self._rank(conn, op, vec_rows, q, now, refresh)[op.offset:want]
+
+    def _rank_candidates(self, conn: sa.Connection, op: SearchOp, ids: Sequence[int], q: np.ndarray, now: float,
+                         refresh: set[tuple[str, str]]) -> list[SearchItem]:
+        """Shortlist ids to ranked items: one query of primary-key probes, scope and filter in Python."""
+        marks = ", ".join("?" * len(ids))
+        rows = conn.exec_driver_sql(
+            "SELECT v.embedding, i.prefix, i.key, i.value, i.created_at, i.updated_at, i.expires_at, i.ttl_minutes "
+            f"FROM state_store_vectors v CROSS JOIN state_store_items i ON i.tenant_id = v.tenant_id "
+            f"AND i.prefix = v.prefix AND i.key = v.key WHERE v.id IN ({marks}) AND v.tenant_id = ?",
+            (*ids, self.tenant_id)).all()
+        p = _prefix(op.namespace_prefix)
+        omit = self._omit_expired()
+        rows = [r for r in rows if (not p or r[1] == p or r[1].startswith(p + "."))
+                and not (omit and r[6] is not None and r[6] <= now)]
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        best: dict[tuple[str, str], tuple[float, Any]] = {}
+        for r, score in zip(rows, (matrix @ q).tolist(), strict=True):
+            k = (r[1], r[2])
+            if k not in best or score > best[k][0]:
+                best[k] = (score, r[1:])
+        flt = op.filter or {}
+        out = []
+        for score, row in sorted(best.values(), key=lambda x: -x[0]):
+            if flt and not _matches(orjson.loads(row[2]), flt):
+                continue
+            out.append(self._item(row, now, refresh, op.refresh_ttl, score=float(score)))
+        return out  # type: ignore[return-value]
 
     def _rank(self, conn: sa.Connection, op: SearchOp, vec_rows: Sequence[Any], q: np.ndarray, now: float,
               refresh: set[tuple[str, str]]) -> list[SearchItem]:
