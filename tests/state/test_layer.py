@@ -44,3 +44,27 @@ async def test_service_store_is_tenant_scoped_with_semantic_search(platform: Pla
     assert [h.key for h in hits] == ["m1"]
     other = service.store("ten_other")
     assert await other.asearch(("memories",), query="seats") == []
+
+
+async def test_encryption_key_in_the_data_dir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from garrison.config import Settings
+
+    monkeypatch.setenv("GARRISON_STATE_ENCRYPT", "1")
+    data = tmp_path / "data"
+    data.mkdir()
+    settings = Settings(data_dir=data, database_url=f"sqlite+aiosqlite:///{data / 'g.db'}")
+    service = StateService(settings)
+    try:
+        key_file = data / "state.key"
+        assert key_file.exists() and (key_file.stat().st_mode & 0o777) == 0o600
+        saver = service.sync_saver("ten_x")
+        await asyncio.to_thread(saver.setup)
+        cfg = await asyncio.to_thread(saver.put, *Steps(saver, "t").build({"secret": "plaintext-marker"}))
+        with saver.engine.connect() as conn:
+            raw = b"".join(bytes(r[0]) for r in conn.execute(sa.text("SELECT blob FROM state_blobs")))
+        assert b"plaintext-marker" not in raw
+        got = await asyncio.to_thread(saver.get_tuple, cfg)
+        assert got is not None and got.checkpoint["channel_values"]["secret"] == "plaintext-marker"
+        assert StateService(settings).encryption_key == service.encryption_key  # the same key next start
+    finally:
+        await service.stop()
