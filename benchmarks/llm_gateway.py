@@ -179,14 +179,17 @@ async def run_load(url: str, key: str, n: int, concurrency: int, *, stream: bool
             nonlocal left, ok
             while left > 0:
                 left -= 1
-                if stream:
-                    async with c.stream("POST", "/v1/chat/completions", json=body) as r:
-                        async for _ in r.aiter_raw():
-                            pass
+                try:
+                    if stream:
+                        async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                            async for _ in r.aiter_raw():
+                                pass
+                            ok += r.status_code == 200
+                    else:
+                        r = await c.post("/v1/chat/completions", json=body)
                         ok += r.status_code == 200
-                else:
-                    r = await c.post("/v1/chat/completions", json=body)
-                    ok += r.status_code == 200
+                except httpx.TransportError:
+                    continue  # counted as not ok (a server closing an idle keep-alive connection)
 
         await asyncio.gather(*[worker() for _ in range(concurrency)])
     return ok
@@ -206,7 +209,10 @@ def latencies(url: str, key: str, n: int) -> list[float]:
             c.post("/v1/chat/completions", json=BODY)
         for _ in range(n):
             t = time.perf_counter()
-            r = c.post("/v1/chat/completions", json=BODY)
+            try:
+                r = c.post("/v1/chat/completions", json=BODY)
+            except httpx.TransportError:
+                continue
             out.append((time.perf_counter() - t) * 1000)
             r.raise_for_status()
     return out
@@ -222,7 +228,11 @@ async def fairness(url: str, heavy: str, light: str, seconds: float) -> tuple[in
 
         async def loop(who: str, key: str) -> None:
             while time.monotonic() < stop:
-                r = await c.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+                try:
+                    r = await c.post("/v1/chat/completions", json=body,
+                                     headers={"authorization": f"Bearer {key}"})
+                except httpx.TransportError:
+                    continue
                 if r.status_code == 200 and time.monotonic() < stop:
                     counts[who] += 1
 
@@ -231,12 +241,12 @@ async def fairness(url: str, heavy: str, light: str, seconds: float) -> tuple[in
 
 
 def measure(name: str, proc: psutil.Process, url: str, keys: dict[str, str], direct: list[float],
-            args: argparse.Namespace, rss_requests: int) -> dict[str, Any]:
+            args: argparse.Namespace, n: int, rss_requests: int) -> dict[str, Any]:
     key = keys["heavy"]
-    res: dict[str, Any] = {"gateway": name}
-    res["cpu_ms_per_request"], ok1 = cpu_per_request(proc, url, key, args.requests, stream=False)
-    res["cpu_ms_per_stream"], ok2 = cpu_per_request(proc, url, key, args.requests, stream=True)
-    res["ok"] = ok1 + ok2
+    res: dict[str, Any] = {"gateway": name, "requests": n}
+    res["cpu_ms_per_request"], ok1 = cpu_per_request(proc, url, key, n, stream=False)
+    res["cpu_ms_per_stream"], ok2 = cpu_per_request(proc, url, key, n, stream=True)
+    res["ok"], res["failed"] = ok1 + ok2, 2 * n - ok1 - ok2
     lat = latencies(url, key, args.latency_requests)
     res["added_p50_ms"] = pct(lat, 0.5) - pct(direct, 0.5)
     res["added_p99_ms"] = pct(lat, 0.99) - pct(direct, 0.99)
@@ -258,7 +268,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--latency-requests", type=int, default=1000)
     ap.add_argument("--rss-requests", type=int, default=100_000)
-    ap.add_argument("--litellm-rss-requests", type=int, default=2000)
+    ap.add_argument("--litellm-requests", type=int, default=500, help="LiteLLM is slow: fewer requests")
+    ap.add_argument("--litellm-rss-requests", type=int, default=1000)
     ap.add_argument("--fair-seconds", type=float, default=10.0)
     ap.add_argument("--skip-litellm", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -280,7 +291,8 @@ def main() -> None:
         g_url = f"http://127.0.0.1:{g_port}"
         keys = setup_garrison(g_url, admin, fast, slow)
         results.append(measure("garrison", psutil.Process(g_proc.pid), g_url, keys, direct, args,
-                               args.rss_requests))
+                               args.requests, args.rss_requests))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         g_proc.terminate()
         g_proc.wait(30)
 
@@ -290,7 +302,8 @@ def main() -> None:
             procs.append(l_proc)
             results.append(measure("litellm", psutil.Process(l_proc.pid), f"http://127.0.0.1:{l_port}",
                                    {"heavy": master, "light": master}, direct, args,
-                                   args.litellm_rss_requests))
+                                   args.litellm_requests, args.litellm_rss_requests))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         report(results, args.json)
     finally:
         for p in procs:
@@ -318,7 +331,7 @@ def report(results: list[dict[str, Any]], as_json: bool) -> None:
         ("light tenant share at 10:1 demand", "%", lambda r: f"{r['light_share_pct']:.1f} "
                                                           f"({r['fair_light']}/{r['fair_light'] + r['fair_heavy']})"),
     ]
-    names = [r["gateway"] for r in results]
+    names = [f"{r['gateway']} ({r['failed']} failed)" for r in results]
     print(f"{'metric':40} {'unit':6} " + " ".join(f"{n:>34}" for n in names))
     for label, unit, fmt in rows:
         print(f"{label:40} {unit:6} " + " ".join(f"{fmt(r):>34}" for r in results))

@@ -18,7 +18,9 @@ admin = APIRouter(prefix="/api/llm", tags=["llm"])
 INVOKE = Depends(require("llm:invoke"))
 
 
-async def _call(op: str, request: Request, principal: Principal, platform: Platform) -> Response:
+async def _call(op: str, request: Request, principal: Principal) -> Response:
+    # The platform straight from the app: a sync dependency would cost a thread hop per call.
+    platform: Platform = request.app.state.platform
     raw = await request.body()
     try:
         return await platform.services["llm"].call(principal, op, raw, request.headers, request.state)  # type: ignore[no-any-return]
@@ -29,21 +31,18 @@ async def _call(op: str, request: Request, principal: Principal, platform: Platf
 
 
 @v1.post("/chat/completions", summary="OpenAI chat completions (streaming or not)")
-async def chat(request: Request, principal: Principal = INVOKE,
-               platform: Platform = Depends(get_platform)) -> Response:
-    return await _call("chat", request, principal, platform)
+async def chat(request: Request, principal: Principal = INVOKE) -> Response:
+    return await _call("chat", request, principal)
 
 
 @v1.post("/completions", summary="OpenAI text completions")
-async def completions(request: Request, principal: Principal = INVOKE,
-                      platform: Platform = Depends(get_platform)) -> Response:
-    return await _call("text_completion", request, principal, platform)
+async def completions(request: Request, principal: Principal = INVOKE) -> Response:
+    return await _call("text_completion", request, principal)
 
 
 @v1.post("/embeddings", summary="OpenAI embeddings")
-async def embeddings(request: Request, principal: Principal = INVOKE,
-                     platform: Platform = Depends(get_platform)) -> Response:
-    return await _call("embeddings", request, principal, platform)
+async def embeddings(request: Request, principal: Principal = INVOKE) -> Response:
+    return await _call("embeddings", request, principal)
 
 
 @v1.get("/models", summary="The models this key may use")

@@ -97,6 +97,7 @@ class LedgerWriter:
         self.written = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stmts: tuple[Any, Any] | None = None
 
     # ---- journal ---------------------------------------------------------------------
 
@@ -191,50 +192,40 @@ class LedgerWriter:
         if not self._queue:
             self._idle.set()
 
+    def _statements(self) -> tuple[Any, Any]:
+        """The ledger insert and the rollup upsert, built once (they are the same every batch)."""
+        if self._stmts is None:
+            dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+            insert_ledger = dialect.insert(usage_ledger).on_conflict_do_nothing().returning(usage_ledger.c.id)
+            ins = dialect.insert(usage_daily)
+            upsert = ins.on_conflict_do_update(
+                index_elements=["day", "tenant_id", "key_id", "agent", "model"],
+                set_={c: usage_daily.c[c] + ins.excluded[c] for c in _SUMMED},
+            )
+            self._stmts = (insert_ledger, upsert)
+        return self._stmts
+
     async def _insert(self, entries: list[UsageEntry]) -> int:
-        rows = [asdict(e) for e in entries]
-        dialect = postgresql if self.db.dialect == "postgresql" else sqlite
+        """Insert new entries; ids already stored (a replay) and repeated spans are skipped,
+        and only what was inserted is added to the rollups."""
+        insert_ledger, upsert = self._statements()
+        rows = [_row(e) for e in entries]
         async with self.db.engine.begin() as conn:
-            stmt = dialect.insert(usage_ledger).on_conflict_do_nothing()
-            ids = [r["id"] for r in rows]
-            # Which of these ids are new decides what the rollups count (replays, dedupe).
-            existing = await _existing_ids(conn, ids)
-            fresh = [r for r in rows if r["id"] not in existing]
-            if not fresh:
-                return 0
-            result = await conn.execute(stmt.returning(usage_ledger.c.id), fresh)
+            result = await conn.execute(insert_ledger, rows)
             inserted = {row[0] for row in result}
-            rollups = _rollups([r for r in fresh if r["id"] in inserted])
+            rollups = _rollups([r for r in rows if r["id"] in inserted])
             if rollups:
-                ins = dialect.insert(usage_daily)
-                upsert = ins.on_conflict_do_update(
-                    index_elements=["day", "tenant_id", "key_id", "agent", "model"],
-                    set_={
-                        c: usage_daily.c[c] + ins.excluded[c]
-                        for c in (
-                            "requests",
-                            "input_tokens",
-                            "output_tokens",
-                            "cached_tokens",
-                            "reasoning_tokens",
-                            "cost_usd",
-                            "unpriced_requests",
-                        )
-                    },
-                )
-                for row in rollups:
-                    await conn.execute(upsert, row)
+                await conn.execute(upsert, rollups)
             return len(inserted)
 
 
-async def _existing_ids(conn: Any, ids: list[str]) -> set[str]:
-    from sqlalchemy import select
+_SUMMED = ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd",
+           "unpriced_requests")
+_FIELDS = tuple(UsageEntry.__dataclass_fields__)
 
-    found: set[str] = set()
-    for i in range(0, len(ids), 500):
-        result = await conn.execute(select(usage_ledger.c.id).where(usage_ledger.c.id.in_(ids[i : i + 500])))
-        found.update(r[0] for r in result)
-    return found
+
+def _row(e: UsageEntry) -> dict[str, Any]:
+    return {f: getattr(e, f) for f in _FIELDS}
 
 
 def _rollups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
