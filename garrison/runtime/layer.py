@@ -25,7 +25,8 @@ async def stop(service: RuntimeService) -> None:
 
 
 def routers() -> list[APIRouter]:
+    from garrison.runtime.agentcore_api import router as agentcore_router
     from garrison.runtime.api import router
     from garrison.runtime.langgraph_api import router as langgraph_router
 
-    return [router, langgraph_router]
+    return [router, langgraph_router, agentcore_router]

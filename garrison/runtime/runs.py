@@ -94,7 +94,7 @@ class RunManager:
         return found
 
     async def create(self, principal: Principal, thread_id: str | None, body: dict[str, Any], *,
-                     caller_deletes: bool = False) -> dict[str, Any]:
+                     caller_deletes: bool = False, endpoint: str = "default") -> dict[str, Any]:
         threads = self.service.threads
         delay = _seconds(body, "after_seconds", 86400)
         hold = _seconds(body, "hold_for_input_s", 7 * 86400)
@@ -113,7 +113,7 @@ class RunManager:
         assistant = await self.assistant_for(principal, body.get("assistant_id", ""))
         await self.service.check(principal, "runtime:invoke", "assistant", assistant["assistant_id"],
                                  assistant["tenant_id"])
-        number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant)
+        number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant, endpoint)
         on_completion = body.get("on_completion")
         if thread_id is None:
             thread_id = str(uuid.uuid4())
