@@ -813,9 +813,14 @@ def main() -> None:
     os.makedirs(WORKSPACE, exist_ok=True)
     os.chdir(WORKSPACE)
     sys.path.insert(0, WORKSPACE)
-    # -I ignores PYTHONPATH: add the template's packages (bound read-only) ourselves.
-    if os.path.isdir(TEMPLATE_PACKAGES):
-        sys.path.append(TEMPLATE_PACKAGES)
+    # The agent starts with -I -S: no PYTHONPATH, no site module (scanning site-packages and
+    # their .pth files costs ~140 ms under gVisor). Add the package directories ourselves.
+    version = "python{}.{}".format(*sys.version_info[:2])
+    for path in (f"/usr/local/lib/{version}/dist-packages", "/usr/lib/python3/dist-packages",
+                 f"/usr/lib/{version}/dist-packages", f"/usr/local/lib/{version}/site-packages",
+                 f"/usr/lib/{version}/site-packages", TEMPLATE_PACKAGES):
+        if os.path.isdir(path):
+            sys.path.append(path)
     sys.argv = [""]
     channel = Channel(out_fd)
     agent = Agent(channel)

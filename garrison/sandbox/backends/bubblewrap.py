@@ -188,7 +188,7 @@ class BubblewrapBackend(Backend):
             args += ["--setenv", key, value]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]
-        args += ["--chdir", "/workspace", "--", t.python, "-I", "-u", AGENT_IN_SANDBOX]
+        args += ["--chdir", "/workspace", "--", t.python, "-I", "-S", "-u", AGENT_IN_SANDBOX]
         return args
 
     async def start(self, spec: SandboxSpec) -> SandboxHandle:

@@ -83,7 +83,7 @@ def bundle_config(spec: SandboxSpec, rootfs: Path, etc_dir: Path, cgroups_path: 
         "process": {
             "terminal": False,
             "user": {"uid": SANDBOX_UID, "gid": SANDBOX_GID, "additionalGids": []},
-            "args": [t.python, "-I", "-u", AGENT_IN_SANDBOX],
+            "args": [t.python, "-I", "-S", "-u", AGENT_IN_SANDBOX],
             "env": env,
             "cwd": "/",
             "capabilities": {k: no_caps for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},

@@ -12,7 +12,7 @@ from typing import Any
 
 API_CORE = "agents.x-k8s.io/v1beta1"
 API_EXT = "extensions.agents.x-k8s.io/v1beta1"
-AGENT_COMMAND = ["/usr/bin/python3", "-I", "-u", "/opt/garrison/agent.py"]
+AGENT_COMMAND = ["/usr/bin/python3", "-I", "-S", "-u", "/opt/garrison/agent.py"]
 
 
 def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: str = "gvisor",
