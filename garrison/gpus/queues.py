@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from garrison.gpus.model import EPS, UNLIMITED, QueueSpec
 
+FIXED = 1 << 30  # by_priority key of non-preemptible work
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_QUEUES = 2000
 MAX_DEPTH = 4
@@ -39,7 +40,8 @@ class QueueNode:
     quota_eff: float = 0.0
     deserved: float = 0.0
     fair_share: float = 0.0
-    by_priority: dict[int, float] = field(default_factory=dict)  # leaf: GPUs held per class value
+    # Leaf: GPUs held per class value; non-preemptible work under FIXED, since no class displaces it.
+    by_priority: dict[int, float] = field(default_factory=dict)
     # Decayed GPU-seconds: the history time-based fair share looks at.
     usage: float = 0.0
 

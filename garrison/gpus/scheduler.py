@@ -26,7 +26,7 @@ from typing import Any
 
 from garrison.gpus.model import EPS, Decision, GpuSpec, QueueSpec, State, Workload
 from garrison.gpus.placement import Cluster, GpuSlot, Plan
-from garrison.gpus.queues import QueueConfigError, QueueNode, QueueTree
+from garrison.gpus.queues import FIXED, QueueConfigError, QueueNode, QueueTree
 from garrison.gpus.validation import Refused, validate
 
 PHASES = ("quota", "fair", "backfill")
@@ -80,7 +80,8 @@ class Scheduler:
         for w in self.running.values():
             leaf = tree.by_name[w.queue]
             leaf.allocated += w.allocated
-            leaf.by_priority[w.priority] = leaf.by_priority.get(w.priority, 0.0) + w.allocated
+            key = _held_key(w)
+            leaf.by_priority[key] = leaf.by_priority.get(key, 0.0) + w.allocated
         self.tree = tree
         self.warnings = tree.warnings + tree.capacity_warnings(self.cluster.capacity())
         return self.warnings
@@ -245,14 +246,16 @@ class Scheduler:
         leaf = self.tree.by_name[w.queue]
         for node in leaf.chain:
             node.allocated += w.allocated
-        leaf.by_priority[w.priority] = leaf.by_priority.get(w.priority, 0.0) + w.allocated
+        key = _held_key(w)
+        leaf.by_priority[key] = leaf.by_priority.get(key, 0.0) + w.allocated
         return self._decide(w, now, "start", code, text)
 
     def _stop(self, w: Workload, now: float) -> None:
         leaf = self.tree.by_name[w.queue]
         for node in leaf.chain:
             node.allocated -= w.allocated
-        leaf.by_priority[w.priority] = leaf.by_priority.get(w.priority, 0.0) - w.allocated
+        key = _held_key(w)
+        leaf.by_priority[key] = leaf.by_priority.get(key, 0.0) - w.allocated
         if w.started_at is not None:
             w.work_done_s += max(0.0, now - w.started_at)
         self.cluster.release(w)
@@ -283,6 +286,10 @@ class Scheduler:
 
 
 STARVING_BOOST = 10_000
+
+
+def _held_key(w: Workload) -> int:
+    return w.priority if w.preemptible else FIXED
 
 
 def _rank_priority(w: Workload, now: float, starvation_s: float) -> int:
@@ -481,8 +488,9 @@ class _Cycle:
         tentative = {n.name: n.allocated for n in tree.by_name.values()}
         candidates: list[tuple[tuple[Any, ...], Workload]] = []
         protected_until: float | None = None
+        fresh = {w.id for w in self.result.started}
         for v in self.s.running.values():
-            if not v.preemptible:
+            if not v.preemptible or v.id in fresh:  # never undo this cycle's own decisions
                 continue
             vleaf = tree.by_name[v.queue]
             same = v.queue == w.queue
