@@ -36,6 +36,7 @@ from garrison.sandbox.templates import Template  # noqa: E402
 
 MiB = 1024 * 1024
 PY = "/usr/bin/python3"
+DEADLINE_LAG: dict[str, list[float]] = {"bubblewrap": [], "gvisor": []}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -192,6 +193,15 @@ async def warm_claims(backend_name: str, n: int, data_dir: Path) -> list[float]:
             times.append(time.perf_counter() - t)
             assert sbx.pooled
             await svc.kill(principal, sbx.id)
+        for _ in range(5):
+            sbx = await svc.create(principal, CreateIn(backend=backend_name, timeout_s=1))  # type: ignore[arg-type]
+            await sbx.runtime.conn.closed.wait()  # the deadline kill closes the agent's pipe
+            for _ in range(100):  # terminate() records ended_at right after the kill
+                if sbx.ended_at is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert sbx.ended_at is not None
+            DEADLINE_LAG[backend_name].append((sbx.ended_at - sbx.expires_at).total_seconds())
     finally:
         await svc.stop()
     return times
@@ -220,6 +230,8 @@ async def main() -> None:
                 {"metric": "bwrap call round trip p50", "garrison": ms(statistics.median(rtts)), "peer": "-", "ratio": None},
                 {"metric": "bwrap idle sandbox with Python REPL", "garrison": f"{mem:.1f} MiB", "peer": "-", "ratio": None},
                 {"metric": "bwrap creates/s (4 concurrent, 2 cores)", "garrison": f"{rate:.1f}", "peer": "-", "ratio": None},
+                {"metric": "bwrap deadline to kill, max of 5", "garrison": ms(max(DEADLINE_LAG["bubblewrap"])),
+                 "peer": "-", "ratio": None},
             ]
         if shutil.which("runsc"):
             bundle = raw_runsc_bundle(tmp / "raw-runsc")
@@ -238,6 +250,8 @@ async def main() -> None:
                 {"metric": "gVisor call round trip p50", "garrison": ms(statistics.median(rtts)), "peer": "-", "ratio": None},
                 {"metric": "gVisor idle sandbox with Python REPL", "garrison": f"{mem:.1f} MiB", "peer": "-", "ratio": None},
                 {"metric": "gVisor creates/s (2 concurrent, 2 cores)", "garrison": f"{rate:.1f}", "peer": "-", "ratio": None},
+                {"metric": "gVisor deadline to kill, max of 5", "garrison": ms(max(DEADLINE_LAG["gvisor"])),
+                 "peer": "-", "ratio": None},
             ]
     finally:
         await asyncio.sleep(2)  # let background `runsc delete`s finish
