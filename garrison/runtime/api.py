@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from garrison.core.errors import BadRequest
+from garrison.core.errors import BadRequest, PayloadTooLarge
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
+from garrison.runtime import serde
 from garrison.runtime.runs import run_out
 
 router = APIRouter(prefix="/api/runtime", tags=["runtime"])
@@ -73,6 +77,75 @@ async def provide_input(run_id: str, body: InputIn, principal: Principal = Depen
     """Answer a run that waits for human input (created with ``hold_for_input_s``): a Temporal signal."""
     input_id = await platform.services["runtime"].runs.provide_input(principal, run_id, body.value)
     return {"run_id": run_id, "input_id": input_id}
+
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class EventIn(BaseModel):
+    event: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_./:-]+$",
+                       description="The event's name (the SSE `event:` field).")
+    data: Any = Field(default=None, description="Any JSON value.")
+
+
+def _stream_key(principal: Principal, name: str) -> str:
+    if not STREAM_NAME.match(name):
+        raise BadRequest("stream names are 1-128 letters, digits, '_', '.', ':' or '-'")
+    return f"t:{principal.tenant_id}:{name}"  # tenants never share a stream
+
+
+def _events_out(events: list[Any]) -> dict[str, Any]:
+    return {"events": [{"seq": e.seq, "event": e.event, "data": e.data} for e in events],
+            "last_seq": events[-1].seq if events else None}
+
+
+@router.post("/streams/{name}/events", status_code=201)
+async def publish(name: str, body: EventIn, principal: Principal = Depends(require("runtime:invoke")),
+                  platform: Platform = Depends(get_platform)) -> dict[str, Any]:
+    """Publish to a tenant's event stream (inter-agent messaging: supervisor, hand-off)."""
+    key = _stream_key(principal, name)
+    size = len(serde.dumpb(body.data))
+    if size > 1024 * 1024:
+        raise PayloadTooLarge(f"event data is {size} bytes; the limit is 1 MiB: pass large data by reference")
+    seq = await platform.services["runtime"].events.publish(key, body.event, body.data)
+    return {"stream": name, "seq": seq}
+
+
+@router.get("/streams/{name}/events", response_model=None)
+async def read_stream(name: str, request: Request, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+                      follow: bool = False, last_event_id: str | None = Header(default=None),
+                      principal: Principal = Depends(require("runtime:read")),
+                      platform: Platform = Depends(get_platform)) -> dict[str, Any] | StreamingResponse:
+    """Events after offset ``after`` (replay); ``follow=true`` keeps an SSE stream open for new ones."""
+    key = _stream_key(principal, name)
+    events = platform.services["runtime"].events
+    if last_event_id:
+        if not last_event_id.isdigit():
+            raise BadRequest("Last-Event-ID must be the seq of an event this stream sent")
+        after = int(last_event_id)
+    if not follow:
+        return _events_out(await events.read(key, after, limit))
+
+    async def frames() -> AsyncIterator[bytes]:
+        position = after
+        while not await request.is_disconnected():
+            for event in await events.read(key, position, limit):
+                position = event.seq
+                yield (f"event: {event.event}\ndata: ".encode() + serde.dumpb(event.data)
+                       + f"\nid: {event.seq}\n\n".encode())
+            await events.wait(key)
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(run_id: str, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+                     principal: Principal = Depends(require("runtime:read")),
+                     platform: Platform = Depends(get_platform)) -> dict[str, Any]:
+    """A run's event stream (what its SSE stream sent), from an offset."""
+    runtime = platform.services["runtime"]
+    await runtime.runs.get(principal, None, run_id)
+    return _events_out(await runtime.events.read(run_id, after, limit))
 
 
 @router.get("/status")

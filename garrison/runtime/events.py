@@ -73,11 +73,6 @@ class StoreEvents:
         except TimeoutError:
             pass
 
-    async def truncate_from_step(self, stream: str, step: int) -> None:
-        """Forget what a step that is being retried had published (it publishes again)."""
-        async with self.db.engine.begin() as conn:
-            await conn.execute(delete(events).where(and_(events.c.stream == stream, events.c.step >= step)))
-
     async def drop(self, stream: str) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(delete(events).where(events.c.stream == stream))

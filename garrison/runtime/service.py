@@ -41,7 +41,11 @@ class RuntimeService:
         self.platform = platform
         self.settings = settings or RuntimeSettings()
         self.store = RuntimeStore(platform.db)
-        self.events = StoreEvents(platform.db)
+        self.events: Any = StoreEvents(platform.db)
+        if self.settings.events_backend == "nats":
+            from garrison.runtime.events_nats import NatsEvents
+
+            self.events = NatsEvents(self.settings.nats_url)
         self.bundle_root = platform.settings.data_dir / "runtime" / "agents"
         self.runs = RunManager(self)
         self.threads = ThreadManager(self)
