@@ -78,14 +78,14 @@ async def put_record(body: RecordIn, principal: Principal = Depends(require("mem
 
 
 @memory_router.get("/records")
-async def get_record(namespace: str = NamespaceQuery, key: str = Query(..., min_length=1, max_length=512),
+async def get_record(namespace: str = NamespaceQuery, key: str = Query(..., min_length=1, max_length=512, pattern=r"^[^\x00]+$"),
                      principal: Principal = Depends(require("memory:read")),
                      platform: Platform = Depends(get_platform)) -> RecordOut:
     return await records.get_record(_svc(platform).store(principal.tenant_id), _ns(namespace), key)
 
 
 @memory_router.delete("/records", status_code=204)
-async def delete_record(namespace: str = NamespaceQuery, key: str = Query(..., min_length=1, max_length=512),
+async def delete_record(namespace: str = NamespaceQuery, key: str = Query(..., min_length=1, max_length=512, pattern=r"^[^\x00]+$"),
                         principal: Principal = Depends(require("memory:write")),
                         platform: Platform = Depends(get_platform)) -> Response:
     await records.delete_record(_svc(platform).store(principal.tenant_id), _ns(namespace), key)

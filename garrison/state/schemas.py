@@ -21,7 +21,7 @@ def _labels(value: list[str]) -> list[str]:
 class RecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     namespace: list[str] = Field(min_length=1, max_length=16)
-    key: str = Field(min_length=1, max_length=512)
+    key: str = Field(min_length=1, max_length=512, pattern=r"^[^\x00]+$")
     value: dict[str, Any]
     ttl_minutes: float | None = Field(default=None, gt=0, le=525_600)
     index: bool = Field(default=True, description="Embed the value for semantic search.")

@@ -160,3 +160,12 @@ def test_pluggable_embedder_through_an_openai_compatible_endpoint(db_url: str) -
     finally:
         embedder.close()
         server.shutdown()
+
+
+def test_deep_pages_past_the_index_shortlist(store: GarrisonStore) -> None:
+    from langgraph.store.base import PutOp
+
+    store.batch([PutOp(("deep",), f"k{i}", {"text": f"note number {i}"}) for i in range(30)])
+    assert store.search(("deep",), query="note", offset=5000, limit=10) == []
+    page = store.search(("deep",), query="note", offset=25, limit=10)
+    assert len(page) == 5

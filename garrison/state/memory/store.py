@@ -270,8 +270,8 @@ class GarrisonStore(BaseStore):
         for op in puts:  # within one batch the last put of a key wins
             if not op.namespace:
                 raise InvalidConfig("namespace must have at least one label")
-            if not isinstance(op.key, str) or not op.key or len(op.key) > MAX_KEY_CHARS:
-                raise InvalidConfig(f"key must be a string of 1 to {MAX_KEY_CHARS} characters")
+            if not isinstance(op.key, str) or not op.key or len(op.key) > MAX_KEY_CHARS or "\x00" in op.key:
+                raise InvalidConfig(f"key must be a string of 1 to {MAX_KEY_CHARS} characters without NUL")
             latest[(_prefix(op.namespace), op.key)] = op
         now = time.time()
         rows, vec_rows, deletes = [], [], []
@@ -347,13 +347,15 @@ class GarrisonStore(BaseStore):
         q = _unit(np.asarray(self.embeddings.embed_query(op.query or ""), dtype=np.float32))
         want = op.offset + op.limit
         if self._vec is not None:
-            k = max(100, 10 * want)
+            k = min(vec_index.MAX_K, max(100, 10 * want))
             while True:
                 cand = self._vec.nearest(self.tenant_id, q, k)
                 ranked = self._rank_candidates(conn, op, cand, q, now, refresh) if cand else []
                 if len(ranked) >= want or len(cand) < k:
                     return ranked[op.offset:want]
-                k *= 4
+                if k == vec_index.MAX_K:  # deep pages or a narrow filter: rank the whole scope exactly
+                    break
+                k = min(vec_index.MAX_K, k * 4)
         vec_rows = conn.execute(sa.select(V.c.prefix, V.c.key, V.c.embedding).where(
             *self._scope_clause(V, op.namespace_prefix))).all()
         return self._rank(conn, op, vec_rows, q, now, refresh)[op.offset:want]

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_K = 4096  # sqlite-vec's limit on k
+
 
 def available() -> bool:
     try:
