@@ -11,10 +11,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
-from garrison.core.errors import BadRequest, NotFound, ServiceUnavailable
+from garrison.core.errors import BadRequest, NotFound
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
@@ -364,20 +364,3 @@ async def join_stream(thread_id: str, run_id: str, last_event_id: str | None = H
     svc = _svc(platform)
     run = await svc.runs.get(principal, thread_id, run_id)
     return _stream_response(svc, run, _last_event_id(last_event_id), stateless=False)
-
-
-# Store: served by the state layer's store when it offers one.
-def _store(platform: Platform, principal: Principal) -> Any:
-    state = platform.services.get("state")
-    factory = getattr(state, "store", None)
-    if factory is None:
-        raise ServiceUnavailable("the long-term store is not available yet: the state layer offers no store",
-                                 slug="store-unavailable")
-    return factory(principal.tenant_id)
-
-
-@router.api_route("/store/{rest:path}", methods=["GET", "PUT", "POST", "DELETE"], include_in_schema=False)
-async def store_routes(rest: str, request: Request, principal: Principal = Depends(INVOKE),
-                       platform: Platform = Depends(get_platform)) -> Any:
-    _store(platform, principal)
-    raise NotFound(f"/store/{rest} is not served by this garrison")

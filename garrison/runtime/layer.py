@@ -28,5 +28,6 @@ def routers() -> list[APIRouter]:
     from garrison.runtime.agentcore_api import router as agentcore_router
     from garrison.runtime.api import router
     from garrison.runtime.langgraph_api import router as langgraph_router
+    from garrison.runtime.store_api import router as store_router
 
-    return [router, langgraph_router, agentcore_router]
+    return [router, langgraph_router, store_router, agentcore_router]

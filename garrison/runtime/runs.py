@@ -63,7 +63,8 @@ class RunManager:
     async def graph_for(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         spec = run["spec"]
         graph = await asyncio.to_thread(self.service.load, spec["agent_id"], spec["version"], Path(spec["path"]), spec["ref"])
-        bound = graphs.bind(graph, self.service.state.saver(run["tenant_id"]), None)
+        tenant = run["tenant_id"]
+        bound = graphs.bind(graph, self.service.state.saver(tenant), self.service.graph_store(tenant))
         config = dict(spec.get("config") or {})
         configurable = {**(config.get("configurable") or {}), "thread_id": run["thread_id"]}
         if spec.get("checkpoint_id"):

@@ -98,6 +98,11 @@ class RuntimeService:
                                      slug="state-unavailable")
         return state
 
+    def graph_store(self, tenant_id: str) -> Any | None:
+        """The tenant's long-term store for graphs that use one (``get_store()``), when the state layer has it."""
+        factory = getattr(self.state, "store", None)
+        return factory(tenant_id) if factory is not None else None
+
     async def check(self, principal: Principal, action: str, kind: str, ident: str, tenant_id: str) -> None:
         await self.platform.policy.check(principal, action, Resource(kind, ident, tenant_id))
 

@@ -150,7 +150,8 @@ class ThreadManager:
             return None
         number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant)
         graph = await asyncio.to_thread(self.service.load, assistant["agent_id"], number, path, ref)
-        return graphs.bind(graph, self.service.state.saver(principal.tenant_id), None)
+        return graphs.bind(graph, self.service.state.saver(principal.tenant_id),
+                           self.service.graph_store(principal.tenant_id))
 
     def _config(self, thread_id: str, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
         configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}

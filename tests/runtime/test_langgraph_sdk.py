@@ -70,3 +70,17 @@ async def test_remote_graph_invoke_and_stream(sdk, live_url, admin_key):
     assert out == {"log": ["first", "second", "third"]}
     chunks = [c async for c in remote.astream({"log": []}, stream_mode="updates")]
     assert [list(c) for c in chunks] == [["first"], ["second"], ["third"]]
+
+
+async def test_sdk_store_on_the_state_layer(sdk):
+    await sdk.store.put_item(["users", "ada"], "prefs", {"seat": "window", "meal": "veg"})
+    await sdk.store.put_item(["users", "bob"], "prefs", {"seat": "aisle"})
+    item = await sdk.store.get_item(["users", "ada"], "prefs")
+    assert item["value"] == {"seat": "window", "meal": "veg"} and item["namespace"] == ["users", "ada"]
+    found = await sdk.store.search_items(["users"], filter={"seat": "aisle"})
+    assert [i["namespace"] for i in found["items"]] == [["users", "bob"]]
+    spaces = await sdk.store.list_namespaces(prefix=["users"])
+    assert sorted(spaces["namespaces"]) == [["users", "ada"], ["users", "bob"]]
+    await sdk.store.delete_item(["users", "ada"], "prefs")
+    with pytest.raises(NotFoundError):
+        await sdk.store.get_item(["users", "ada"], "prefs")

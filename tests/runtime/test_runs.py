@@ -145,3 +145,13 @@ async def test_unknown_assistant_and_bad_bodies_are_4xx(client, steps_agent):
             ).status_code == 422
     assert (await client.post("/threads/00000000-0000-0000-0000-000000000000/runs",
                               json={"assistant_id": "steps"})).status_code == 404
+    # The store API refuses malformed items with what to fix.
+    for method, body, status in (("PUT", {"namespace": "users", "key": "k", "value": {}}, 400),
+                                 ("PUT", {"namespace": ["a.b"], "key": "k", "value": {}}, 400),
+                                 ("PUT", {"namespace": ["a"], "key": "", "value": {}}, 400),
+                                 ("PUT", {"namespace": ["a"], "key": "k", "value": [1]}, 400),
+                                 ("DELETE", {"namespace": [], "key": "k"}, 400)):
+        r = await client.request(method, "/store/items", json=body)
+        assert r.status_code == status, (body, r.text)
+    assert (await client.get("/store/items", params={"namespace": "a", "key": "missing"})).status_code == 404
+    assert (await client.post("/store/items/search", json={"limit": 0})).status_code == 400
