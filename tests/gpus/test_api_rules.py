@@ -165,3 +165,27 @@ async def test_a_tenant_cannot_flood_the_scheduler(client: httpx.AsyncClient, cl
     assert r.status_code == 429 and r.headers["retry-after"] == "30" and "cancel some" in r.json()["detail"]
     other = await submit(client, cluster["acme"], queue="acme-a", fraction=0.1)
     assert other.status_code == 201  # another tenant is not affected
+
+
+async def test_concurrent_submissions_cancels_and_cycles_stay_consistent(
+        client: httpx.AsyncClient, cluster: dict, gpus: GpuService) -> None:
+    import asyncio
+
+    bodies = [{"queue": "ops-a", "fraction": 0.25} if i % 3 else {"queue": "ops-a", "gpus": 1, "gang_size": 2}
+              for i in range(40)]
+    responses = await asyncio.gather(*(submit(client, **b) for b in bodies), *(gpus.run_cycle() for _ in range(5)))
+    ids = [r.json()["id"] for r in responses[:40] if isinstance(r, httpx.Response) and r.status_code == 201]
+    assert len(ids) == 40
+    cancels = await asyncio.gather(*(client.post(f"/api/gpus/workloads/{i}/cancel") for i in ids[::2]),
+                                   gpus.run_cycle(), gpus.run_cycle())
+    assert all(r.status_code == 200 for r in cancels[:20])
+    await gpus.run_cycle()
+    async with gpus.lock:  # no cycle in between: the store must say what memory says
+        for wid in ids:
+            stored, live = await gpus.store.get(wid), gpus.sched.get(wid)
+            assert stored is not None and live is not None and stored["state"] == live.state.value
+            assert stored["allocated"] == pytest.approx(live.allocated)
+        held = sum(w.allocated for w in gpus.sched.running.values())
+        assert sum(s.spec.memory_mib - s.free_mib for s in gpus.sched.cluster.slots) / 81920 == pytest.approx(held)
+    rows = {w["id"]: w for w in (await client.get("/api/gpus/workloads", params={"limit": 100})).json()["items"]}
+    assert all(rows[i]["state"] == "cancelled" for i in ids[::2])
