@@ -38,5 +38,8 @@ class TelemetrySettings(BaseSettings):
     export_queue_batches: int = Field(default=256, ge=1)
     export_timeout_s: float = Field(default=10.0, gt=0)
 
+    # Usage in ingested model-call spans enters the metering ledger (unless it went through the gateway).
+    meter_ingested_usage: bool = True
+
     # Spans from garrison's own layers that carry no tenant attribute land here.
     system_tenant: str = "system"

@@ -54,6 +54,9 @@ class TelemetryService:
         self.inflight_bytes = 0
         self._sink_token: int | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        # Metering runs behind ingest: a bounded backlog, so a slow ledger delays acks only when it is full.
+        self._meter_queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(maxsize=256)
+        self._meter_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -65,6 +68,7 @@ class TelemetryService:
         if self_tracing:
             self._sink_token = provider.install(self._on_self_spans)
         self._retention_task = asyncio.create_task(self._retention_loop(), name="telemetry-retention")
+        self._meter_task = asyncio.create_task(self._meter_loop(), name="telemetry-metering")
 
     async def stop(self) -> None:
         if self._sink_token is not None:
@@ -79,6 +83,13 @@ class TelemetryService:
             except asyncio.CancelledError:
                 pass
         await self.queue.stop()
+        if self._meter_task is not None:
+            await self._meter_queue.join()
+            self._meter_task.cancel()
+            try:
+                await self._meter_task
+            except asyncio.CancelledError:
+                pass
         await self.forwarder.stop()
 
     async def flush(self) -> None:
@@ -86,6 +97,7 @@ class TelemetryService:
         await asyncio.to_thread(provider.flush, 5000)
         await asyncio.sleep(0.01)
         await self.queue.drain()
+        await self._meter_queue.join()
 
     # ------------------------------------------------------------ ingest
 
@@ -241,17 +253,25 @@ class TelemetryService:
             if row["output_tokens"]:
                 metrics.GEN_AI_TOKENS.labels(provider_name, model, "output").inc(row["output_tokens"])
         self.forwarder.offer(rows)
-        await self._meter(rows)
+        if self.metering is not None and self.settings.meter_ingested_usage:
+            billable = [r for r in rows if r["kind"] == "model" and not r["gateway"] and r["model"]
+                        and (r["input_tokens"] or r["output_tokens"])]
+            if billable:
+                await self._meter_queue.put(billable)
+
+    async def _meter_loop(self) -> None:
+        while True:
+            rows = await self._meter_queue.get()
+            try:
+                await self._meter(rows)
+            finally:
+                self._meter_queue.task_done()
 
     async def _meter(self, rows: list[dict[str, Any]]) -> None:
         """Usage of model calls that did not go through garrison's gateway (it meters its own)."""
         if self.metering is None or not hasattr(self.metering, "record_external_usage"):
             return
         for row in rows:
-            if row["kind"] != "model" or row["gateway"] or not (row["input_tokens"] or row["output_tokens"]):
-                continue
-            if not row["model"]:
-                continue
             try:
                 await self.metering.record_external_usage(
                     row["tenant_id"], model=row["model"], provider=row["provider"] or "unknown",

@@ -24,6 +24,8 @@ from garrison.telemetry.tables import content, exporters, spans, usage_daily
 
 log = logging.getLogger("garrison.telemetry.store")
 
+SPAN_COLUMNS = tuple(c.name for c in spans.columns)
+
 SUMMARY_COLUMNS = [
     spans.c.trace_id,
     sa.func.min(spans.c.start_ns).label("start_ns"),
@@ -59,6 +61,13 @@ class SpanStore:
         self.partitioned = False
         self._partitions: set[int] = set()
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        cols = ", ".join(SPAN_COLUMNS)
+        if self.dialect == "postgresql":
+            marks = ", ".join(["%s"] * len(SPAN_COLUMNS))
+            self._insert_sql = f"INSERT INTO telemetry_spans ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        else:
+            marks = ", ".join(["?"] * len(SPAN_COLUMNS))
+            self._insert_sql = f"INSERT OR IGNORE INTO telemetry_spans ({cols}) VALUES ({marks})"
 
     async def start(self) -> None:
         if self.dialect == "postgresql":
@@ -91,20 +100,33 @@ class SpanStore:
         rows = list({(r["tenant_id"], r["trace_id"], r["span_id"]): r for r in reversed(rows)}.values())[::-1]
         await self._ensure_partitions({r["day"] for r in rows})
         async with self.db.engine.begin() as conn:
-            inserted: set[tuple[str, str, str]] = set()
-            if rows:
-                stmt = self._insert(spans).on_conflict_do_nothing().returning(
-                    spans.c.tenant_id, spans.c.trace_id, spans.c.span_id
-                )
-                result = await conn.execute(stmt, rows)
-                inserted = {tuple(r) for r in result.all()}  # type: ignore[misc]
-            new_rows = [r for r in rows if (r["tenant_id"], r["trace_id"], r["span_id"]) in inserted]
+            new_rows = await self._new_only(conn, rows)
+            if new_rows:
+                # Raw executemany: SQLAlchemy's per-row parameter processing was the ingest bottleneck.
+                await conn.exec_driver_sql(self._insert_sql, [tuple(r[c] for c in SPAN_COLUMNS) for r in new_rows])
+            inserted = {(r["tenant_id"], r["trace_id"], r["span_id"]) for r in new_rows}
             keep = [c for c in contents if c["span_id"] is None
                     or (c["tenant_id"], c["trace_id"], c["span_id"]) in inserted]
             if keep:
                 await conn.execute(sa.insert(content), keep)
             await self._rollup(conn, new_rows)
         return new_rows
+
+    async def _new_only(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows not stored yet (one writer per process, so no race inside a process)."""
+        by_tenant: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            by_tenant[r["tenant_id"]].add(r["trace_id"])
+        existing: set[tuple[str, str, str]] = set()
+        for tenant, trace_ids in by_tenant.items():
+            ids = sorted(trace_ids)
+            for i in range(0, len(ids), 500):
+                q = sa.select(spans.c.trace_id, spans.c.span_id).where(
+                    spans.c.tenant_id == tenant, spans.c.trace_id.in_(ids[i:i + 500]))
+                existing.update((tenant, t, s) for t, s in await conn.execute(q))
+        if not existing:
+            return rows
+        return [r for r in rows if (r["tenant_id"], r["trace_id"], r["span_id"]) not in existing]
 
     async def _rollup(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         agg: dict[tuple[str, int, str, str], list[float]] = defaultdict(lambda: [0] * 9)
@@ -140,10 +162,12 @@ class SpanStore:
     # ------------------------------------------------------------ reads
 
     async def trace_spans(self, tenant_id: str, trace_id: str) -> list[dict[str, Any]]:
-        q = (sa.select(spans).where(spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id)
-             .order_by(spans.c.start_ns, spans.c.span_id))
+        # Sorted here, not in SQL: an ORDER BY start_ns would tempt SQLite into the time index.
+        q = sa.select(spans).where(spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id)
         async with self.db.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(q)]
+            rows = [dict(r._mapping) for r in await conn.execute(q)]
+        rows.sort(key=lambda r: (r["start_ns"], r["span_id"]))
+        return rows
 
     async def trace_content(self, tenant_id: str, trace_id: str) -> list[dict[str, Any]]:
         q = (sa.select(content.c.span_id, content.c.source, content.c.time_ns, content.c.body)
