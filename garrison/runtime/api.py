@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,6 +80,7 @@ async def provide_input(run_id: str, body: InputIn, principal: Principal = Depen
     return {"run_id": run_id, "input_id": input_id}
 
 
+FOLLOW_S = 25.0
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -127,8 +129,11 @@ async def read_stream(name: str, request: Request, after: int = Query(0, ge=0), 
         return _events_out(await events.read(key, after, limit))
 
     async def frames() -> AsyncIterator[bytes]:
+        # A follow ends after FOLLOW_S; SSE clients reconnect with Last-Event-ID and lose nothing.
         position = after
-        while not await request.is_disconnected():
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + FOLLOW_S
+        while loop.time() < ends and not await request.is_disconnected():
             for event in await events.read(key, position, limit):
                 position = event.seq
                 yield (f"event: {event.event}\ndata: ".encode() + serde.dumpb(event.data)

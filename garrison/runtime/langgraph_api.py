@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
-from garrison.core.errors import BadRequest, NotFound
+from garrison.core.errors import BadRequest
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
@@ -32,11 +32,13 @@ def _svc(platform: Platform) -> Any:
     return platform.services["runtime"]
 
 
-def _uuid(value: str, what: str) -> str:
+def _uuid(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{what}_id must be a UUID string")
     try:
         return str(uuid.UUID(value))
     except ValueError as exc:
-        raise NotFound(f"{what} {value!r} not found") from exc
+        raise BadRequest(f"{what}_id {value!r} is not a UUID") from exc
 
 
 @router.get("/ok", include_in_schema=False)
@@ -53,6 +55,23 @@ async def info(principal: Principal = Depends(READ)) -> dict[str, Any]:
 def assistant_out(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in ("assistant_id", "graph_id", "config", "context", "metadata", "created_at",
                                 "updated_at", "version", "name", "description")}
+
+
+def _check_texts(body: dict[str, Any]) -> None:
+    for key in ("name", "description"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 4096):
+            raise BadRequest(f"{key} must be a string of at most 4096 characters")
+
+
+def _graph_filter(body: dict[str, Any]) -> str | None:
+    graph_id = body.get("graph_id")
+    if graph_id is not None and not isinstance(graph_id, str):
+        raise BadRequest("graph_id must be a string")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest("metadata must be an object")
+    return graph_id
 
 
 @router.post("/assistants")
@@ -72,6 +91,7 @@ async def create_assistant(body: dict[str, Any] = JsonBody, principal: Principal
     for key in ("config", "context", "metadata"):
         if not isinstance(body.get(key) or {}, dict):
             raise BadRequest(f"{key} must be an object")
+    _check_texts(body)
     from garrison.core.clock import utcnow
 
     now = utcnow()
@@ -99,6 +119,7 @@ async def patch_assistant(assistant_id: str, body: dict[str, Any] = JsonBody, pr
     for key in ("config", "context", "metadata"):
         if key in body and not isinstance(body[key], dict):
             raise BadRequest(f"{key} must be an object")
+    _check_texts(body)
     from garrison.core.clock import utcnow
 
     row = {**row, **{k: body[k] for k in ("config", "context", "name", "description") if k in body},
@@ -124,7 +145,7 @@ async def delete_assistant(assistant_id: str, principal: Principal = Depends(DEP
 async def search_assistants(body: dict[str, Any] = JsonBody, principal: Principal = Depends(READ),
                             platform: Platform = Depends(get_platform)) -> list[dict[str, Any]]:
     limit, offset = _page(body)
-    rows = await _svc(platform).store.assistants(principal.tenant_id, body.get("graph_id"), limit, offset)
+    rows = await _svc(platform).store.assistants(principal.tenant_id, _graph_filter(body), limit, offset)
     wanted = body.get("metadata") or {}
     return [assistant_out(r) for r in rows if all(r["metadata"].get(k) == v for k, v in wanted.items())]
 
@@ -132,7 +153,7 @@ async def search_assistants(body: dict[str, Any] = JsonBody, principal: Principa
 @router.post("/assistants/count")
 async def count_assistants(body: dict[str, Any] = JsonBody, principal: Principal = Depends(READ),
                            platform: Platform = Depends(get_platform)) -> int:
-    return len(await _svc(platform).store.assistants(principal.tenant_id, body.get("graph_id"), 1000, 0))
+    return len(await _svc(platform).store.assistants(principal.tenant_id, _graph_filter(body), 1000, 0))
 
 
 # Threads.

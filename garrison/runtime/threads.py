@@ -100,11 +100,13 @@ class ThreadManager:
 
     async def search(self, principal: Principal, body: dict[str, Any]) -> list[dict[str, Any]]:
         status = body.get("status")
-        if status is not None and status not in THREAD_STATUSES:
+        if status is not None and (not isinstance(status, str) or status not in THREAD_STATUSES):
             raise BadRequest(f"status must be one of {sorted(THREAD_STATUSES)}")
         limit, offset = _page(body)
         rows = await self.store.threads(principal.tenant_id, status, limit, offset)
         wanted = body.get("metadata") or {}
+        if not isinstance(wanted, dict):
+            raise BadRequest("metadata must be an object")
         out = []
         for row in rows:
             if principal.kind == "user" and not principal.is_admin and row["owner"] not in (None, principal.id):
