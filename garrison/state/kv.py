@@ -161,7 +161,7 @@ class RedisKV:
         ttl_ms = int(ttl_s * 1000) if ttl_s else 0
         if ttl_s and ttl_ms < 1:
             ttl_ms = 1
-        args = [data, ttl_ms, "1" if check else "0", "" if expected is None else str(expected)]
+        args: list[bytes | int | str] = [data, ttl_ms, "1" if check else "0", "" if expected is None else str(expected)]
         return int(await self._script(keys=[k], args=args))
 
     async def set(self, tenant: str, session: str, key: str, value: Any, *, ttl_s: float | None = None) -> int:

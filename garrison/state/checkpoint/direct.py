@@ -75,7 +75,7 @@ class DirectSQL:
         except IndexError:
             fairy = self.engine.raw_connection()
             if self.pg:
-                fairy.driver_connection.autocommit = True
+                fairy.driver_connection.autocommit = True  # type: ignore[union-attr]
         try:
             yield fairy.driver_connection
         except BaseException:
@@ -208,9 +208,8 @@ class BlobCache:
                     self._items[key] = (type_, blob)
                     self._bytes += len(blob or b"") + 200
             while self._bytes > self.max_bytes and self._items:
-                key = next(iter(self._items))
-                type_, blob = self._items.pop(key)
-                self._bytes -= len(blob or b"") + 200
+                _type, old = self._items.pop(next(iter(self._items)))
+                self._bytes -= len(old or b"") + 200
 
     def clear(self) -> None:
         with self._lock:

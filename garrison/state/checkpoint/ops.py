@@ -177,7 +177,7 @@ class Scope:
         """Decode a stored value; ``where`` (text, or a %-format tuple) names it in errors."""
         try:
             if type_ == "msgpack" and self._ext_hook is not None:
-                return ormsgpack.unpackb(data, ext_hook=self._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+                return ormsgpack.unpackb(data or b"", ext_hook=self._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
             if type_.startswith(ZSTD_PREFIX):
                 type_, data = type_[len(ZSTD_PREFIX):], _unzstd().decompress(data or b"")
                 if type_ == "msgpack" and self._ext_hook is not None:
@@ -280,7 +280,8 @@ def writes_rows(
     thread_id, ns, cid = _thread_key(config)
     if not cid:
         raise InvalidConfig("put_writes needs config['configurable']['checkpoint_id']")
-    regular, special = [], []
+    regular: list[dict[str, Any]] = []
+    special: list[dict[str, Any]] = []
     for idx, (channel, value) in enumerate(writes):
         type_, data = s.dump(value, f"write to channel {channel!r}")
         row = {
@@ -335,7 +336,7 @@ def _tuple(
         pending = []
     return CheckpointTuple(
         config=_config(thread_id, ns, checkpoint_id),
-        checkpoint=cp,
+        checkpoint=cp,  # type: ignore[arg-type]
         metadata=meta,
         parent_config=_config(thread_id, ns, parent_id) if parent_id else None,
         pending_writes=pending,

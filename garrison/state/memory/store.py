@@ -301,7 +301,7 @@ class GarrisonStore(BaseStore):
                                vec_rows).scalars().all()
             if self._vec is not None:
                 changes.added.extend(
-                    (i, self.tenant_id, vec_index.bits(np.frombuffer(r["embedding"], np.float32)))
+                    (i, self.tenant_id, vec_index.bits(np.frombuffer(r["embedding"], np.float32)))  # type: ignore[call-overload]
                     for i, r in zip(ids, vec_rows, strict=True))
 
     def _delete_vectors_of(self, conn: sa.Connection, items: list[tuple[str, str]], changes: _IndexChanges) -> None:
@@ -364,10 +364,11 @@ class GarrisonStore(BaseStore):
                          refresh: set[tuple[str, str]]) -> list[SearchItem]:
         """Shortlist ids to ranked items: one query of primary-key probes, scope and filter in Python."""
         marks = ", ".join("?" * len(ids))
+        # "+v.tenant_id": SQLite would otherwise walk the tenant's whole index instead of the ids.
         rows = conn.exec_driver_sql(
             "SELECT v.embedding, i.prefix, i.key, i.value, i.created_at, i.updated_at, i.expires_at, i.ttl_minutes "
             f"FROM state_store_vectors v CROSS JOIN state_store_items i ON i.tenant_id = v.tenant_id "
-            f"AND i.prefix = v.prefix AND i.key = v.key WHERE v.id IN ({marks}) AND v.tenant_id = ?",
+            f"AND i.prefix = v.prefix AND i.key = v.key WHERE v.id IN ({marks}) AND +v.tenant_id = ?",
             (*ids, self.tenant_id)).all()
         p = _prefix(op.namespace_prefix)
         omit = self._omit_expired()
@@ -410,10 +411,10 @@ class GarrisonStore(BaseStore):
         flt = op.filter or {}
         out = []
         for k, s in order:
-            row = items.get(k)
-            if row is None or (flt and not _matches(orjson.loads(row[2]), flt)):
+            found = items.get(k)
+            if found is None or (flt and not _matches(orjson.loads(found[2]), flt)):
                 continue
-            out.append(self._item(row, now, refresh, op.refresh_ttl, score=float(s)))
+            out.append(self._item(found, now, refresh, op.refresh_ttl, score=float(s)))
         return out  # type: ignore[return-value]
 
     def _list_namespaces(self, conn: sa.Connection, op: ListNamespacesOp) -> list[tuple[str, ...]]:

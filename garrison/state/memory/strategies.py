@@ -42,7 +42,7 @@ class StrategyJobs:
             raise BadRequest(f"unknown strategy {strategy!r}: use one of {', '.join(PROMPTS)}")
         if llm is None:
             raise ServiceUnavailable("the LLM gateway layer is not running: strategies need a model")
-        job = {"job_id": new_id("mjb"), "tenant_id": principal.tenant_id, "strategy": strategy,
+        job: dict[str, Any] = {"job_id": new_id("mjb"), "tenant_id": principal.tenant_id, "strategy": strategy,
                "actor_id": actor_id, "session_id": session_id, "model": model, "status": "queued",
                "records": [], "error": None, "created_at": time.time()}
         self._jobs[job["job_id"]] = job

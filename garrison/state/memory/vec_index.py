@@ -70,11 +70,11 @@ class VecIndex:
             self._conn.execute("COMMIT")
 
     def remove(self, ids: Iterable[int]) -> None:
-        ids = [(i,) for i in ids]
-        if ids:
+        rows = [(i,) for i in ids]
+        if rows:
             with self._lock:
                 self._conn.execute("BEGIN")
-                self._conn.executemany(f"DELETE FROM {self.table} WHERE rowid = ?", ids)
+                self._conn.executemany(f"DELETE FROM {self.table} WHERE rowid = ?", rows)
                 self._conn.execute("COMMIT")
 
     def nearest(self, tenant_id: str, query: np.ndarray, k: int) -> list[int]:
