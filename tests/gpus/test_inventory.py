@@ -104,3 +104,15 @@ def test_nvml_discovery_maps_model_memory_mig_nvlink_and_health(monkeypatch: pyt
     assert [g.mig for g in found.gpus] == [False, False, True, False]
     assert [g.healthy for g in found.gpus] == [True, True, True, False]
     assert found.gpus[1].uuid == "GPU-1"
+
+
+def test_layer_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from garrison.gpus.layer import _number
+
+    monkeypatch.setenv("GARRISON_GPUS_STARVATION_S", "600")
+    assert _number("STARVATION_S", 1800, 1, 10_000) == 600
+    monkeypatch.setenv("GARRISON_GPUS_STARVATION_S", "soon")
+    with pytest.raises(ValueError, match="GARRISON_GPUS_STARVATION_S must be a number"):
+        _number("STARVATION_S", 1800, 1, 10_000)
+    monkeypatch.delenv("GARRISON_GPUS_STARVATION_S")
+    assert _number("STARVATION_S", 1800, 1, 10_000) == 1800
