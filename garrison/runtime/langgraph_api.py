@@ -272,6 +272,14 @@ def _stream_response(svc: Any, run: dict[str, Any], after: int, *, stateless: bo
     return StreamingResponse(_sse(events()), media_type="text/event-stream", headers=headers)
 
 
+def _body_thread(body: dict[str, Any]) -> str | None:
+    """Agent Protocol's ``POST /runs`` names the thread in the body; LangGraph's stateless runs do not."""
+    thread_id = body.get("thread_id")
+    if thread_id is not None and not isinstance(thread_id, str):
+        raise BadRequest("thread_id must be a string")
+    return thread_id or None
+
+
 @router.post("/threads/{thread_id}/runs")
 async def create_run(thread_id: str, response: Response, body: dict[str, Any] = JsonBody,
                      principal: Principal = Depends(INVOKE), platform: Platform = Depends(get_platform)) -> dict[str, Any]:
@@ -284,8 +292,10 @@ async def create_run(thread_id: str, response: Response, body: dict[str, Any] = 
 async def create_stateless_run(response: Response, body: dict[str, Any] = JsonBody,
                                principal: Principal = Depends(INVOKE),
                                platform: Platform = Depends(get_platform)) -> dict[str, Any]:
-    run = await _svc(platform).runs.create(principal, None, body)
-    response.headers["Content-Location"] = f"/runs/{run['run_id']}"
+    thread_id = _body_thread(body)
+    run = await _svc(platform).runs.create(principal, thread_id, body)
+    response.headers["Content-Location"] = (f"/threads/{thread_id}/runs/{run['run_id']}" if thread_id
+                                            else f"/runs/{run['run_id']}")
     return run_out(run)
 
 
@@ -301,8 +311,9 @@ async def stream_run(thread_id: str, body: dict[str, Any] = JsonBody, principal:
 async def stream_stateless_run(body: dict[str, Any] = JsonBody, principal: Principal = Depends(INVOKE),
                                platform: Platform = Depends(get_platform)) -> StreamingResponse:
     svc = _svc(platform)
-    run = await svc.runs.create(principal, None, body, caller_deletes=True)
-    return _stream_response(svc, run, 0, stateless=True)
+    thread_id = _body_thread(body)
+    run = await svc.runs.create(principal, thread_id, body, caller_deletes=thread_id is None)
+    return _stream_response(svc, run, 0, stateless=thread_id is None)
 
 
 async def _final_values(svc: Any, principal: Principal, run: dict[str, Any]) -> Any:
@@ -329,6 +340,11 @@ async def wait_run(thread_id: str, response: Response, body: dict[str, Any] = Js
 async def wait_stateless_run(response: Response, body: dict[str, Any] = JsonBody,
                              principal: Principal = Depends(INVOKE), platform: Platform = Depends(get_platform)) -> Any:
     svc = _svc(platform)
+    thread_id = _body_thread(body)
+    if thread_id is not None:
+        run = await svc.runs.create(principal, thread_id, body)
+        response.headers["Content-Location"] = f"/threads/{thread_id}/runs/{run['run_id']}"
+        return await _final_values(svc, principal, run)
     run = await svc.runs.create(principal, None, body, caller_deletes=True)
     response.headers["Content-Location"] = f"/runs/{run['run_id']}"
     try:

@@ -25,9 +25,10 @@ async def stop(service: RuntimeService) -> None:
 
 
 def routers() -> list[APIRouter]:
+    from garrison.runtime.agent_protocol import router as agent_protocol_router
     from garrison.runtime.agentcore_api import router as agentcore_router
     from garrison.runtime.api import router
     from garrison.runtime.langgraph_api import router as langgraph_router
     from garrison.runtime.store_api import router as store_router
 
-    return [router, langgraph_router, store_router, agentcore_router]
+    return [router, langgraph_router, store_router, agentcore_router, agent_protocol_router]

@@ -193,6 +193,18 @@ class RuntimeStore:
                                        .limit(limit).offset(offset))).all()
         return [_row(r, ("metadata", "spec")) for r in rows]
 
+    async def search_runs(self, tenant_id: str, thread_id: str | None, status: str | None, limit: int,
+                          offset: int) -> list[dict[str, Any]]:
+        query = select(runs).where(runs.c.tenant_id == tenant_id)
+        if thread_id:
+            query = query.where(runs.c.thread_id == thread_id)
+        if status:
+            query = query.where(runs.c.status == status)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(runs.c.created_at.desc(), runs.c.run_id.desc())
+                                       .limit(limit).offset(offset))).all()
+        return [_row(r, ("metadata", "spec")) for r in rows]
+
     async def active_runs(self, thread_id: str) -> list[str]:
         """Unfinished runs of a thread, oldest first (the enqueue order)."""
         async with self.db.engine.connect() as conn:

@@ -7,7 +7,7 @@ from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
 
-from runtime.helpers import deploy
+from runtime.helpers import deploy, sse_events
 
 
 @pytest.fixture
@@ -84,3 +84,26 @@ async def test_sdk_store_on_the_state_layer(sdk):
     await sdk.store.delete_item(["users", "ada"], "prefs")
     with pytest.raises(NotFoundError):
         await sdk.store.get_item(["users", "ada"], "prefs")
+
+
+async def test_agent_protocol_aliases(client):
+    await deploy(client, "steps")
+    agents = (await client.post("/agents/search", json={"name": "steps"})).json()
+    assert [a["name"] for a in agents] == ["steps"]
+    agent_id = agents[0]["agent_id"]
+    assert (await client.get(f"/agents/{agent_id}")).json()["agent_id"] == agent_id
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    # POST /runs with thread_id in the body: a run on that thread, addressed by run id alone.
+    run = (await client.post("/runs", json={"agent_id": agent_id, "assistant_id": agent_id, "thread_id": tid,
+                                            "input": {"log": []}})).json()
+    assert run["thread_id"] == tid
+    assert (await client.get(f"/runs/{run['run_id']}/wait")).json() == {"log": ["first", "second", "third"]}
+    assert (await client.get(f"/runs/{run['run_id']}")).json()["status"] == "success"
+    async with client.stream("GET", f"/runs/{run['run_id']}/stream", headers={"Last-Event-ID": "1"}) as r:
+        replayed = await sse_events(r)
+    assert replayed and replayed[0]["id"] == "2"
+    found = (await client.post("/runs/search", json={"thread_id": tid, "status": "success"})).json()
+    assert [f["run_id"] for f in found] == [run["run_id"]]
+    assert (await client.post("/runs/search", json={"status": "bogus"})).status_code == 400
+    assert (await client.delete(f"/runs/{run['run_id']}")).status_code == 204
+    assert (await client.get(f"/runs/{run['run_id']}")).status_code == 404
