@@ -40,11 +40,18 @@ class _ASGIPassThrough(Response):
         await self._handler(scope, receive, send)
 
 
-def _check_origin(request: Request, allowed: list[str]) -> None:
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _check_origin(request: Request, allowed: list[str], bound_host: str) -> None:
+    """Browsers send Origin: allow listed origins and same-origin calls. On a server bound to
+    loopback, a same-origin call must also name a loopback Host (DNS rebinding protection)."""
     origin = request.headers.get("origin")
     if not origin or origin in allowed:
         return
-    if urlsplit(origin).netloc == request.headers.get("host"):
+    host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+    same = urlsplit(origin).netloc == request.headers.get("host")
+    if same and (host in LOOPBACK or bound_host not in LOOPBACK):
         return
     raise Forbidden(f"Origin {origin} is not allowed to call MCP here (GARRISON_TOOLS_ALLOWED_ORIGINS)")
 
@@ -53,7 +60,7 @@ def _check_origin(request: Request, allowed: list[str]) -> None:
 async def mcp_endpoint(request: Request, virtual_server: str,
                        principal: Principal = Depends(require("tools:call"))) -> Response:
     svc = _service(request)
-    _check_origin(request, svc.settings.allowed_origins)
+    _check_origin(request, svc.settings.allowed_origins, request.app.state.platform.settings.host)
     vs = svc.get_virtual_server(principal, virtual_server)
 
     async def run(scope: Scope, receive: Receive, send: Send) -> None:

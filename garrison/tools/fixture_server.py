@@ -52,7 +52,61 @@ def build(name: str = "fixture") -> MCPServer:
         headers = ctx.headers or {}
         return {"authorization": headers.get("authorization"), "x_api_key": headers.get("x-api-key")}
 
+    _conformance_tools(server)
     return server
+
+
+# A 1x1 PNG and a tiny WAV: the content types the MCP conformance suite asks for.
+_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+_WAV = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQAAAAA="
+
+
+def _conformance_tools(server: MCPServer) -> None:
+    """The tool names and results of the MCP conformance suite's server scenarios."""
+    import mcp_types as types
+
+    def resource() -> types.EmbeddedResource:
+        return types.EmbeddedResource(type="resource", resource=types.TextResourceContents(
+            uri="test://embedded-resource", mime_type="text/plain", text="This is an embedded resource content."))
+
+    @server.tool(name="test_simple_text", description="Returns simple text content.")
+    def simple_text() -> str:
+        return "This is a simple text response for testing."
+
+    @server.tool(name="test_image_content", description="Returns image content.")
+    def image_content() -> list[Any]:
+        return [types.ImageContent(type="image", data=_PNG, mime_type="image/png")]
+
+    @server.tool(name="test_audio_content", description="Returns audio content.")
+    def audio_content() -> list[Any]:
+        return [types.AudioContent(type="audio", data=_WAV, mime_type="audio/wav")]
+
+    @server.tool(name="test_embedded_resource", description="Returns an embedded resource.")
+    def embedded_resource() -> list[Any]:
+        return [resource()]
+
+    @server.tool(name="test_multiple_content_types", description="Returns text, image and resource content.")
+    def multiple() -> list[Any]:
+        return [types.TextContent(type="text", text="Multiple content types test:"),
+                types.ImageContent(type="image", data=_PNG, mime_type="image/png"), resource()]
+
+    @server.tool(name="test_tool_with_logging", description="Sends log messages while running.")
+    async def with_logging(ctx: Context) -> str:
+        for message in ("Tool execution started", "Tool processing data", "Tool execution completed"):
+            await ctx.info(message)
+            await asyncio.sleep(0.05)
+        return "Logging test completed"
+
+    @server.tool(name="test_error_handling", description="Always returns an error result.")
+    def error_handling() -> str:
+        raise ToolError("This tool intentionally returns an error for testing")
+
+    @server.tool(name="test_tool_with_progress", description="Reports progress while running.")
+    async def with_progress(ctx: Context) -> str:
+        for step in (0, 50, 100):
+            await ctx.report_progress(step, 100, f"Completed step {step} of 100")
+            await asyncio.sleep(0.05)
+        return "Progress test completed"
 
 
 def app(name: str = "fixture", *, stateless: bool = False, json_response: bool = False) -> Any:

@@ -55,6 +55,7 @@ class Gateway:
             "garrison-gateway", version=__version__,
             instructions="Tools governed by garrison. Call search_tools to find the right tool in a large catalogue.",
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+            on_set_logging_level=self._set_logging_level,
         )
         self.manager = StreamableHTTPSessionManager(
             self.server,
@@ -122,6 +123,11 @@ class Gateway:
         self._sessions.pop(session_id, None)
         await self.service.close_owner(f"s:{session_id}")
 
+    async def _set_logging_level(self, ctx: ServerRequestContext[Any, Any],
+                                 params: types.SetLevelRequestParams) -> types.EmptyResult:
+        """Accepted so clients may ask for upstream log messages (they are passed on as they come)."""
+        return types.EmptyResult()
+
     async def _list_tools(self, ctx: ServerRequestContext[Any, Any],
                           params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         scope = _scope_of(ctx)
@@ -144,7 +150,8 @@ class Gateway:
                                                              related_request_id=ctx.request_id)
 
         async def log_sink(p: types.LoggingMessageNotificationParams) -> None:
-            await session.send_log_message(p.level, p.data, p.logger)
+            # On this request's own stream, so clients without a GET stream see it too.
+            await session.send_log_message(p.level, p.data, p.logger, related_request_id=ctx.request_id)
 
         try:
             return await self.service.call_tool(

@@ -147,6 +147,7 @@ class UpstreamPool:
         key = (owner, upstream_id)
         conn = self._conns.get(key)
         if conn is not None and conn.alive:
+            conn.log_sink = log_sink or conn.log_sink  # logs go to the caller of the latest call
             return conn
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
