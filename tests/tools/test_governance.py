@@ -144,3 +144,32 @@ async def test_management_needs_scopes(anon_client, app, make_key):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
                                  headers={"Authorization": f"Bearer {key}"}) as c:
         assert (await c.post("/api/tools/upstreams", json={"name": "x", "url": "http://x"})).status_code == 403
+
+
+async def test_oauth_client_credentials_outbound(client, base_url, admin_key, upstream_url):  # noqa: F811
+    import base64
+
+    from fastapi import FastAPI, Form, Header, HTTPException
+
+    from tests.tools.servers import threaded
+
+    issued = []
+    token_app = FastAPI()
+
+    @token_app.post("/token")
+    async def token(grant_type: str = Form(), scope: str = Form(""), authorization: str = Header("")) -> dict:
+        if base64.b64decode(authorization.removeprefix("Basic ")).decode() != "client-1:s3cret":
+            raise HTTPException(401)
+        issued.append((grant_type, scope))
+        return {"access_token": f"tok-{len(issued)}", "token_type": "bearer", "expires_in": 3600}
+
+    with threaded(token_app) as idp:
+        await setup_gateway(client, upstream_url, auth={
+            "kind": "oauth_client_credentials", "secret": "s3cret", "client_id": "client-1",
+            "token_url": f"{idp}/token", "scope": "tools"})
+        async with mcp_client(f"{base_url}/mcp/agents", admin_key) as mcp:
+            first = await mcp.call_tool("fixture__whoami", {})
+            second = await mcp.call_tool("fixture__whoami", {})
+    assert first.structured_content["authorization"] == "Bearer tok-1"
+    assert second.structured_content["authorization"] == "Bearer tok-1"  # cached until near expiry
+    assert issued[0] == ("client_credentials", "tools")
