@@ -169,3 +169,16 @@ def test_deep_pages_past_the_index_shortlist(store: GarrisonStore) -> None:
     assert store.search(("deep",), query="note", offset=5000, limit=10) == []
     page = store.search(("deep",), query="note", offset=25, limit=10)
     assert len(page) == 5
+
+
+def test_two_processes_see_each_others_vectors(db_url: str) -> None:
+    """Two stores on one database (as two garrison processes): searches see the other's writes."""
+    index = {"dims": 384, "embed": MINILM, "fields": ["text"]}
+    with GarrisonStore.from_conn_string(db_url, index=index) as a, \
+            GarrisonStore.from_conn_string(db_url, index=index) as b:
+        assert b.search(("n",), query="anything") == []  # b loads its (empty) copy of the index
+        a.put(("n",), "volcano", {"text": "Etna is an active volcano in Sicily"})
+        a.put(("n",), "pasta", {"text": "carbonara uses eggs and guanciale"})
+        assert [h.key for h in b.search(("n",), query="eruption of a mountain", limit=1)] == ["volcano"]
+        b.delete(("n",), "volcano")
+        assert [h.key for h in a.search(("n",), query="eruption of a mountain", limit=2)] == ["pasta"]
