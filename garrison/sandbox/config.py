@@ -22,7 +22,7 @@ class PoolConfig(BaseModel):
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_SANDBOX_", extra="ignore")
 
-    backend: Literal["auto", "gvisor", "bubblewrap", "kubernetes"] = Field(
+    backend: Literal["auto", "gvisor", "bubblewrap"] = Field(
         default="auto", description="auto: gVisor when runsc passes its self-test, else bubblewrap.")
     require_backend: bool = Field(default=False, description="Refuse to start when `backend` is not usable.")
     self_test: bool = True

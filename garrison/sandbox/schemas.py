@@ -16,14 +16,14 @@ class Strict(BaseModel):
 
 class LimitsIn(Strict):
     memory_mib: int | None = Field(default=None, ge=32, description="Memory limit in MiB.")
-    cpus: float | None = Field(default=None, gt=0, le=64)
+    cpus: float | None = Field(default=None, ge=0.1, le=64, description="CPU quota in CPUs (at least 0.1).")
     pids: int | None = Field(default=None, ge=16)
     workspace_mib: int | None = Field(default=None, ge=1, le=65536)
 
 
 class CreateIn(Strict):
     template: str = Field(default="python", max_length=40)
-    backend: Literal["gvisor", "bubblewrap", "kubernetes"] | None = Field(
+    backend: Literal["gvisor", "bubblewrap"] | None = Field(
         default=None, description="Require this backend (never a silent fallback); unset: the default.")
     timeout_s: int | None = Field(default=None, ge=1, description="Lifetime; the sandbox is killed after it.")
     idle_timeout_s: int | None = Field(default=None, ge=1)
