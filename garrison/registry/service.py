@@ -62,6 +62,7 @@ class RegistryService:
     async def stop(self) -> None:
         if self.checker is not None:
             await self.checker.stop()
+        self.store.dispose()
 
     def is_unhealthy(self, name: str) -> bool:
         """Whether the latest checked version of ``name`` failed its health checks (gateway hook)."""
