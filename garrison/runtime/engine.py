@@ -82,6 +82,8 @@ class TemporalEngine:
             # the sandbox would re-import it per run for nothing.
             workflow_runner=UnsandboxedWorkflowRunner(),
             max_concurrent_activities=64,
+            # After a crash the next workflow task must not wait (default 5 s) for the dead worker's sticky queue.
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
             # Heartbeats carry cancellation to a running step: send them often enough to stop promptly.
             max_heartbeat_throttle_interval=timedelta(milliseconds=500),
             default_heartbeat_throttle_interval=timedelta(milliseconds=500),

@@ -34,19 +34,30 @@ class StoreEvents:
         self.db = db
         self.poll_s = poll_s
         self._wakeups: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # Last seq this process wrote per stream: a run's events have one writer at a time, so the
+        # next seq is known without a query; a clash (another writer) falls back to the table.
+        self._last: dict[str, int] = {}
 
     async def publish(self, stream: str, event: str, data: Any, step: int | None = None) -> int:
         text = serde.dumps(data)
         for _ in range(20):
+            known = self._last.get(stream)
             try:
                 async with self.db.engine.begin() as conn:
-                    top = (await conn.execute(select(func.max(events.c.seq)).where(events.c.stream == stream))).scalar()
-                    seq = int(top or 0) + 1
+                    if known is None:
+                        top = (await conn.execute(select(func.max(events.c.seq))
+                                                  .where(events.c.stream == stream))).scalar()
+                        known = int(top or 0)
+                    seq = known + 1
                     await conn.execute(insert(events).values(stream=stream, seq=seq, event=event, data=text,
                                                              step=step, created_at=utcnow()))
+                self._last[stream] = seq
+                if len(self._last) > 10_000:
+                    self._last.pop(next(iter(self._last)))
                 break
             except IntegrityError:
-                continue  # another writer took this seq; take the next one
+                self._last.pop(stream, None)  # another writer took this seq; ask the table
+                continue
         else:
             raise RuntimeError(f"could not append to event stream {stream}")
         self.wake(stream)
@@ -74,6 +85,7 @@ class StoreEvents:
             pass
 
     async def drop(self, stream: str) -> None:
+        self._last.pop(stream, None)
         async with self.db.engine.begin() as conn:
             await conn.execute(delete(events).where(events.c.stream == stream))
 

@@ -19,7 +19,7 @@ class RuntimeSettings(BaseSettings):
     # One graph superstep is one activity: it heartbeats every heartbeat_timeout_s / 3, so a
     # worker that dies is noticed after heartbeat_timeout_s and the step retried elsewhere.
     step_timeout_s: float = Field(default=600.0, gt=0)
-    heartbeat_timeout_s: float = Field(default=3.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=5.0, gt=0)
     step_max_attempts: int = Field(default=5, ge=1)
     # Workflow history stays small: continue-as-new after this many steps.
     continue_as_new_after_steps: int = Field(default=100, ge=2)

@@ -28,7 +28,7 @@ class RunParams:
     step: int = 0
     steps_per_history: int = 100
     step_timeout_s: float = 600.0
-    heartbeat_timeout_s: float = 3.0
+    heartbeat_timeout_s: float = 5.0
     max_attempts: int = 5
     max_steps: int = 1000
     hold_for_input_s: float = 0.0
