@@ -71,6 +71,8 @@ class ToolsService:
         self.virtual_servers: dict[tuple[str, str], VirtualServer] = {}
         self.local: dict[str, dict[str, LocalTool]] = {}
         self._tool_cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # upstream id -> tools
+        self._catalogues: dict[tuple[str, str], tuple[float, int, dict[str, CatalogueTool]]] = {}
+        self._generation = 0  # bumped by every change of upstreams, virtual servers or local tools
         self._sweeper: asyncio.Task[None] | None = None
         self.gateway: Any = None
 
@@ -110,6 +112,7 @@ class ToolsService:
                               handler=t["handler"], idempotent=bool(t.get("idempotent", False)))
             entries[t.name] = t
         self.local[server_name] = entries
+        self._generation += 1
 
     # ---- upstreams ---------------------------------------------------------------------
 
@@ -151,6 +154,7 @@ class ToolsService:
         )
         up = await self.store.insert_upstream(values)
         self.upstreams[(up.tenant_id, up.name)] = up
+        self._generation += 1
         self._audit(principal, "tools:admin", f"upstream:{up.name}", op="create", url=url)
         return up
 
@@ -170,6 +174,7 @@ class ToolsService:
         )
         up = await self.store.insert_upstream(values)
         self.upstreams[(up.tenant_id, up.name)] = up
+        self._generation += 1
         self._audit(principal, "tools:admin", f"upstream:{up.name}", op="create_openapi", tools=len(tools))
         return up
 
@@ -186,6 +191,7 @@ class ToolsService:
         up = self.get_upstream(principal, name)
         await self.store.delete_upstream(principal.tenant_id, name)
         self.upstreams.pop((principal.tenant_id, name), None)
+        self._generation += 1
         self._tool_cache.pop(up.id, None)
         self.oauth.forget(up.id)
         await self.pool.close_upstream(up.id)
@@ -232,6 +238,8 @@ class ToolsService:
             await self.pool.drop(CATALOGUE_OWNER, up.id)
             log.warning("tools/list of upstream %s failed: %s", up.name, exc)
             return hit[1] if hit else []
+        if hit is None or hit[1] != tools:
+            self._generation += 1  # the catalogues built on the old list are stale
         self._tool_cache[up.id] = (time.monotonic(), tools)
         return tools
 
@@ -253,6 +261,7 @@ class ToolsService:
             created_at=now, updated_at=now,
         ), replace=replace)
         self.virtual_servers[(vs.tenant_id, vs.name)] = vs
+        self._generation += 1
         self._audit(principal, "tools:admin", f"virtual_server:{vs.name}", op="put")
         return vs
 
@@ -270,10 +279,22 @@ class ToolsService:
         self.get_virtual_server(principal, name)
         await self.store.delete_virtual_server(principal.tenant_id, name)
         self.virtual_servers.pop((principal.tenant_id, name), None)
+        self._generation += 1
         self._audit(principal, "tools:admin", f"virtual_server:{name}", op="delete")
 
     async def catalogue(self, principal: Principal, vs: VirtualServer) -> dict[str, CatalogueTool]:
-        """Exposed name -> tool; the first of two tools with the same exposed name wins."""
+        """Exposed name -> tool, cached per virtual server until a change or the catalogue TTL."""
+        key = (vs.tenant_id, vs.name)
+        hit = self._catalogues.get(key)
+        now = time.monotonic()
+        if hit and hit[1] == self._generation and now - hit[0] < self.settings.catalogue_ttl_s:
+            return hit[2]
+        out = await self._build_catalogue(vs)
+        self._catalogues[key] = (now, self._generation, out)
+        return out
+
+    async def _build_catalogue(self, vs: VirtualServer) -> dict[str, CatalogueTool]:
+        """The first of two tools with the same exposed name wins."""
         out: dict[str, CatalogueTool] = {}
         for ref in vs.tools:
             server, wanted, alias = ref["upstream"], ref.get("tool") or "*", ref.get("alias")
