@@ -116,8 +116,8 @@ class BubblewrapHandle(SandboxHandle):
     async def destroy(self) -> None:
         await self.kill()
         self.close_pipes()
-        with contextlib.suppress(ProcessLookupError, ChildProcessError):
-            await self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, ChildProcessError, TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 5.0)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
         if self.uid_pool is not None and self.host_uid is not None:
