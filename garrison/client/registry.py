@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -49,7 +50,7 @@ class Registry:
     def delete(self, name: str, version: str) -> Any:
         return self.c.request("DELETE", f"/v0.1/servers/{_enc(name)}/versions/{_enc(version)}")
 
-    def import_entries(self, entries: list[Any]) -> Any:
+    def import_entries(self, entries: builtins.list[Any]) -> Any:
         return self.c.request("POST", "/api/registry/import", json=entries)
 
     def diff(self, name: str, version: str, from_version: str | None = None) -> Any:

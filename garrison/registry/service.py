@@ -349,11 +349,12 @@ class RegistryService:
         counts = {"imported": 0, "skipped": 0, "failed": 0}
         errors: list[str] = []
         for item in items:
-            doc, meta = item, {}
+            doc: Any = item
+            meta: dict[str, Any] = {}
             if isinstance(item, dict) and isinstance(item.get("server"), dict):
                 doc = item["server"]
                 meta = (item.get("_meta") or {}).get("io.modelcontextprotocol.registry/official") or {}
-            status = meta.get("status") if meta.get("status") in ("active", "deprecated", "deleted") else "active"
+            status = str(meta.get("status")) if meta.get("status") in ("active", "deprecated", "deleted") else "active"
             try:
                 await self.publish(principal, doc, status=status, published_at=_parse_time(meta.get("publishedAt")),
                                    audit=False)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garrison.core.clock import aware
 from garrison.db import Database
 from garrison.db.engine import sync_url
 from garrison.registry.schemas import Entry
@@ -34,8 +35,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _entry(row: Any) -> Entry:
-    from garrison.core.clock import aware
-
     return Entry(
         name=row.name, version=row.version, tenant_id=row.tenant_id, server_json=row.server_json,
         status=row.status, status_message=row.status_message,

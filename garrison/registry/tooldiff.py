@@ -28,7 +28,7 @@ def check_tools(tools: Any) -> list[dict[str, Any]]:
 
 def _params(tool: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     schema = tool.get("inputSchema") or {}
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
     required = {r for r in schema.get("required") or [] if isinstance(r, str)}
     return props, required
 

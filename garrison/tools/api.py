@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from garrison.core.errors import Forbidden
+from garrison.core.errors import BadRequest, Forbidden
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.tools.schemas import (
@@ -121,8 +121,6 @@ async def create_virtual_server(request: Request, body: VirtualServerIn,
 async def put_virtual_server(request: Request, name: str, body: VirtualServerIn,
                              principal: Principal = Depends(require("tools:admin"))) -> VirtualServerOut:
     if body.name != name:
-        from garrison.core.errors import BadRequest
-
         raise BadRequest("the body's name must equal the name in the URL")
     vs = await _service(request).put_virtual_server(principal, body, replace=True)
     return VirtualServerOut(**vs.public())

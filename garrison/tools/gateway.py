@@ -144,10 +144,10 @@ class Gateway:
         session = ctx.session
 
         async def progress(value: float, total: float | None, message: str | None) -> None:
-            if token is not None:
+            if isinstance(token, str | int):
                 with contextlib.suppress(Exception):
-                    await session.send_progress_notification(token, value, total, message,
-                                                             related_request_id=ctx.request_id)
+                    await session.send_progress_notification(
+                        token, value, total, message, related_request_id=ctx.request_id)  # type: ignore[arg-type]
 
         async def log_sink(p: types.LoggingMessageNotificationParams) -> None:
             # On this request's own stream, so clients without a GET stream see it too.

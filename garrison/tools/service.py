@@ -309,12 +309,12 @@ class ToolsService:
             up = self.upstreams.get((vs.tenant_id, server))
             if up is None or self.unhealthy(up):
                 continue
-            for t in await self.upstream_tools(up):
-                if wanted in ("*", t["name"]):
-                    name = alias or exposed_name(up.name, t["name"])
+            for spec in await self.upstream_tools(up):
+                if wanted in ("*", spec["name"]):
+                    name = alias or exposed_name(up.name, spec["name"])
                     out.setdefault(name, CatalogueTool(
-                        name, up.name, t["name"], t.get("description"), t.get("inputSchema") or {},
-                        upstream_id=up.id, annotations=t.get("annotations") or {}))
+                        name, up.name, spec["name"], spec.get("description"), spec.get("inputSchema") or {},
+                        upstream_id=up.id, annotations=spec.get("annotations") or {}))
         return out
 
     async def list_tools(self, principal: Principal, vs: VirtualServer) -> list[dict[str, Any]]:
@@ -387,10 +387,9 @@ class ToolsService:
                 if outcome not in ("ok", "tool_error"):
                     span.set_status(trace.Status(trace.StatusCode.ERROR, outcome))
                 if self.platform is not None:
+                    denied = outcome in ("forbidden", "too-many-requests")
                     self.platform.audit.record(
-                        principal, "tools:call", f"tool/{vs.name}/{name}",
-                        "allow" if outcome in ("ok", "tool_error", "too_large") else "deny" if outcome in (
-                            "forbidden", "too-many-requests") else "allow",
+                        principal, "tools:call", f"tool/{vs.name}/{name}", "deny" if denied else "allow",
                         outcome, {"upstream": upstream_label, "ms": round(elapsed * 1000, 2)})
 
     async def _dispatch(self, principal: Principal, tool: CatalogueTool, arguments: dict[str, Any], owner: str,
