@@ -89,6 +89,9 @@ class Gateway:
         session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
         if session_id is not None and self._sessions.get(session_id, (vs.tenant_id, vs.name)) != (vs.tenant_id, vs.name):
             raise NotFound("this MCP session belongs to another virtual server; initialize a new one")
+        if len(self._sessions) > 2 * (self.manager.max_sessions or 10_000):
+            live = set(getattr(self.manager, "_server_instances", {}))
+            self._sessions = {k: v for k, v in self._sessions.items() if k in live}
         scope = dict(scope)
         scope[PRINCIPAL_KEY] = principal
         scope[VS_KEY] = vs
@@ -131,6 +134,7 @@ class Gateway:
     async def _list_tools(self, ctx: ServerRequestContext[Any, Any],
                           params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         scope = _scope_of(ctx)
+        self._owner(ctx, scope[PRINCIPAL_KEY])  # registers the end-of-session cleanup
         tools = await self.service.list_tools(scope[PRINCIPAL_KEY], scope[VS_KEY])
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 

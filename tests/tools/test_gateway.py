@@ -102,11 +102,15 @@ async def test_one_upstream_session_per_downstream_session(client, platform, bas
     # Closing a downstream session (DELETE) closes its upstream session.
     import asyncio
 
+    async with mcp_client(f"{base_url}/mcp/agents", admin_key) as lister:
+        await lister.list_tools()
+    gateway = platform.services["tools"].gateway
     for _ in range(100):
-        if not any(o.startswith("s:") for o in pool.owners()):
+        if not any(o.startswith("s:") for o in pool.owners()) and not gateway._sessions:
             break
         await asyncio.sleep(0.05)
     assert not any(o.startswith("s:") for o in pool.owners())
+    assert not gateway._sessions  # ended sessions are forgotten
 
 
 async def test_inbound_auth(client, base_url, make_key, upstream_url):
