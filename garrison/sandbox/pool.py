@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("garrison.sandbox.pool")
+REFILL_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ class WarmPool:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=min(self.max_age_s, 30))
+                # Refill a moment after a claim: starting a sandbox forks the server process,
+                # which would stall the claimant's first call on the same event loop.
+                await asyncio.sleep(REFILL_DELAY_S)
             except TimeoutError:
                 pass
 
