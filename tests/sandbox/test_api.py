@@ -58,10 +58,15 @@ async def test_create_run_code_commands_files_kill(client: httpx.AsyncClient, ba
     assert r.json()["state"] == "killed" and r.json()["killed_reason"] == "killed_by_user"
     r = await client.post(f"/api/sandboxes/{sid}/run_code", json={"code": "1"})
     assert r.status_code == 410 and r.json()["killed_reason"] == "killed_by_user"
+    usage = (await client.get("/api/sandboxes/usage")).json()
+    assert usage["sandboxes"] == 1 and usage["cpu_seconds"] > 0 and usage["memory_gib_seconds"] > 0
     await asyncio.sleep(0.15)
-    actions = [e["action"] for e in await platform.audit.tail(50)]
+    entries = await platform.audit.tail(50)
+    actions = [e["action"] for e in entries]
     for action in ("sandbox:create", "sandbox:exec", "sandbox:file_write", "sandbox:file_read", "sandbox:kill"):
         assert action in actions
+    kill_entry = next(e for e in entries if e["action"] == "sandbox:kill")
+    assert "killed_by_user" in json.dumps(kill_entry)
 
 
 async def test_streaming_command_and_code(client: httpx.AsyncClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
