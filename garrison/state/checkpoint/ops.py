@@ -373,6 +373,22 @@ def decode_get(s: Scope, thread_id: str, ns: str, rows: Sequence[Any]) -> Checkp
 def load_blobs(s: Scope, thread_id: str, checkpoint_id: str,
                blobs: Iterable[tuple[str, str, bytes | None]]) -> dict[str, Any]:
     """Decoded channel values; ``empty`` marks a channel with a version but no value."""
+    blobs = list(blobs)
+    if s._ext_hook is not None and 0 < len(blobs) < 16 and all(t == "msgpack" for _c, t, _d in blobs):
+        # One decoder call for all channels: a msgpack fixmap header, then each channel name
+        # and its stored msgpack value as they are (a corrupt value fails the whole map, and
+        # the per-channel pass below then names it).
+        try:
+            packed = bytearray([0x80 | len(blobs)])
+            for channel, _t, data in blobs:
+                packed += ormsgpack.packb(channel)
+                packed += data or b""
+            out = ormsgpack.unpackb(bytes(packed), ext_hook=s._ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+            # Every name where it was put means every value decoded from exactly its own bytes.
+            if isinstance(out, dict) and list(out) == [c for c, _t, _d in blobs]:
+                return out
+        except Exception:  # fall back to decoding one by one, which reports the bad channel
+            pass
     out = {}
     for channel, type_, data in blobs:
         if type_ != "empty":
