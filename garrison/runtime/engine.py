@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +48,7 @@ class TemporalEngine:
         self._worker_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._failure: str | None = None
+        self.identity = f"garrison-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     @property
     def started(self) -> bool:
@@ -78,6 +81,7 @@ class TemporalEngine:
         client = await self._connect(address)
         self._worker = Worker(
             client, task_queue=self.task_queue, workflows=[AgentRunWorkflow], activities=self._activities,
+            identity=self.identity,
             # garrison's workflow is deterministic by construction and imports nothing at run time;
             # the sandbox would re-import it per run for nothing.
             workflow_runner=UnsandboxedWorkflowRunner(),
@@ -108,6 +112,34 @@ class TemporalEngine:
                 last = exc
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"no Temporal at {address} after {self.start_timeout_s:.0f} s: {last}")
+
+    async def release_orphaned_steps(self, run_ids: list[str]) -> int:
+        """Fail, now, the steps that a dead garrison was running, so their retry starts at once.
+
+        Only with the embedded server: this process is then the only worker of the task queue,
+        so a step started by another identity belongs to a process that is gone. (Otherwise
+        the heartbeat timeout finds them.)
+        """
+        if self.embedded is None or self._client is None:
+            return 0
+        from temporalio.api.enums.v1 import PendingActivityState
+        from temporalio.exceptions import ApplicationError
+
+        released = 0
+        for run_id in run_ids:
+            try:
+                desc = await self._client.get_workflow_handle(run_id).describe()
+            except Exception:
+                continue
+            for pending in desc.raw_description.pending_activities:
+                if (pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                        and pending.last_worker_identity and pending.last_worker_identity != self.identity):
+                    handle = self._client.get_async_activity_handle(workflow_id=run_id,
+                                                                    run_id=None, activity_id=pending.activity_id)
+                    with contextlib.suppress(Exception):
+                        await handle.fail(ApplicationError("the garrison process running this step died"))
+                        released += 1
+        return released
 
     async def _stop_parts(self) -> None:
         worker, task = self._worker, self._worker_task

@@ -75,6 +75,9 @@ class RuntimeService:
     async def _warm_up(self) -> None:
         with contextlib.suppress(ServiceUnavailable):
             await self.engine.client()
+            released = await self.engine.release_orphaned_steps(await self.store.running_run_ids())
+            if released:
+                log.warning("retrying %d run step(s) that a previous garrison process left unfinished", released)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

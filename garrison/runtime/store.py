@@ -213,6 +213,11 @@ class RuntimeStore:
                                        .order_by(runs.c.created_at, runs.c.run_id))).all()
         return [r[0] for r in rows]
 
+    async def running_run_ids(self) -> list[str]:
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(select(runs.c.run_id).where(runs.c.status == "running"))).all()
+        return [r[0] for r in rows]
+
     async def unfinished_runs(self) -> int:
         async with self.db.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(runs)

@@ -107,3 +107,30 @@ async def test_agent_protocol_aliases(client):
     assert (await client.post("/runs/search", json={"status": "bogus"})).status_code == 400
     assert (await client.delete(f"/runs/{run['run_id']}")).status_code == 204
     assert (await client.get(f"/runs/{run['run_id']}")).status_code == 404
+
+
+async def test_graph_calling_a_model_through_the_gateway_with_human_review(client, sdk, live_url, make_key,
+                                                                          monkeypatch):
+    """langgraph-sdk drives a graph whose node calls a model via garrison's LLM gateway (fake upstream)."""
+    from garrison.llm.fake_upstream import FakeConfig, FakeUpstream
+
+    async with FakeUpstream(FakeConfig(completion_tokens=8)) as upstream:
+        r = await client.post("/api/llm/models", json={"model": "fake-model", "base_url": upstream.base_url})
+        assert r.status_code == 201, r.text
+        monkeypatch.setenv("AGENT_LLM_BASE_URL", live_url + "/v1")
+        monkeypatch.setenv("AGENT_LLM_KEY", await make_key(["llm:invoke"], principal="assistant-agent"))
+        await deploy(client, "assistant")
+        thread = await sdk.threads.create()
+        parts = [p async for p in sdk.runs.stream(thread["thread_id"], "assistant",
+                                                 input={"question": "What is garrison?"}, stream_mode="updates")]
+        drafted = [p.data["draft"] for p in parts if p.event == "updates" and "draft" in p.data]
+        assert drafted and drafted[0]["draft"] and drafted[0]["tokens"] > 0
+        waiting = [p.data["__interrupt__"] for p in parts if p.event == "updates" and "__interrupt__" in p.data]
+        assert waiting[0][0]["value"] == {"draft": drafted[0]["draft"]}
+        assert upstream.stats.completed == 1  # the model call went through the gateway to the upstream
+        assert upstream.stats.last_body["messages"][0]["content"] == "What is garrison?"
+        final = await sdk.runs.wait(thread["thread_id"], "assistant", command={"resume": "approved"})
+        assert final["verdict"] == "approved" and final["draft"] == drafted[0]["draft"]
+        history = await sdk.threads.get_history(thread["thread_id"])
+        assert [h["next"] for h in history][:2] == [[], ["review"]]
+        assert upstream.stats.completed == 1  # resuming did not call the model again
