@@ -3,7 +3,6 @@ tenant-owned namespaces, policy checks and audit."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,7 @@ import orjson
 from sqlalchemy.exc import IntegrityError
 
 from garrison.core.clock import utcnow
-from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound, Problem
+from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from garrison.core.ids import new_id
 from garrison.core.pagination import decode_cursor, encode_cursor
 from garrison.core.principal import Principal
@@ -344,48 +343,17 @@ class RegistryService:
 
     # ---- sync ------------------------------------------------------------------------
 
-    async def import_entries(self, principal: Principal, items: list[Any]) -> dict[str, int]:
+    async def import_entries(self, principal: Principal, items: list[Any]) -> dict[str, Any]:
         """Import server.json entries (bare or in the ServerResponse envelope); known versions are skipped."""
-        counts = {"imported": 0, "skipped": 0, "failed": 0}
-        errors: list[str] = []
-        for item in items:
-            doc: Any = item
-            meta: dict[str, Any] = {}
-            if isinstance(item, dict) and isinstance(item.get("server"), dict):
-                doc = item["server"]
-                meta = (item.get("_meta") or {}).get("io.modelcontextprotocol.registry/official") or {}
-            status = str(meta.get("status")) if meta.get("status") in ("active", "deprecated", "deleted") else "active"
-            try:
-                await self.publish(principal, doc, status=status, published_at=_parse_time(meta.get("publishedAt")),
-                                   audit=False)
-                counts["imported"] += 1
-            except Conflict:
-                counts["skipped"] += 1
-            except Problem as exc:  # bad or foreign entries are counted and named; the rest go on
-                counts["failed"] += 1
-                if len(errors) < 20:
-                    errors.append(f"{_label(doc)}: {exc.detail}")
-            await asyncio.sleep(0)
+        from garrison.registry.bulk import bulk_import
+
+        result = await bulk_import(self, principal, items)
         # One audit entry for the whole import rather than one per entry.
-        await self._audit(principal, "registry:import", "*", **counts)
-        return {**counts, "errors": errors}  # type: ignore[dict-item]
+        await self._audit(principal, "registry:import", "*", imported=result["imported"],
+                          skipped=result["skipped"], failed=result["failed"])
+        return result
 
     async def export_entries(self, include_deleted: bool = True) -> list[dict[str, Any]]:
         entries = await self.store.all_entries(include_deleted)
         return [orjson.loads(orjson.dumps(e.envelope())) for e in entries]
 
-
-def _label(doc: Any) -> str:
-    if isinstance(doc, dict):
-        return f"{doc.get('name', '?')}@{doc.get('version', '?')}"
-    return "(not an object)"
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None

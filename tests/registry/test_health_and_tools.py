@@ -100,3 +100,24 @@ async def test_import_export_round_trip(client):
     meta = old["_meta"]["io.modelcontextprotocol.registry/official"]
     assert meta["status"] == "deprecated" and meta["publishedAt"].startswith("2025-01-02T03:04:05")
     assert (await client.post("/api/registry/import", json={"not": "a list"})).status_code == 400
+
+
+async def test_bulk_import_keeps_the_latest_rules_and_namespace_ownership(client, make_key, app):
+    import httpx
+
+    await client.post("/v0.1/publish", json=server("com.example/multi", "1.5.0"))
+    snapshot = [server("com.example/multi", v) for v in ("1.0.0", "2.0.0-rc.1", "nightly", "1.5.0")]
+    snapshot += [server(f"io.github.bulk/s{i:03d}") for i in range(300)]  # spans two chunks
+    r = (await client.post("/api/registry/import", json=snapshot)).json()
+    assert (r["imported"], r["skipped"], r["failed"]) == (303, 1, 0)
+    name = quote("com.example/multi", safe="")
+    versions = (await client.get(f"/v0.1/servers/{name}/versions")).json()["servers"]
+    latest = [v["server"]["version"] for v in versions
+              if v["_meta"]["io.modelcontextprotocol.registry/official"]["isLatest"]]
+    assert latest == ["2.0.0-rc.1"]
+    other = await make_key(["registry:publish"], tenant="intruder")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                 headers={"Authorization": f"Bearer {other}"}) as c:
+        r = (await c.post("/api/registry/import", json=[server("com.example/sneaky"),
+                                                         server("org.intruder/own")])).json()
+    assert (r["imported"], r["failed"]) == (1, 1) and "another tenant" in r["errors"][0]
