@@ -41,7 +41,7 @@ def snapshot_out(snap: Any) -> dict[str, Any]:
             "interrupts": _interrupts(getattr(snap, "interrupts", ()))}
 
 
-EMPTY_STATE = {"values": {}, "next": [], "tasks": [], "checkpoint": None, "metadata": {}, "created_at": None,
+EMPTY_STATE: dict[str, Any] = {"values": {}, "next": [], "tasks": [], "checkpoint": None, "metadata": {}, "created_at": None,
                "parent_checkpoint": None, "interrupts": []}
 
 

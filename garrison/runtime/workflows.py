@@ -75,20 +75,20 @@ class AgentRunWorkflow:
     @workflow.run
     async def run(self, params: RunParams) -> str:
         step, resume = params.step, params.resume_input_id
-        options = {
-            "start_to_close_timeout": timedelta(seconds=params.step_timeout_s),
-            "heartbeat_timeout": timedelta(seconds=params.heartbeat_timeout_s),
-            "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
-                                        maximum_interval=timedelta(seconds=5), maximum_attempts=params.max_attempts),
-            "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        }
+        timeouts = {"start_to_close_timeout": timedelta(seconds=params.step_timeout_s),
+                    "heartbeat_timeout": timedelta(seconds=params.heartbeat_timeout_s)}
+        retry = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(seconds=5), maximum_attempts=params.max_attempts)
         started = step
         try:
             while True:
                 if step >= params.max_steps:
                     return await self._finish(params.run_id, "error", f"run exceeded {params.max_steps} steps")
                 outcome: StepOutcome = await workflow.execute_activity(
-                    STEP_ACTIVITY, StepParams(params.run_id, step, resume), result_type=StepOutcome, **options)
+                    STEP_ACTIVITY, StepParams(params.run_id, step, resume), result_type=StepOutcome,
+                    start_to_close_timeout=timeouts["start_to_close_timeout"],
+                    heartbeat_timeout=timeouts["heartbeat_timeout"], retry_policy=retry,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
                 resume = None
                 if self._cancelled:
                     return await self._finish(params.run_id, "interrupted", "cancelled")
