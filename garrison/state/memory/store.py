@@ -200,6 +200,9 @@ class GarrisonStore(BaseStore):
         for op in ops:
             _validate_namespace(op)
         puts = [op for op in ops if isinstance(op, PutOp)]
+        for op in puts:  # refuse oversized or non-JSON values before spending time embedding them
+            if op.value is not None:
+                _dump(op.value, self.max_value_bytes)
         vectors = self._embed_puts(puts) if puts else {}
         results: list[Result] = []
         refresh: set[tuple[str, str]] = set()
