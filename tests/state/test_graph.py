@@ -88,7 +88,15 @@ def test_sigkill_mid_run_resumes_without_losing_a_completed_step(db_url: str, tm
         # "fast" and "slow" run in one superstep; wait until fast has finished and slow hangs.
         _wait_for(log, "start slow", proc)
         _wait_for(log, "end fast", proc)
-        time.sleep(0.5)  # let the finished task's writes land, as they do in the background
+        # LangGraph saves a finished task's writes in the background: wait until they are in.
+        with GarrisonSaver.from_conn_string(db_url) as watcher:
+            deadline = time.monotonic() + 60
+            while True:
+                tup = watcher.get_tuple({"configurable": {"thread_id": thread_id}})
+                if tup is not None and any(w[0] for w in tup.pending_writes or []):
+                    break
+                assert time.monotonic() < deadline, "the fast task's writes never reached the database"
+                time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

@@ -54,16 +54,16 @@ async def test_compare_and_set_lets_exactly_one_concurrent_writer_win(kv: Sessio
 
 
 async def test_ttl_expires_entries(kv: SessionKV) -> None:
-    await kv.set("t", "s", "short", "x", ttl_s=0.2)
+    await kv.set("t", "s", "short", "x", ttl_s=1.5)
     await kv.set("t", "s", "long", "y")
     assert (await kv.get("t", "s", "short")) is not None
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.8)
     assert await kv.get("t", "s", "short") is None
     assert await kv.get("t", "s", "long") is not None
     # A write without TTL makes an expiring entry permanent again.
     await kv.set("t", "s", "k", 1, ttl_s=0.2)
     await kv.set("t", "s", "k", 2)
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(0.3)
     assert (await kv.get("t", "s", "k")) is not None
 
 

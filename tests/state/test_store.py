@@ -79,11 +79,11 @@ def test_semantic_search_ranks_by_meaning_within_the_namespace(store: GarrisonSt
 
 
 def test_ttl_expiry_refresh_and_sweep(db_url: str) -> None:
-    with GarrisonStore.from_conn_string(db_url, ttl={"default_ttl": 0.005, "refresh_on_read": True}) as store:
+    with GarrisonStore.from_conn_string(db_url, ttl={"default_ttl": 0.03, "refresh_on_read": True}) as store:
         store.put(("s",), "short", {"v": 1})
         store.put(("s",), "forever", {"v": 2}, ttl=None)
-        assert store.get(("s",), "short") is not None  # read refreshes the 0.3 s TTL
-        time.sleep(0.4)
+        assert store.get(("s",), "short") is not None  # read refreshes the 1.8 s TTL
+        time.sleep(2.2)
         assert store.get(("s",), "short") is None
         assert store.search(("s",)) and [i.key for i in store.search(("s",))] == ["forever"]
         assert store.list_namespaces() == [("s",)]
