@@ -306,10 +306,9 @@ class TelemetryService:
 
     async def get_trace(self, principal: Principal, trace_id: str) -> dict[str, Any]:
         trace_id = trace_id.lower()
-        rows = await self.store.trace_spans(principal.tenant_id, trace_id)
+        rows, contents = await self.store.trace(principal.tenant_id, trace_id)
         if not rows:
             raise NotFound(f"trace {trace_id} not found")
-        contents = await self.store.trace_content(principal.tenant_id, trace_id)
         return trace_view(trace_id, rows, contents)
 
     async def list_traces(self, principal: Principal, f: TraceFilter, limit: int,

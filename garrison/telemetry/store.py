@@ -169,6 +169,20 @@ class SpanStore:
         rows.sort(key=lambda r: (r["start_ns"], r["span_id"]))
         return rows
 
+    async def trace(self, tenant_id: str, trace_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A trace's spans (sorted by start) and captured content, on one connection."""
+        q = sa.select(spans).where(spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id)
+        async with self.db.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            contents: list[dict[str, Any]] = []
+            if rows:
+                cq = (sa.select(content.c.span_id, content.c.source, content.c.time_ns, content.c.body)
+                      .where(content.c.tenant_id == tenant_id, content.c.trace_id == trace_id)
+                      .order_by(content.c.time_ns, content.c.id))
+                contents = [dict(r._mapping) for r in await conn.execute(cq)]
+        rows.sort(key=lambda r: (r["start_ns"], r["span_id"]))
+        return rows, contents
+
     async def trace_content(self, tenant_id: str, trace_id: str) -> list[dict[str, Any]]:
         q = (sa.select(content.c.span_id, content.c.source, content.c.time_ns, content.c.body)
              .where(content.c.tenant_id == tenant_id, content.c.trace_id == trace_id)
