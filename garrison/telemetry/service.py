@@ -53,6 +53,7 @@ class TelemetryService:
         self.forwarder = Forwarder(queue_batches=s.export_queue_batches, timeout_s=s.export_timeout_s)
         self.inflight_bytes = 0
         self._sink_token: int | None = None
+        self._trace_tenants: dict[str, str] = {}  # recent own traces -> tenant
         self._retention_task: asyncio.Task[None] | None = None
         # Metering runs behind ingest: a bounded backlog, so a slow ledger delays acks only when it is full.
         self._meter_queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(maxsize=256)
@@ -233,7 +234,20 @@ class TelemetryService:
         return kind, len(logs)
 
     def _on_self_spans(self, raws: list[RawSpan]) -> None:
-        """Runs on the event loop: garrison's own spans, never blocking the layer that made them."""
+        """Runs on the event loop: garrison's own spans, never blocking the layer that made them.
+
+        A span without ``garrison.tenant_id`` takes the tenant of another span of its trace
+        (a gateway or runtime span up the tree usually carries it).
+        """
+        for raw in raws:
+            tenant = raw.attributes.get("garrison.tenant_id")
+            if tenant:
+                self._trace_tenants[raw.trace_id] = str(tenant)
+        for raw in raws:
+            if not raw.attributes.get("garrison.tenant_id") and raw.trace_id in self._trace_tenants:
+                raw.attributes["garrison.tenant_id"] = self._trace_tenants[raw.trace_id]
+        while len(self._trace_tenants) > 10_000:
+            self._trace_tenants.pop(next(iter(self._trace_tenants)))
         rows, _ = self._rows(raws, None)
         metrics.SPANS_RECEIVED.labels("self").inc(len(rows))
         if not self.queue.offer(rows):
