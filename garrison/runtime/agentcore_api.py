@@ -102,5 +102,5 @@ async def invoke(agent_runtime: str, request: Request, qualifier: str = "DEFAULT
         return JSONResponse({"type": "https://garrison.dev/problems/agent-failed", "title": "The agent failed",
                              "status": 424, "detail": final["error"] or "the agent failed"}, status_code=424,
                             headers=headers, media_type="application/problem+json")
-    state = await svc.threads.state(principal, thread_id)
-    return JSONResponse(state["values"], headers=headers)
+    state = await svc.runs.final_state(run)
+    return JSONResponse(serde.jsonable(state["values"]), headers=headers)

@@ -320,7 +320,7 @@ async def _final_values(svc: Any, principal: Principal, run: dict[str, Any]) -> 
     final = await svc.runs.wait_final(run["run_id"])
     if final is not None and final["status"] == "error":
         return {"__error__": {"error": "RunError", "message": final["error"] or "the run failed"}}
-    state = await svc.threads.state(principal, run["thread_id"])
+    state = await svc.runs.final_state(run)
     pending = [i for task in state["tasks"] for i in task["interrupts"]]
     if pending and isinstance(state["values"], dict):
         return {**state["values"], "__interrupt__": pending}  # what the last values event of the run carried

@@ -116,9 +116,11 @@ class RunManager:
                                  assistant["tenant_id"])
         number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant, endpoint)
         on_completion = body.get("on_completion")
+        fresh = thread_id is None
         if thread_id is None:
             thread_id = str(uuid.uuid4())
-            await threads.insert(principal, thread_id, {})
+            await threads.insert(principal, thread_id, {"graph_id": assistant["graph_id"],
+                                                        "assistant_id": assistant["assistant_id"]})
             on_completion = on_completion or "delete"
         else:
             thread = await self.store.thread(principal.tenant_id, thread_id)
@@ -130,7 +132,7 @@ class RunManager:
                 threads.check_owner(principal, thread)
         if on_completion not in (None, "delete", "keep"):
             raise BadRequest("on_completion must be 'delete' or 'keep'")
-        active = await self.store.active_runs(thread_id)
+        active = [] if fresh else await self.store.active_runs(thread_id)
         if active and strategy == "reject":
             raise Conflict(f"thread {thread_id} already has a run in progress (multitask_strategy=reject)")
         if active and strategy in ("interrupt", "rollback"):
@@ -161,7 +163,8 @@ class RunManager:
                                      "assistant_id": assistant["assistant_id"], "owner": principal.id,
                                      "status": "pending", "spec": spec, "metadata": metadata,
                                      "multitask_strategy": strategy})
-        await threads.remember_graph(thread_id, assistant)
+        if not fresh:
+            await threads.remember_graph(thread_id, assistant)
         await self.events.publish(run_id, "metadata", {"run_id": run_id, "attempt": 1})
         await self._start_workflow(run_id, delay, hold)
         self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
@@ -230,6 +233,14 @@ class RunManager:
             await self.store.update_thread(run["thread_id"], status="idle")
         self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
                                            {"cancel": action})
+
+    async def final_state(self, run: dict[str, Any]) -> dict[str, Any]:
+        """The thread's state after ``run``, read through the graph version the run executed."""
+        from garrison.runtime.threads import snapshot_out
+
+        graph, config = await self.graph_for(run)
+        configurable = {k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}
+        return snapshot_out(await graph.aget_state({"configurable": {**configurable, "checkpoint_ns": ""}}))
 
     async def wait_final(self, run_id: str, timeout_s: float | None = None) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
