@@ -244,6 +244,10 @@ def measure(name: str, proc: psutil.Process, url: str, keys: dict[str, str], dir
             args: argparse.Namespace, n: int, rss_requests: int) -> dict[str, Any]:
     key = keys["heavy"]
     res: dict[str, Any] = {"gateway": name, "requests": n}
+    if args.fairness_only:
+        h, li = asyncio.run(fairness(url, keys["heavy"], keys["light"], args.fair_seconds))
+        res.update(fair_heavy=h, fair_light=li, light_share_pct=li / (h + li) * 100 if h + li else 0.0)
+        return res
     res["cpu_ms_per_request"], ok1 = cpu_per_request(proc, url, key, n, stream=False)
     res["cpu_ms_per_stream"], ok2 = cpu_per_request(proc, url, key, n, stream=True)
     res["ok"], res["failed"] = ok1 + ok2, 2 * n - ok1 - ok2
@@ -272,6 +276,10 @@ def main() -> None:
     ap.add_argument("--litellm-rss-requests", type=int, default=1000)
     ap.add_argument("--fair-seconds", type=float, default=10.0)
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--fairness-only", action="store_true", help="only the 10:1 fairness phase")
+    ap.add_argument("--slow-ttft-ms", type=float, default=100.0,
+                    help="service time of the saturated model: long against the client's turnaround, "
+                         "so both tenants stay backlogged")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -280,9 +288,10 @@ def main() -> None:
     try:
         fast_port, slow_port = free_port(), free_port()
         procs.append(start_fake(fast_port))
-        procs.append(start_fake(slow_port, "--ttft-ms", "20"))
+        procs.append(start_fake(slow_port, "--ttft-ms", str(args.slow_ttft_ms)))
         fast, slow = f"http://127.0.0.1:{fast_port}/v1", f"http://127.0.0.1:{slow_port}/v1"
-        direct = latencies(f"http://127.0.0.1:{fast_port}", "none", args.latency_requests)
+        direct = [] if args.fairness_only else latencies(f"http://127.0.0.1:{fast_port}", "none",
+                                                         args.latency_requests)
 
         results = []
         g_port = free_port()
@@ -317,7 +326,7 @@ def main() -> None:
 
 
 def report(results: list[dict[str, Any]], as_json: bool) -> None:
-    if as_json:
+    if as_json or "cpu_ms_per_request" not in results[0]:
         print(json.dumps(results, indent=2))
         return
     rows: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [

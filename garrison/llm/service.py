@@ -87,24 +87,31 @@ class LLMService:
         old = {r.id: r for p in self.pools.values() for r in p.replicas}
         fresh: dict[str, ModelPool] = {}
         for row in rows:
-            pool = ModelPool(
-                name=row["name"], fallbacks=list(row["fallbacks"] or []), context_window=row["context_window"],
-                provider=row["provider"], rpm=row["rpm"], tpm=row["tpm"], tenant_rpm=row["tenant_rpm"],
-                tenant_tpm=row["tenant_tpm"],
-            )
+            settings = {
+                "fallbacks": list(row["fallbacks"] or []), "context_window": row["context_window"],
+                "provider": row["provider"], "rpm": row["rpm"], "tpm": row["tpm"], "tenant_rpm": row["tenant_rpm"],
+                "tenant_tpm": row["tenant_tpm"],
+            }
+            pool = self.pools.get(row["name"]) or ModelPool(name=row["name"], **settings)
+            for k, v in settings.items():  # the same object: calls in flight hold it
+                setattr(pool, k, v)
+            replicas: list[Replica] = []
             for r in row["replicas"]:
                 live = old.get(r["id"])
-                replica = Replica(
-                    id=r["id"], model=r["model"], base_url=r["base_url"].rstrip("/"), kind=r["kind"],
-                    upstream_model=r["upstream_model"], api_key=r["api_key"],
-                    max_concurrency=r["max_concurrency"], priority_scheduling=bool(r["priority_scheduling"]),
-                    breaker=live.breaker if live else Breaker(self.settings.breaker_failures,
-                                                              self.settings.breaker_cooldown_s),
-                )
+                config = {
+                    "base_url": r["base_url"].rstrip("/"), "kind": r["kind"], "upstream_model": r["upstream_model"],
+                    "api_key": r["api_key"], "max_concurrency": r["max_concurrency"],
+                    "priority_scheduling": bool(r["priority_scheduling"]),
+                }
                 if live is not None:
-                    replica.in_flight, replica.healthy = live.in_flight, live.healthy
-                    replica.waiting, replica.kv_usage, replica.scraped_at = live.waiting, live.kv_usage, live.scraped_at
-                pool.replicas.append(replica)
+                    # The same object: requests in flight release the slot they took on it.
+                    for k, v in config.items():
+                        setattr(live, k, v)
+                    replicas.append(live)
+                    continue
+                breaker = Breaker(self.settings.breaker_failures, self.settings.breaker_cooldown_s)
+                replicas.append(Replica(id=r["id"], model=r["model"], breaker=breaker, **config))
+            pool.replicas = replicas
             fresh[pool.name] = pool
         # Same dict object: the gateway holds it.
         self.pools.clear()
