@@ -57,14 +57,20 @@ SELECT 0 AS kind, c.checkpoint_id AS a, c.parent_checkpoint_id AS b, c.type AS t
 UNION ALL
 SELECT 1, bl.channel, bl.version, bl.type, bl.blob, NULL, NULL, NULL
 FROM c {each_versions}
-{blob_join} state_blobs bl ON bl.tenant_id = :tenant AND bl.thread_id = :thread AND bl.checkpoint_ns = :ns
-  AND bl.channel = j.key AND bl.version = j.value
+{blob_join}
 UNION ALL
 SELECT 2, w.task_id, w.channel, w.type, w.blob, NULL, w.task_path, w.idx
 FROM c JOIN state_writes w ON w.tenant_id = :tenant AND w.thread_id = :thread AND w.checkpoint_ns = :ns
   AND w.checkpoint_id = c.checkpoint_id
 """
 
+_BLOB_KEY = ("bl.tenant_id = :tenant AND bl.thread_id = :thread AND bl.checkpoint_ns = :ns "
+             "AND bl.channel = j.key AND bl.version = j.value")
+_BLOB_JOIN = {
+    "sqlite": f"CROSS JOIN state_blobs bl ON {_BLOB_KEY}",
+    "postgresql": ("CROSS JOIN LATERAL (SELECT bl.channel, bl.version, bl.type, bl.blob FROM state_blobs bl "
+                   f"WHERE {_BLOB_KEY} LIMIT 1) AS bl"),
+}
 _EACH = {
     "sqlite": "CROSS JOIN json_each(c.channel_versions) AS j",
     "postgresql": "CROSS JOIN LATERAL jsonb_each_text(CAST(c.channel_versions AS jsonb)) AS j(key, value)",
@@ -72,8 +78,10 @@ _EACH = {
 
 
 def _get_statements(dialect: str) -> tuple[sa.TextClause, sa.TextClause]:
-    # SQLite: CROSS JOIN pins the order, so each (channel, version) is one primary-key probe.
-    fmt = {"each_versions": _EACH[dialect], "blob_join": "CROSS JOIN" if dialect == "sqlite" else "JOIN"}
+    # Each (channel, version) must be one primary-key probe, whatever the planner's statistics
+    # say: SQLite's CROSS JOIN pins the join order, PostgreSQL's LATERAL runs per row (a hash
+    # join over all of a long thread's blobs was 10x slower on a table not yet analyzed).
+    fmt = {"each_versions": _EACH[dialect], "blob_join": _BLOB_JOIN[dialect]}
     latest = sa.text(_GET_SQL.format(id_filter="", **fmt))
     by_id = sa.text(_GET_SQL.format(id_filter="AND checkpoint_id = :cid", **fmt))
     return latest, by_id
