@@ -52,10 +52,10 @@ def _otlp_response(kind: str, rejected: int, errors: list[str], logs: bool = Fal
 
 async def _ingest_traces(request: Request, principal: Principal, platform: Platform) -> Response:
     service = _service(platform)
-    service.admit(_length(request))
-    body = await request.body()
-    kind, _, rejected, errors = await service.ingest_traces(
-        principal, body, request.headers.get("content-type"), request.headers.get("content-encoding"))
+    async with service.admission(_length(request)) as slot:
+        body = await request.body()
+        kind, _, rejected, errors = await service.ingest_traces(
+            principal, body, request.headers.get("content-type"), request.headers.get("content-encoding"), slot)
     return _otlp_response(kind, rejected, errors)
 
 
@@ -73,10 +73,10 @@ async def otlp_traces_langfuse(request: Request, principal: Principal = Depends(
 
 async def _ingest_logs(request: Request, principal: Principal, platform: Platform) -> Response:
     service = _service(platform)
-    service.admit(_length(request))
-    body = await request.body()
-    kind, _ = await service.ingest_logs(principal, body, request.headers.get("content-type"),
-                                        request.headers.get("content-encoding"))
+    async with service.admission(_length(request)):
+        body = await request.body()
+        kind, _ = await service.ingest_logs(principal, body, request.headers.get("content-type"),
+                                            request.headers.get("content-encoding"))
     return _otlp_response(kind, 0, [], logs=True)
 
 

@@ -17,6 +17,7 @@ class TelemetrySettings(BaseSettings):
     queue_max_spans: int = Field(default=20_000, ge=1, description="Spans waiting to be written; past it 503.")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Body cap, after gunzip.")
     max_spans_per_request: int = Field(default=20_000, ge=1)
+    max_concurrent_decodes: int = Field(default=8, ge=1, description="Requests decoded at once; past it 503.")
     write_batch_spans: int = Field(default=4_000, ge=1, description="Spans written per transaction.")
     retry_after_s: int = Field(default=2, ge=1)
 

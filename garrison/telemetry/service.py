@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +54,7 @@ class TelemetryService:
                                  after_write=self._after_write)
         self.forwarder = Forwarder(queue_batches=s.export_queue_batches, timeout_s=s.export_timeout_s)
         self.inflight_bytes = 0
+        self.decoding = 0  # requests between admission and queueing
         self._sink_token: int | None = None
         self._trace_tenants: dict[str, str] = {}  # recent own traces -> tenant
         self._retention_task: asyncio.Task[None] | None = None
@@ -142,9 +145,30 @@ class TelemetryService:
             metrics.SPANS_REJECTED.labels("too_large").inc()
             raise PayloadTooLarge(f"request body exceeds {self.settings.max_request_bytes} bytes: "
                                   "send smaller batches")
+        if self.decoding >= self.settings.max_concurrent_decodes:
+            # Under overload, refusing before the body is read saves the CPU and memory a
+            # decode would cost only to be refused by a full queue afterwards.
+            metrics.SPANS_REJECTED.labels("busy").inc()
+            raise self._busy()
         if self.inflight_bytes + (content_length or 0) > 8 * self.settings.max_request_bytes:
             metrics.SPANS_REJECTED.labels("inflight_bytes").inc()
             raise self._busy()
+
+    @contextlib.asynccontextmanager
+    async def admission(self, content_length: int | None) -> AsyncIterator[dict[str, bool]]:
+        """A decoding slot, held from before the body is read until it is decoded (see release)."""
+        self.admit(content_length)
+        self.decoding += 1
+        slot = {"held": True}
+        try:
+            yield slot
+        finally:
+            self.release(slot)
+
+    def release(self, slot: dict[str, bool] | None) -> None:
+        if slot is not None and slot["held"]:
+            slot["held"] = False
+            self.decoding -= 1
 
     def _busy(self) -> ServiceUnavailable:
         retry = self.settings.retry_after_s
@@ -162,7 +186,8 @@ class TelemetryService:
         return decoded, rows, contents, kind
 
     async def ingest_traces(self, principal: Principal, body: bytes, content_type: str | None,
-                            encoding: str | None) -> tuple[str, int, int, list[str]]:
+                            encoding: str | None, slot: dict[str, bool] | None = None,
+                            ) -> tuple[str, int, int, list[str]]:
         """Decode, normalize and store; returns (media kind, accepted, rejected, errors)."""
         self.inflight_bytes += len(body)
         try:
@@ -180,6 +205,7 @@ class TelemetryService:
                 raise BadRequest(str(exc)) from exc
         finally:
             self.inflight_bytes -= len(body)
+            self.release(slot)  # waiting for the commit needs no decoding slot
         metrics.SPANS_RECEIVED.labels("otlp").inc(len(rows))
         if decoded.rejected:
             metrics.SPANS_REJECTED.labels("invalid_span").inc(decoded.rejected)

@@ -98,6 +98,13 @@ async def test_full_queue_answers_503_with_retry_after(client: httpx.AsyncClient
     assert int(resp.headers["retry-after"]) >= 1
     resp = await client.post("/v1/traces", content=protobuf_request(agent_run(new_trace_id())), headers=PB)
     assert resp.status_code == 200
+    assert service.decoding == 0  # slots are given back
+    service.decoding = service.settings.max_concurrent_decodes  # every decoding slot is taken
+    try:
+        resp = await client.post("/v1/traces", content=protobuf_request(agent_run(new_trace_id())), headers=PB)
+    finally:
+        service.decoding = 0
+    assert resp.status_code == 503 and resp.headers["retry-after"]
 
 
 async def test_logs_endpoint_accepts_genai_events(client: httpx.AsyncClient) -> None:
