@@ -274,10 +274,10 @@ def main() -> None:
     ap.add_argument("--rss-requests", type=int, default=100_000)
     ap.add_argument("--litellm-requests", type=int, default=500, help="LiteLLM is slow: fewer requests")
     ap.add_argument("--litellm-rss-requests", type=int, default=1000)
-    ap.add_argument("--fair-seconds", type=float, default=10.0)
+    ap.add_argument("--fair-seconds", type=float, default=20.0)
     ap.add_argument("--skip-litellm", action="store_true")
     ap.add_argument("--fairness-only", action="store_true", help="only the 10:1 fairness phase")
-    ap.add_argument("--slow-ttft-ms", type=float, default=100.0,
+    ap.add_argument("--slow-ttft-ms", type=float, default=400.0,
                     help="service time of the saturated model: long against the client's turnaround, "
                          "so both tenants stay backlogged")
     ap.add_argument("--json", action="store_true")
