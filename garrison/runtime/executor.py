@@ -121,6 +121,7 @@ class RunExecutor:
                     # The workflow waits for the human_input signal; the run stays open.
                     await self.store.update_thread(run["thread_id"], status="interrupted")
                     self.events.wake(run["run_id"])
+                    self.events.wake(run["run_id"] + "#done")
                     return StepOutcome("interrupted")
                 await self._finish(run, "interrupted", None)
                 return StepOutcome("interrupted")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from garrison.runtime.service import RuntimeService
     from garrison.runtime.workflows import RunParams
 
+DONE = "#done"  # the wake-up key of "this run has ended"
 STREAM_MODES = {"values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks", "checkpoints"}
 MULTITASK = {"reject", "interrupt", "rollback", "enqueue"}
 
@@ -77,6 +78,7 @@ class RunManager:
 
     async def on_finished(self, run: dict[str, Any], status: str) -> None:
         self.events.wake(run["run_id"])
+        self.events.wake(run["run_id"] + DONE)
         if run["spec"].get("on_completion") == "delete" and not run["spec"].get("caller_deletes"):
             await self.service.threads.delete_quietly(run["tenant_id"], run["thread_id"])
 
@@ -193,6 +195,7 @@ class RunManager:
         except Exception:
             await self.store.update_run(run_id, status="error", error="durable execution unavailable")
             self.events.wake(run_id)
+            self.events.wake(run_id + DONE)
             raise
 
     async def handle(self, run_id: str) -> WorkflowHandle[Any, Any]:
@@ -251,7 +254,7 @@ class RunManager:
                 return run
             if deadline is not None and loop.time() > deadline:
                 return run
-            await self.events.wait(run_id)
+            await self.events.wait(run_id + DONE)  # woken when the run ends, not by each of its events
 
     async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events of a run from ``after`` on, until the run has ended and everything was sent."""
