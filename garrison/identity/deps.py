@@ -51,21 +51,29 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
-def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+def _route_template(request: Request) -> str:
+    """The matched route's template (``/api/keys/{key_id}``): stable for policies and the
+    decision cache, and free of whatever bytes a client put in the path."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or request.url.path[:256]
+
+
+def require(scope: str, *, audit_allow: bool = True) -> Callable[[Request], Awaitable[Principal]]:
     """Authenticate, check ``scope`` through the policy engine, audit, return the Principal.
 
-    Denies are always audited; allows are audited for requests that change state.
+    Denies are always audited; allows are audited for requests that change state, unless
+    the route writes its own, more specific entry for every call (``audit_allow=False``).
     """
 
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
         platform = request.app.state.platform
-        resource = Resource("route", request.url.path, principal.tenant_id)
+        resource = Resource("route", _route_template(request), principal.tenant_id)
         decision = platform.policy.authorize(principal, scope, resource, {"method": request.method})
         if not decision.allowed:
             platform.audit.record(principal, scope, request.url.path, "deny", decision.reason)
             raise Forbidden(f"{scope} denied: {decision.reason}")
-        if request.method in _MUTATING or not decision.enforced:
+        if (audit_allow and request.method in _MUTATING) or not decision.enforced:
             platform.audit.record(principal, scope, request.url.path, "allow", decision.reason)
         return principal
 

