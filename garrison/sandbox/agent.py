@@ -66,9 +66,14 @@ class Channel:
         self._lock = threading.Lock()
 
     def send(self, msg: dict) -> None:
-        line = json.dumps(msg, separators=(",", ":"), default=str).encode() + b"\n"
+        line = json.dumps(msg, separators=(",", ":"), default=str, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+        view = memoryview(line)
         with self._lock:
-            self._out.write(line)
+            # A raw write may be partial (gVisor writes host pipes up to the pipe buffer):
+            # loop, or the rest of the line is lost and the host waits forever.
+            while view:
+                written = self._out.write(view)
+                view = view[written or 0:]
 
 
 class CappedBuffer:

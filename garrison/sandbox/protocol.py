@@ -16,7 +16,7 @@ import orjson
 
 # A reply line carries at most one 512 KiB file chunk (base64) or 1 MiB per output
 # stream plus JSON escaping; anything longer is a misbehaving sandbox.
-MAX_LINE = 16 * 1024 * 1024
+MAX_LINE = 32 * 1024 * 1024
 
 EventHandler = Callable[[str, str], Awaitable[None] | None]
 

@@ -117,3 +117,27 @@ async def test_sandbox_identity_and_environment(rts: Runtimes) -> None:
     assert (uid, gid) == (1000, 1000)
     assert "MY_VAR" in names
     assert not [n for n in names if n.startswith(("GARRISON_SELFTEST", "PYTEST", "VIRTUAL_ENV", "SSH_"))]
+
+
+async def test_huge_unicode_output_is_capped_and_the_sandbox_survives(rts: Runtimes) -> None:
+    rt = await rts.start()
+    out = await code(rt, "import sys\nprint('\\U0001F600' * 2_000_000)\nprint('\\x01' * 2_000_000, file=sys.stderr)\n"
+                         "'\\U0001F600' * 3_000_000")
+    assert out["stdout_truncated"] and out["stderr_truncated"]
+    assert len(out["stdout"].encode()) <= 1024 * 1024 and len(out["stderr"].encode()) <= 1024 * 1024
+    assert (await code(rt, "'still here'"))["text"] == "'still here'"
+
+
+async def test_large_file_round_trip_in_chunks(rts: Runtimes) -> None:
+    rt = await rts.start()
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    chunk = 512 * 1024
+    for i in range(0, len(payload), chunk):
+        await rt.conn.call("write", path="big.bin", append=i > 0, data=base64.b64encode(payload[i:i + chunk]).decode())
+    got = b""
+    while True:
+        part = await rt.conn.call("read", path="big.bin", offset=len(got), length=chunk)
+        got += base64.b64decode(part["data"])
+        if part["eof"]:
+            break
+    assert got == payload
