@@ -43,6 +43,8 @@ class RunExecutor:
         return [self.run_step, self.finish_run]
 
     async def _beat(self) -> None:
+        if activity.info().is_local:
+            return  # local activities have no heartbeats
         while True:
             await asyncio.sleep(self.heartbeat_every_s)
             activity.heartbeat()
@@ -76,7 +78,8 @@ class RunExecutor:
 
         spec = run["spec"]
         graph, config = await self.graph_for(run)
-        retrying = activity.info().attempt > 1
+        # A local step can be replayed by a new workflow task after a crash, on attempt 1 again.
+        retrying = activity.info().attempt > 1 or activity.info().is_local
         if params.resume_input_id:
             graph_input: Any = Command(resume=await self.store.input_value(params.resume_input_id))
         elif params.step == 0 and not (retrying and await self._already_started(graph, config, run["run_id"])):
@@ -88,10 +91,12 @@ class RunExecutor:
         internal = sorted(wanted | {"updates"})
         skip_first_values = graph_input is None and params.step > 0
         try:
+            local = activity.info().is_local
             async for item in graph.astream(graph_input, config, stream_mode=internal, interrupt_after="*",
                                             subgraphs=bool(spec.get("stream_subgraphs")),
                                             context=spec.get("context")):
-                activity.heartbeat()
+                if not local:
+                    activity.heartbeat()
                 if len(item) == 3:
                     namespace, mode, chunk = item
                 else:

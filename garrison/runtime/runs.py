@@ -182,7 +182,8 @@ class RunManager:
         s = self.service.settings
         return RunParams(run_id=run_id, steps_per_history=s.continue_as_new_after_steps,
                          step_timeout_s=s.step_timeout_s, heartbeat_timeout_s=s.heartbeat_timeout_s,
-                         max_attempts=s.step_max_attempts, max_steps=s.max_steps, hold_for_input_s=hold_for_input_s)
+                         max_attempts=s.step_max_attempts, max_steps=s.max_steps, hold_for_input_s=hold_for_input_s,
+                         local_steps=s.step_mode == "local")
 
     async def _start_workflow(self, run_id: str, delay: float, hold: float) -> None:
         from garrison.runtime.workflows import AgentRunWorkflow

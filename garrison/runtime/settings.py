@@ -21,6 +21,10 @@ class RuntimeSettings(BaseSettings):
     step_timeout_s: float = Field(default=600.0, gt=0)
     heartbeat_timeout_s: float = Field(default=5.0, gt=0)
     step_max_attempts: int = Field(default=5, ge=1)
+    # "activity": each step is a Temporal activity (heartbeats, cancellation mid-step, history event);
+    # "local": a local activity run inside the workflow task (fewer server round trips, no heartbeats;
+    # a crash re-runs the step from the last checkpoint when the workflow task times out).
+    step_mode: Literal["activity", "local"] = "activity"
     # Workflow history stays small: continue-as-new after this many steps.
     continue_as_new_after_steps: int = Field(default=100, ge=2)
     max_steps: int = Field(default=1000, ge=1)

@@ -33,6 +33,7 @@ class RunParams:
     max_steps: int = 1000
     hold_for_input_s: float = 0.0
     resume_input_id: str | None = None
+    local_steps: bool = False
 
 
 @dataclass
@@ -84,11 +85,17 @@ class AgentRunWorkflow:
             while True:
                 if step >= params.max_steps:
                     return await self._finish(params.run_id, "error", f"run exceeded {params.max_steps} steps")
-                outcome: StepOutcome = await workflow.execute_activity(
-                    STEP_ACTIVITY, StepParams(params.run_id, step, resume), result_type=StepOutcome,
-                    start_to_close_timeout=timeouts["start_to_close_timeout"],
-                    heartbeat_timeout=timeouts["heartbeat_timeout"], retry_policy=retry,
-                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+                step_params = StepParams(params.run_id, step, resume)
+                if params.local_steps:
+                    outcome: StepOutcome = await workflow.execute_local_activity(
+                        STEP_ACTIVITY, step_params, result_type=StepOutcome,
+                        start_to_close_timeout=timeouts["start_to_close_timeout"], retry_policy=retry)
+                else:
+                    outcome = await workflow.execute_activity(
+                        STEP_ACTIVITY, step_params, result_type=StepOutcome,
+                        start_to_close_timeout=timeouts["start_to_close_timeout"],
+                        heartbeat_timeout=timeouts["heartbeat_timeout"], retry_policy=retry,
+                        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
                 resume = None
                 if self._cancelled:
                     return await self._finish(params.run_id, "interrupted", "cancelled")

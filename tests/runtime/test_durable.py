@@ -98,3 +98,19 @@ async def test_long_runs_continue_as_new_and_payloads_stay_out_of_history(client
     assert described.run_id != described.raw_description.workflow_execution_info.first_run_id
     history = await handle.fetch_history()
     assert len(history.to_json()) < 50_000
+
+
+async def test_local_step_mode_runs_steps_as_local_activities(client, platform, tmp_path, monkeypatch):
+    log = tmp_path / "steps.log"
+    monkeypatch.setenv("STEPS_LOG", str(log))
+    runtime = platform.services["runtime"]
+    runtime.settings = RuntimeSettings(step_mode="local")
+    await deploy(client, "steps")
+    r = await client.post("/runs/wait", json={"assistant_id": "steps", "input": {"log": []}})
+    assert r.json() == {"log": ["first", "second", "third"]}
+    assert log.read_text().split() == ["first", "second", "third"]
+    run_id = r.headers["content-location"].split("/")[-1]
+    history = await (await runtime.runs.handle(run_id)).fetch_history()
+    kinds = {event.WhichOneof("attributes") for event in history.events}
+    assert "activity_task_scheduled_event_attributes" not in kinds  # local activities leave markers instead
+    assert "marker_recorded_event_attributes" in kinds
