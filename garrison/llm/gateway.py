@@ -31,7 +31,7 @@ from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.llm import metrics as m
 from garrison.llm.admission import BANDS, NoReplica, QueueRejected, Scheduler
-from garrison.llm.limits import Check, Limiter
+from garrison.llm.limits import Check, Limiter, LocalLimiter
 from garrison.llm.requests import OPS, ParsedCall, allowed_models, int_attribute, parse_call, priority_band
 from garrison.llm.settings import LLMSettings
 from garrison.llm.streaming import EventStream
@@ -77,6 +77,7 @@ class Call:
     trace_id: str | None = None
     span_id: str | None = None
     finished: bool = False
+    reconcile: asyncio.Future[None] | None = None  # shared limits settling (Redis)
 
 
 class Gateway:
@@ -330,6 +331,7 @@ class Gateway:
             # The upstream refused the request itself (bad parameters): the client's to fix.
             replica.breaker.success()
             self._finish(call, pool, replica, status="error", usage=None, ttft=None, upstream_status=status_code)
+            await self._settled(call)
             return Response(
                 content=data, status_code=status_code,
                 media_type=resp.headers.get("content-type", "application/json"),
@@ -348,6 +350,7 @@ class Gateway:
             finish = doc["choices"][0].get("finish_reason")
         self._finish(call, pool, replica, status="ok", usage=usage, ttft=ttft,
                      response_id=doc.get("id") if isinstance(doc, dict) else None, finish_reason=finish)
+        await self._settled(call)
         return Response(content=data, media_type="application/json", headers={"x-garrison-replica": replica.id})
 
     async def _relay(
@@ -470,7 +473,14 @@ class Gateway:
             cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
             reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
         if call.tpm_keys or call.parallel_key:
-            asyncio.ensure_future(self._reconcile(call, inp + out))
+            if isinstance(self.limiter, LocalLimiter):
+                # In process: settle now, so the key's next call already sees its slot free.
+                for key, limit in call.tpm_keys:
+                    self.limiter.adjust_now(key, limit, inp + out - call.est_total)
+                if call.parallel_key:
+                    self.limiter.leave_now(call.parallel_key)
+            else:
+                call.reconcile = asyncio.ensure_future(self._reconcile(call, inp + out))
         if self.metering is not None:
             if replica is None and not usage:
                 # Never reached an upstream: nothing was used, only give the reservation back.
@@ -526,6 +536,12 @@ class Gateway:
                 span.set_status(Status(StatusCode.ERROR, str(error or upstream_status or status)))
         if span is not None:
             span.end()
+
+    @staticmethod
+    async def _settled(call: Call) -> None:
+        """Shared limits are settled before the answer goes out (the next call sees them)."""
+        if call.reconcile is not None:
+            await call.reconcile
 
     async def _reconcile(self, call: Call, actual_tokens: int) -> None:
         with contextlib.suppress(Exception):  # a Redis hiccup must not break accounting

@@ -56,9 +56,12 @@ class LocalLimiter:
             self._tat[key] = tat
         return None
 
-    async def adjust(self, key: str, limit: int, delta: float) -> None:
+    def adjust_now(self, key: str, limit: int, delta: float) -> None:
         now = time.monotonic()
         self._tat[key] = max(now, self._tat.get(key, now) + delta * PERIOD_S / limit)
+
+    async def adjust(self, key: str, limit: int, delta: float) -> None:
+        self.adjust_now(key, limit, delta)
 
     async def enter(self, key: str, limit: int) -> bool:
         n = self._parallel.get(key, 0)
@@ -67,12 +70,15 @@ class LocalLimiter:
         self._parallel[key] = n + 1
         return True
 
-    async def leave(self, key: str) -> None:
+    def leave_now(self, key: str) -> None:
         n = self._parallel.get(key, 0) - 1
         if n <= 0:
             self._parallel.pop(key, None)
         else:
             self._parallel[key] = n
+
+    async def leave(self, key: str) -> None:
+        self.leave_now(key)
 
     async def close(self) -> None:
         return None

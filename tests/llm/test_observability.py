@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import REGISTRY
 
 from garrison.llm.upstreams import parse_load_metrics
@@ -22,6 +24,15 @@ def test_load_metrics_parsing_sums_waiting_and_takes_max_kv():
     assert parse_load_metrics("") == (None, None)
 
 
+def _walk(spans: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+    """The trace view is a tree (server span, FastAPI's spans, then ours): flatten it."""
+    out = []
+    for s in spans:
+        out.append(s)
+        out.extend(_walk(s.get("children") or []))
+    return out
+
+
 async def test_gateway_span_is_stored_by_telemetry_with_gen_ai_usage(client, platform, fake, add_model):
     await add_model("m", fake)
     r = await client.post("/v1/chat/completions", json={"model": "m", "max_tokens": 4,
@@ -32,9 +43,16 @@ async def test_gateway_span_is_stored_by_telemetry_with_gen_ai_usage(client, pla
     entry = (await metering.entries(None))[0]
     telemetry = platform.services.get("telemetry")
     assert telemetry is not None, "the telemetry layer stores garrison's own spans"
-    await telemetry.flush()
-    trace = (await client.get(f"/api/traces/{entry['trace_id']}")).json()
-    span = [s for s in trace["spans"] if s["name"] == "chat m"][0]
+    span = None
+    for _ in range(50):  # spans travel through the exporter thread and the store's batcher
+        await telemetry.flush()
+        r = await client.get(f"/api/traces/{entry['trace_id']}")
+        found = [s for s in _walk(r.json().get("spans", [])) if s["name"] == "chat m"] if r.status_code == 200 else []
+        if found:
+            span = found[0]
+            break
+        await asyncio.sleep(0.1)
+    assert span is not None, "the gateway's span never reached the trace store"
     assert span["gateway"] is True and span["attributes"]["garrison.gateway"] is True
     assert span["usage"]["input_tokens"] == 6 and span["usage"]["output_tokens"] == 4
     assert span["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
