@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the servers the scale-out tests use are up (PostgreSQL, Redis). On this kind
+# Makes sure the servers the scale-out tests use are up (PostgreSQL, Redis, NATS). On this kind
 # of machine they run already; when one is down and we are root, start it the way the
 # machine does. Tests decide whether a missing server is a failure (CI) or a skip.
 set -u
@@ -18,6 +18,16 @@ if ! up 6379; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
   else
     echo "garrison: Redis is not running on 127.0.0.1:6379; Redis tests will be skipped (or fail in CI)" >&2
+  fi
+fi
+if ! up 4222; then
+  if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/nats-server ]; then
+    echo "garrison: starting NATS (JetStream)"
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log || true
+  else
+    echo "garrison: NATS is not running on 127.0.0.1:4222; JetStream tests will be skipped (or fail in CI)" >&2
   fi
 fi
 for i in $(seq 1 20); do up 5432 && break; sleep 0.5; done
