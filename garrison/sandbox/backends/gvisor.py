@@ -9,6 +9,7 @@ host filesystem and environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -243,7 +244,9 @@ class GVisorBackend(Backend):
         return self.platform
 
     async def cleanup_leftovers(self) -> None:
-        """Deletes containers in garrison's runsc root whose garrison process is gone."""
+        """Deletes containers in garrison's runsc root whose garrison process is gone, and
+        the empty cgroup parents that dead garrison processes left."""
+        await asyncio.to_thread(_remove_dead_cgroup_parents)
         if not await asyncio.to_thread(lambda: self.root_dir.is_dir() and os.path.exists(self.runsc_path)):
             return
         proc = await self.runsc("list", "--format=json", check=False)
@@ -264,3 +267,19 @@ class GVisorBackend(Backend):
                 await self.runsc("delete", "--force", cid, check=False)
                 await asyncio.to_thread(shutil.rmtree, bundle, True)
 
+
+
+def _remove_dead_cgroup_parents() -> None:
+    for controller in ("memory", "pids", "cpu", "cpuacct", ""):
+        base = cgroups.CGROUP_ROOT / controller / "garrison" if controller else cgroups.CGROUP_ROOT / "garrison"
+        if not base.is_dir():
+            continue
+        for parent in base.glob("gvisor-*"):
+            pid = parent.name.split("-", 1)[1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                for child in parent.iterdir():
+                    if child.is_dir():
+                        with contextlib.suppress(OSError):
+                            child.rmdir()  # fails, rightly, while processes remain
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
