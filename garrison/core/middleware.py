@@ -10,6 +10,8 @@ import re
 import time
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from prometheus_client import Counter, Histogram
 
 from garrison.core.errors import PROBLEM_CONTENT_TYPE, PayloadTooLarge
@@ -73,10 +75,15 @@ class RequestContextMiddleware:
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
+        # Spans that garrison's layers open during this request join the caller's trace.
+        parent = SpanContext(int(trace_id, 16), int(tp.group(2), 16) if tp else int(span_id, 16),
+                             is_remote=True, trace_flags=TraceFlags(0x01))
+        token = otel_context.attach(set_span_in_context(NonRecordingSpan(parent)))
         start = time.perf_counter()
         try:
             await self.app(scope, capped_receive, send_with_headers)
         finally:
+            otel_context.detach(token)
             route = _route_of(scope)
             HTTP_REQUESTS.labels(scope["method"], route, str(status_holder[0])).inc()
             HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)

@@ -64,3 +64,16 @@ async def test_hostile_inputs_never_500(client):
     assert r.status_code == 422
     r = await client.get("/api/keys/" + "k" * 5000)
     assert r.status_code == 404
+
+
+async def test_layers_spans_join_the_callers_trace(app, client):
+    from opentelemetry import trace
+
+    @app.get("/test/current-trace")
+    async def current() -> dict[str, str]:
+        with trace.get_tracer("garrison.test").start_as_current_span("probe") as span:
+            return {"trace_id": format(span.get_span_context().trace_id, "032x")}
+
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    r = await client.get("/test/current-trace", headers={"traceparent": tp})
+    assert r.json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
