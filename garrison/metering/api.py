@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import date
+from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -34,8 +34,8 @@ def _tenant_filter(principal: Principal, platform: Platform, tenant: str | None)
 def _budget_out(b: BudgetState) -> BudgetOut:
     return BudgetOut(
         id=b.id, tenant_id=b.tenant_id, scope=b.scope, scope_id=b.scope_id, window=b.window,
-        limit_usd=str(b.limit_usd), spent_usd=str(b.spent), reserved_usd=str(b.reserved),
-        remaining_usd=str(b.remaining), window_start=b.window_start, window_end=b.window_end,
+        limit_usd=_usd(b.limit_usd), spent_usd=_usd(b.spent), reserved_usd=_usd(b.reserved),
+        remaining_usd=_usd(b.remaining), window_start=b.window_start, window_end=b.window_end,
     )
 
 
@@ -104,9 +104,20 @@ async def delete_budget(budget_id: str, principal: Principal = Depends(require("
     return Response(status_code=204)
 
 
+def _usd(value: Any) -> str:
+    """Decimal as plain text without the store's trailing zeros (2000000, 0.25)."""
+    return format(Decimal(value).normalize(), "f")
+
+
 def _price_out(p: Any) -> PriceOut:
-    d = asdict(p)
-    return PriceOut(**{k: (str(v) if k.endswith(("mtok", "usd")) and v is not None else v) for k, v in d.items()})
+    def text(v: Any) -> str | None:
+        return None if v is None else _usd(v)
+
+    return PriceOut(
+        id=p.id, model=p.model, input_per_mtok=_usd(p.input_per_mtok), output_per_mtok=_usd(p.output_per_mtok),
+        cached_input_per_mtok=text(p.cached_input_per_mtok), gpu_second_usd=text(p.gpu_second_usd),
+        valid_from=p.valid_from,
+    )
 
 
 @router.get("/api/metering/prices", summary="Custom prices (genai-prices covers the rest)")

@@ -26,6 +26,11 @@ async def test_calls_are_recorded_priced_and_reported(client, platform, fake, ad
     r = await client.post("/api/metering/prices", json={"model": "m", "input_per_mtok": "1000000",
                                                          "output_per_mtok": "2000000"})
     assert r.status_code == 201, r.text
+    prices = (await client.get("/api/metering/prices")).json()
+    assert [(p["model"], p["output_per_mtok"]) for p in prices] == [("m", "2000000")]
+    bad = await client.post("/api/metering/prices", json={"model": "m", "input_per_mtok": "-1",
+                                                          "output_per_mtok": "1"})
+    assert bad.status_code == 422
     key = await make_key(["llm:invoke", "usage:read"], tenant="acme", attributes={"agent": "planner"})
     h = {"authorization": f"Bearer {key}"}
     for _ in range(2):
