@@ -98,9 +98,12 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
 
     for router in (identity_router, audit_router, policy_router):
         app.include_router(router)
+    body_limits: list[tuple[str, int]] = []
     for mod in layer_modules():
         for router in mod.routers():
             app.include_router(router)
+        if hasattr(mod, "body_limits"):
+            body_limits.extend(mod.body_limits())
 
     @app.get("/healthz", tags=["ops"], include_in_schema=True)
     async def healthz() -> dict[str, str]:
@@ -124,5 +127,5 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits=body_limits)
     return app

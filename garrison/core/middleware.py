@@ -31,9 +31,17 @@ def _route_of(scope: dict[str, Any]) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, body_limits: list[tuple[str, int]] | None = None) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        # Routes that take large uploads (and enforce their own cap) name a larger limit.
+        self.body_limits = [(re.compile(rx), limit) for rx, limit in (body_limits or [])]
+
+    def _limit_for(self, path: str) -> int:
+        for rx, limit in self.body_limits:
+            if rx.match(path):
+                return limit
+        return self.max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -49,10 +57,11 @@ class RequestContextMiddleware:
                               span_id=span_id)
         request_id_var.set(rid)
         trace_id_var.set(trace_id)
+        max_body = self._limit_for(scope.get("path", ""))
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+        if length is not None and (not length.isdigit() or int(length) > max_body):
             await _send_problem(send, PayloadTooLarge(
-                f"request body exceeds the {self.max_body} byte limit"), rid)
+                f"request body exceeds the {max_body} byte limit"), rid)
             return
         received = 0
 
@@ -61,8 +70,8 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise PayloadTooLarge(f"request body exceeds the {self.max_body} byte limit")
+                if received > max_body:
+                    raise PayloadTooLarge(f"request body exceeds the {max_body} byte limit")
             return message
 
         status_holder = [500]

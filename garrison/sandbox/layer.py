@@ -29,3 +29,9 @@ def routers() -> list[APIRouter]:
     from garrison.sandbox.api import router
 
     return [router]
+
+
+def body_limits() -> list[tuple[str, int]]:
+    """File and archive uploads read their body against the sandbox upload cap themselves."""
+    cap = SandboxSettings().upload_cap_bytes
+    return [(r"^/api/sandboxes/[^/]+/files(/archive)?$", cap)]

@@ -77,3 +77,18 @@ async def test_layers_spans_join_the_callers_trace(app, client):
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     r = await client.get("/test/current-trace", headers={"traceparent": tp})
     assert r.json()["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+async def test_routes_that_cap_their_own_uploads_may_take_larger_bodies(platform):
+    from garrison.core.middleware import RequestContextMiddleware
+
+    mw = RequestContextMiddleware(None, max_body_bytes=1000, body_limits=[(r"^/api/big/[^/]+/upload$", 5000)])
+    assert mw._limit_for("/api/big/x/upload") == 5000
+    assert mw._limit_for("/api/big/x/upload/more") == 1000
+    assert mw._limit_for("/api/tenants") == 1000
+
+
+def test_client_package_exports_the_sandbox():
+    import garrison.client as c
+
+    assert c.Sandbox.__name__ == "Sandbox"
