@@ -7,7 +7,7 @@ how much usage has no price instead of hiding it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 
@@ -39,18 +39,23 @@ UNPRICED = Priced(None, None)
 
 
 @lru_cache(maxsize=4096)
-def _genai_unit_prices(model: str, provider: str | None) -> tuple[Decimal, Decimal, Decimal] | None:
-    """Per-token (input, output, cached input) prices at today's rates; cached per model.
+def _genai_unit_prices(model: str, provider: str | None,
+                       day: date | None = None) -> tuple[Decimal, Decimal, Decimal] | None:
+    """Per-token (input, output, cached input) prices at today's rates, or at the rates of
+    ``day`` for usage from the past; cached per model (and day).
 
     Priced by probing with one million tokens of each kind: calc_price is exact and
-    linear below tier thresholds, and the probe keeps the hot path free of lookups.
+    linear below tier thresholds, and the probe keeps the hot path free of lookups
+    (a calc_price call costs about a millisecond of CPU).
     """
+    ts = datetime.combine(day, time(12), tzinfo=UTC) if day is not None else None
     try:
-        inp = calc_price(Usage(input_tokens=1_000_000), model, provider_id=provider).total_price
-        out = calc_price(Usage(output_tokens=1_000_000), model, provider_id=provider).total_price
-        cached = calc_price(
-            Usage(input_tokens=1_000_000, cache_read_tokens=1_000_000), model, provider_id=provider
-        ).total_price
+        inp = calc_price(Usage(input_tokens=1_000_000), model, provider_id=provider,
+                         genai_request_timestamp=ts).total_price
+        out = calc_price(Usage(output_tokens=1_000_000), model, provider_id=provider,
+                         genai_request_timestamp=ts).total_price
+        cached = calc_price(Usage(input_tokens=1_000_000, cache_read_tokens=1_000_000), model,
+                            provider_id=provider, genai_request_timestamp=ts).total_price
     except LookupError:
         return None
     return Decimal(inp) / MTOK, Decimal(out) / MTOK, Decimal(cached) / MTOK
@@ -99,19 +104,8 @@ class PriceBook:
             if custom.gpu_second_usd is not None:
                 cost += Decimal(str(round(gpu_seconds, 6))) * custom.gpu_second_usd
             return Priced(cost, f"custom:{custom.id}")
-        if historic:
-            # Usage from the past (ingested spans) is priced at the rates of its time.
-            try:
-                result = calc_price(
-                    Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cached_tokens),
-                    model,
-                    provider_id=provider,
-                    genai_request_timestamp=at,
-                )
-            except LookupError:
-                return UNPRICED
-            return Priced(Decimal(result.total_price), GENAI_VERSION)
-        unit = _genai_unit_prices(model, provider)
+        # Usage from the past (ingested spans) is priced at the rates of its day.
+        unit = _genai_unit_prices(model, provider, at.astimezone(UTC).date() if historic else None)
         if unit is None:
             return UNPRICED
         inp, out, cached_total = unit
