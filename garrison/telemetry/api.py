@@ -92,12 +92,17 @@ async def otlp_logs_langfuse(request: Request, principal: Principal = Depends(re
     return await _ingest_logs(request, principal, platform)
 
 
+def clamp_ns(ns: int) -> int:
+    """Times far in the past or future still compare right, inside a 64-bit column."""
+    return max(0, min(ns, 2**63 - 1))
+
+
 def _ns(value: datetime | None) -> int | None:
     if value is None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1e9)
+    return clamp_ns(int(value.timestamp() * 1e9))
 
 
 def _attr_filters(values: list[str]) -> tuple[tuple[str, str], ...]:

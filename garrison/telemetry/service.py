@@ -382,7 +382,9 @@ class TelemetryService:
         }
 
     async def usage_summary(self, principal: Principal, since: datetime, until: datetime) -> dict[str, Any]:
-        since_ns, until_ns = int(since.timestamp() * 1e9), int(until.timestamp() * 1e9)
+        # Clamped to what a 64-bit nanosecond column holds (year 0090 or 3426 is a valid query).
+        since_ns = max(0, min(int(since.timestamp() * 1e9), 2**63 - 1))
+        until_ns = max(0, min(int(until.timestamp() * 1e9), 2**63 - 1))
         if until_ns <= since_ns:
             raise BadRequest("until must be after since")
         days = await self.store.cost_by_model_by_day(principal.tenant_id, since_ns // DAY_NS, until_ns // DAY_NS)

@@ -155,3 +155,4 @@ async def test_metrics_expose_ingest_and_gen_ai(client: httpx.AsyncClient) -> No
     text = (await client.get("/metrics")).text
     assert "garrison_telemetry_spans_stored_total" in text
     assert 'garrison_gen_ai_client_token_usage_total{model="gpt-4o-mini",provider="openai",type="input"}' in text
+
