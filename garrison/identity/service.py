@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from garrison.identity import keys as keyfmt
 from garrison.identity.tables import api_keys, principals, tenants
 from garrison.identity.tokens import TokenSigner, looks_like_jwt
 
+log = logging.getLogger("garrison.identity")
 DEFAULT_TENANT = "default"
 CACHE_TTL_S = 5.0
 PRINCIPAL_KINDS = ("user", "service", "agent")
@@ -62,7 +64,10 @@ class IdentityService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._flush_last_used()
+        try:
+            await self._flush_last_used()
+        except Exception:  # last-used times are advisory; never fail a shutdown over them
+            log.warning("could not record keys' last-used times at shutdown", exc_info=True)
 
     # -- bootstrap ---------------------------------------------------------------------------
     async def bootstrap(self, admin_key_path: Path) -> str | None:
