@@ -14,7 +14,3 @@ def new_id(prefix: str) -> str:
     if not _PREFIX.match(prefix):
         raise ValueError(f"bad id prefix {prefix!r}")
     return f"{prefix}_{ULID()}"
-
-
-def has_prefix(value: str, prefix: str) -> bool:
-    return value.startswith(prefix + "_") and len(value) == len(prefix) + 27
