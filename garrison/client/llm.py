@@ -39,6 +39,10 @@ class Metering:
         query = {"by": by, **{k: v for k, v in params.items() if v is not None}}
         return self.c.request("GET", "/api/usage", params=query)
 
+    def resources(self, by: str = "resource", **params: Any) -> Any:
+        query = {"by": by, **{k: v for k, v in params.items() if v is not None}}
+        return self.c.request("GET", "/api/usage/resources", params=query)
+
     def budgets(self) -> Any:
         return self.c.request("GET", "/api/metering/budgets")
 

@@ -67,6 +67,33 @@ async def entries(
     return {"entries": rows}
 
 
+@router.get("/api/usage/resources", summary="Resource usage (CPU-, GiB- and GPU-seconds) grouped by "
+            "tenant, source, resource or day")
+async def resources(
+    by: Literal["tenant", "source", "resource", "day"] = "resource",
+    since: date | None = None,
+    until: date | None = None,
+    tenant: str | None = Query(default=None, max_length=40, description="operator admin: a tenant id or '*'"),
+    principal: Principal = Depends(require("usage:read")),
+    platform: Platform = Depends(get_platform),
+) -> dict[str, Any]:
+    tenant_id = _tenant_filter(principal, platform, tenant)
+    rows = await platform.services["metering"].resource_report(by=by, tenant_id=tenant_id, since=since,
+                                                               until=until)
+    return {"by": by, "rows": rows}
+
+
+@router.get("/api/usage/resources/entries", summary="The newest resource-usage records")
+async def resource_entries(
+    limit: int = Query(default=100, ge=1, le=1000),
+    tenant: str | None = Query(default=None, max_length=40),
+    principal: Principal = Depends(require("usage:read")),
+    platform: Platform = Depends(get_platform),
+) -> dict[str, Any]:
+    tenant_id = _tenant_filter(principal, platform, tenant)
+    return {"entries": await platform.services["metering"].resource_entries(tenant_id, limit)}
+
+
 @router.get("/api/metering/budgets")
 async def list_budgets(principal: Principal = Depends(require("metering:read")),
                        platform: Platform = Depends(get_platform)) -> list[BudgetOut]:

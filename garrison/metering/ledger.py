@@ -77,6 +77,11 @@ class _Journal:
 
 
 class LedgerWriter:
+    """Journal + batcher for usage entries; subclasses change the entry type, the journal
+    name and `_insert` (the resource meter does)."""
+
+    journal_prefix = "journal"
+
     def __init__(
         self,
         db: Database,
@@ -89,7 +94,7 @@ class LedgerWriter:
         self.journal_dir = journal_dir
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
-        self._queue: list[UsageEntry] = []
+        self._queue: list[Any] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._journal: _Journal | None = None
@@ -105,7 +110,7 @@ class LedgerWriter:
         if self.journal_dir is None:
             return None
         self._seq += 1
-        path = self.journal_dir / f"journal-{os.getpid()}-{self._seq}.jsonl"
+        path = self.journal_dir / f"{self.journal_prefix}-{os.getpid()}-{self._seq}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return _Journal(path, fd)
 
@@ -115,11 +120,11 @@ class LedgerWriter:
             return 0
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         replayed = 0
-        for path in sorted(self.journal_dir.glob("journal-*.jsonl")):
+        for path in sorted(self.journal_dir.glob(f"{self.journal_prefix}-*.jsonl")):
             entries = []
             for line in path.read_bytes().splitlines():
                 with contextlib.suppress(Exception):  # a torn last line is what kill -9 leaves
-                    entries.append(UsageEntry.from_json(line))
+                    entries.append(self._from_json(line))
             if entries:
                 replayed += await self._insert(entries)
             path.unlink()
@@ -143,7 +148,10 @@ class LedgerWriter:
             if self._journal.pending == 0:
                 self._journal.path.unlink(missing_ok=True)
 
-    def append(self, entry: UsageEntry) -> None:
+    def _from_json(self, raw: bytes) -> Any:
+        return UsageEntry.from_json(raw)
+
+    def append(self, entry: Any) -> None:
         """On the request path: one journal write, then the batcher takes it."""
         if self._journal is not None:
             os.write(self._journal.fd, entry.to_json() + b"\n")
@@ -205,7 +213,7 @@ class LedgerWriter:
             self._stmts = (insert_ledger, upsert)
         return self._stmts
 
-    async def _insert(self, entries: list[UsageEntry]) -> int:
+    async def _insert(self, entries: list[Any]) -> int:
         """Insert new entries; ids already stored (a replay) and repeated spans are skipped,
         and only what was inserted is added to the rollups."""
         insert_ledger, upsert = self._statements()

@@ -6,6 +6,7 @@ telemetry calls `record_external_usage` for usage seen in ingested spans.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,9 +29,18 @@ from garrison.metering.budgets import (
 )
 from garrison.metering.ledger import LedgerWriter, UsageEntry
 from garrison.metering.pricing import CustomPrice, PriceBook, Priced
-from garrison.metering.tables import budgets, model_prices, usage_daily, usage_ledger
+from garrison.metering.resources import ResourceEntry, ResourceWriter, checked
+from garrison.metering.tables import (
+    budgets,
+    model_prices,
+    resource_daily,
+    resource_usage,
+    usage_daily,
+    usage_ledger,
+)
 
 REPORT_GROUPS = {"tenant": "tenant_id", "key": "key_id", "model": "model", "agent": "agent", "day": "day"}
+RESOURCE_GROUPS = {"tenant": "tenant_id", "source": "source", "resource": "resource", "day": "day"}
 
 
 def _scopes(
@@ -45,13 +55,16 @@ class MeteringService:
         self.prices = PriceBook()
         self.budgets = BudgetBook()
         self.ledger = LedgerWriter(db, journal_dir, flush_interval_s=flush_interval_s)
+        self.resources = ResourceWriter(db, journal_dir, flush_interval_s=max(flush_interval_s, 0.2))
 
     async def start(self) -> None:
         await self.ledger.start()
+        await self.resources.start()
         await self._load_prices()
         await self._load_budgets()
 
     async def stop(self) -> None:
+        await self.resources.stop()
         await self.ledger.stop()
 
     # ---- hot path --------------------------------------------------------------------
@@ -179,6 +192,86 @@ class MeteringService:
             span_id=span_id,
         )
         self.ledger.append(entry)
+
+    # ---- resources (other layers hand these off) -------------------------------------
+
+    def record_resource(
+        self,
+        tenant_id: str,
+        source: str,
+        resource: str,
+        quantity: float,
+        unit: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        ts: datetime | None = None,
+    ) -> str:
+        """Append one resource-usage record (no I/O wait; committed in the next batch).
+
+        `resource` "cpu" is counted in cpu_second, "memory" in gib_second, "gpu" in
+        gpu_second (unit may be left out for those); any other resource names its unit.
+        Returns the record id. Raises ValueError for an empty name, a negative or
+        non-finite quantity, a wrong unit or attributes that are not JSON.
+        """
+        unit, quantity, attrs = checked(tenant_id, source, resource, quantity, unit, attributes)
+        entry = ResourceEntry(
+            id=new_id("res"), ts=aware(ts) or utcnow(), tenant_id=tenant_id, source=source,
+            resource=resource, quantity=quantity, unit=unit, attributes=attrs,
+        )
+        self.resources.append(entry)
+        return entry.id
+
+    async def resource_report(
+        self,
+        *,
+        by: str,
+        tenant_id: str | None,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> list[dict[str, Any]]:
+        """Resource totals grouped by tenant, source, resource or day (and always by unit)."""
+        if by not in RESOURCE_GROUPS:
+            raise BadRequest(f"by must be one of {', '.join(RESOURCE_GROUPS)}")
+        await self.resources.drain()
+        group = resource_daily.c[RESOURCE_GROUPS[by]]
+        keys: list[Any] = [group.label("group")]
+        if by != "resource":
+            keys.append(resource_daily.c.resource)
+        keys.append(resource_daily.c.unit)
+        query = (
+            select(*keys, func.sum(resource_daily.c.quantity).label("quantity"),
+                   func.sum(resource_daily.c.records).label("records"))
+            .group_by(*keys)
+            .order_by(*keys)
+        )
+        if tenant_id is not None:
+            query = query.where(resource_daily.c.tenant_id == tenant_id)
+        if since is not None:
+            query = query.where(resource_daily.c.day >= since)
+        if until is not None:
+            query = query.where(resource_daily.c.day <= until)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        out = []
+        for r in rows:
+            g = r["group"]
+            out.append({
+                by: g.isoformat() if isinstance(g, date) else g,
+                "resource": r["resource"] if by != "resource" else g,
+                "unit": r["unit"],
+                "quantity": round(float(r["quantity"] or 0), 6),
+                "records": int(r["records"] or 0),
+            })
+        return out
+
+    async def resource_entries(self, tenant_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        await self.resources.drain()
+        query = select(resource_usage).order_by(resource_usage.c.id.desc()).limit(limit)
+        if tenant_id is not None:
+            query = query.where(resource_usage.c.tenant_id == tenant_id)
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
 
     # ---- prices ----------------------------------------------------------------------
 

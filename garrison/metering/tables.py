@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Date,
@@ -91,4 +92,32 @@ budgets = Table(
     Column("limit_usd", COST, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Resources other layers hand off (sandbox CPU-seconds, memory GiB-seconds, GPU-seconds).
+resource_usage = Table(
+    "resource_usage",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("tenant_id", String(40), nullable=False),
+    Column("source", String(64), nullable=False),  # the layer: sandbox, gpus, ...
+    Column("resource", String(64), nullable=False),  # cpu | memory | gpu | ...
+    Column("quantity", Float, nullable=False),
+    Column("unit", String(64), nullable=False),  # cpu_second | gib_second | gpu_second | ...
+    Column("attributes", JSON, nullable=False),
+    Index("ix_resource_usage_tenant_ts", "tenant_id", "ts"),
+)
+
+resource_daily = Table(
+    "resource_daily",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("tenant_id", String(40), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("resource", String(64), nullable=False),
+    Column("unit", String(64), nullable=False),
+    Column("quantity", Float, nullable=False),
+    Column("records", Integer, nullable=False),
+    UniqueConstraint("day", "tenant_id", "source", "resource", "unit", name="uq_resource_daily_row"),
 )
