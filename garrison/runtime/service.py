@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from garrison.core.clock import utcnow
-from garrison.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from garrison.core.errors import Conflict, NotFound, ServiceUnavailable
 from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.policy import Resource
@@ -117,12 +117,14 @@ class RuntimeService:
         digest = await asyncio.to_thread(bundles.unpack, bundle, staging, self.settings.max_bundle_bytes)
         try:
             descriptor = await asyncio.to_thread(bundles.read_descriptor, staging)
-            if descriptor["kind"] != "langgraph":
-                raise BadRequest("this garrison runs LangGraph agents (agent.toml [graphs] or langgraph.json); "
-                                 "AgentCore main.py agents need the sandbox executor, which is not available yet")
-            await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
+            if descriptor["kind"] == "agentcore":  # runs in session sandboxes (runtime/sessions.py)
+                from garrison.runtime import deps
+
+                descriptor.update(await deps.prepare(self.platform, staging, digest))
+            else:
+                await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
             agent = await self.store.agent(principal.tenant_id, name)
-            for graph_id in descriptor["graphs"]:
+            for graph_id in descriptor.get("graphs", {}):
                 existing = await self.store.assistant(principal.tenant_id,
                                                       default_assistant_id(principal.tenant_id, graph_id))
                 if existing and (agent is None or existing["agent_id"] != agent["id"]):
@@ -145,7 +147,7 @@ class RuntimeService:
                                .values(path=str(final)))
         if promote or agent is None:
             await self.store.set_endpoint(agent_id, "default", number)
-        for graph_id in descriptor["graphs"]:
+        for graph_id in descriptor.get("graphs", {}):
             await self._ensure_default_assistant(principal.tenant_id, agent_id, graph_id, number)
         self.platform.audit.record(principal, "runtime:deploy", f"agent/{name}", "allow", "",
                                    {"version": number, "digest": digest})
