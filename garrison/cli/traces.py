@@ -83,6 +83,7 @@ def usage(since: str = typer.Option(None, help="RFC 3339; default 7 days ago"), 
 def forward(endpoint: str = typer.Argument(None, help="OTLP/HTTP traces URL; omit to show the current one"),
             header: list[str] = typer.Option([], "--header", help="Name=value, repeatable"),
             off: bool = typer.Option(False, "--off", help="Stop forwarding."),
+            content: bool = typer.Option(False, "--content", help="Forward captured message content too."),
             url: str = UrlOption, key: str = KeyOption) -> None:
     t = _t(url, key)
     if off:
@@ -93,4 +94,4 @@ def forward(endpoint: str = typer.Argument(None, help="OTLP/HTTP traces URL; omi
         console.print_json(json.dumps(call(t.exporter)))
         return
     headers = dict(h.split("=", 1) for h in header if "=" in h)
-    console.print_json(json.dumps(call(t.set_exporter, endpoint, headers)))
+    console.print_json(json.dumps(call(t.set_exporter, endpoint, headers, True, content)))

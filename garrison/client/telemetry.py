@@ -31,9 +31,11 @@ class Telemetry:
     def exporter(self) -> Any:
         return self.c.request("GET", "/api/telemetry/exporter")
 
-    def set_exporter(self, endpoint: str, headers: dict[str, str] | None = None, enabled: bool = True) -> Any:
+    def set_exporter(self, endpoint: str, headers: dict[str, str] | None = None, enabled: bool = True,
+                     include_content: bool = False) -> Any:
         return self.c.request("PUT", "/api/telemetry/exporter",
-                              json={"endpoint": endpoint, "headers": headers or {}, "enabled": enabled})
+                              json={"endpoint": endpoint, "headers": headers or {}, "enabled": enabled,
+                                    "include_content": include_content})
 
     def delete_exporter(self) -> Any:
         return self.c.request("DELETE", "/api/telemetry/exporter")

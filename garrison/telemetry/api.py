@@ -178,9 +178,11 @@ async def get_exporter(principal: Principal = Depends(require("telemetry:read"))
 @router.put("/api/telemetry/exporter", summary="Forward this tenant's spans to an OTLP endpoint")
 async def put_exporter(body: ExporterIn, principal: Principal = Depends(require("telemetry:admin")),
                        platform: Platform = Depends(get_platform)) -> ExporterOut:
-    out = await _service(platform).set_exporter(principal, body.endpoint, body.headers, body.enabled)
+    out = await _service(platform).set_exporter(principal, body.endpoint, body.headers, body.enabled,
+                                                body.include_content)
     await platform.audit.record_now(principal, "telemetry:exporter.set", f"tenant/{principal.tenant_id}/exporter",
-                                    "allow", "", {"endpoint": body.endpoint, "enabled": body.enabled})
+                                    "allow", "", {"endpoint": body.endpoint, "enabled": body.enabled,
+                                                  "include_content": body.include_content})
     return ExporterOut(**out)
 
 

@@ -30,14 +30,19 @@ class TelemetrySettings(BaseSettings):
     capture_content: bool = False
     max_content_chars: int = Field(default=65_536, ge=16)
 
-    # Retention by age and by size (number of spans per store).
+    # Retention by age and by size: bytes of spans plus stored content, every tenant together.
+    # On PostgreSQL age retention drops whole day partitions (so up to a day more is kept).
     retention_days: float = Field(default=30.0, gt=0)
-    max_spans: int = Field(default=5_000_000, ge=1)
+    max_store_bytes: int = Field(default=20 * 1024**3, ge=1, description="Oldest spans go first past it.")
     retention_interval_s: float = Field(default=300.0, gt=0)
 
-    # Forwarding to per-tenant OTLP endpoints.
-    export_queue_batches: int = Field(default=256, ge=1)
+    # Forwarding to per-tenant OTLP endpoints: spans wait (and are retried) while the endpoint
+    # is down, up to export_queue_spans per tenant; past it the oldest are dropped and counted.
+    export_queue_spans: int = Field(default=50_000, ge=1)
+    export_batch_spans: int = Field(default=512, ge=1)
     export_timeout_s: float = Field(default=10.0, gt=0)
+    export_retry_initial_s: float = Field(default=0.5, gt=0)
+    export_retry_max_s: float = Field(default=30.0, gt=0)
 
     # Usage in ingested model-call spans enters the metering ledger (unless it went through the gateway).
     meter_ingested_usage: bool = True

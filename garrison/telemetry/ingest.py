@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from garrison.telemetry import metrics
-from garrison.telemetry.store import SpanStore
+from garrison.telemetry.store import SpanStore, Written
 
 log = logging.getLogger("garrison.telemetry.ingest")
 
-AfterWrite = Callable[[list[dict[str, Any]]], Awaitable[None]]
+AfterWrite = Callable[[Written], Awaitable[None]]
 
 
 class QueueFull(Exception):
@@ -105,15 +105,16 @@ class IngestQueue:
             rows = [r for b in batches for r in b.rows]
             contents = [c for b in batches for c in b.contents]
             started = time.perf_counter()
+            written = Written([], [])
             try:
-                new_rows = await self.store.write(rows, contents)
+                written = await self.store.write(rows, contents)
             except Exception as exc:
                 log.exception("writing %d spans failed", len(rows))
                 for b in batches:
                     if b.future is not None and not b.future.done():
                         b.future.set_exception(exc)
-                new_rows = []
             else:
+                new_rows = written.rows
                 metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
                 new_keys = {(r["tenant_id"], r["trace_id"], r["span_id"]) for r in new_rows}
                 for b in batches:
@@ -128,17 +129,17 @@ class IngestQueue:
                 metrics.QUEUE_SPANS.set(self.pending)
                 for _ in batches:
                     self._queue.task_done()
-            if new_rows:
+            if written.rows:
                 # Metering and forwarding run beside the writer, never ahead of the acknowledgement;
                 # when they fall behind the writer waits for them, so their backlog stays bounded.
                 if len(self._post) >= 8:
                     await asyncio.wait(self._post, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(self._after(new_rows))
+                task = asyncio.create_task(self._after(written))
                 self._post.add(task)
                 task.add_done_callback(self._post.discard)
 
-    async def _after(self, rows: list[dict[str, Any]]) -> None:
+    async def _after(self, written: Written) -> None:
         try:
-            await self.after_write(rows)
+            await self.after_write(written)
         except Exception:
-            log.exception("post-write hooks failed for %d spans", len(rows))
+            log.exception("post-write hooks failed for %d spans", len(written.rows))

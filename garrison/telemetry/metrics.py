@@ -15,7 +15,14 @@ WRITE_SECONDS = Histogram(
     "garrison_telemetry_write_seconds", "Time to write one batch of spans.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-EXPORTED = Counter("garrison_telemetry_export_spans_total", "Spans forwarded to tenant endpoints.", ["result"])
+EXPORTED = Counter(
+    "garrison_telemetry_export_spans_total",
+    "Spans given to tenant OTLP endpoints, by result: ok, dropped (forwarding queue full or shutdown), "
+    "rejected (the endpoint refused them with a 4xx), disabled (the exporter was turned off).",
+    ["result"],
+)
+EXPORT_RETRIES = Counter("garrison_telemetry_export_retries_total", "Forwarding attempts that will be retried.")
+EXPORT_QUEUE = Gauge("garrison_telemetry_export_queue_spans", "Spans waiting to be forwarded.")
 METERED = Counter("garrison_telemetry_metered_calls_total", "Model calls sent to metering.", ["result"])
 
 GEN_AI_TOKENS = Counter(

@@ -9,6 +9,10 @@ class ExporterIn(BaseModel):
     endpoint: str = Field(max_length=1024, description="OTLP/HTTP traces URL, e.g. http://phoenix:6006/v1/traces")
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     enabled: bool = True
+    include_content: bool = Field(
+        default=False,
+        description="Forward captured message content (prompts, completions, tool arguments) with the spans. "
+                    "Has effect only when the server captures content (GARRISON_TELEMETRY_CAPTURE_CONTENT).")
 
     @field_validator("endpoint")
     @classmethod
@@ -29,4 +33,6 @@ class ExporterIn(BaseModel):
 class ExporterOut(BaseModel):
     endpoint: str
     enabled: bool
+    include_content: bool
+    content_captured: bool
     header_names: list[str]

@@ -25,7 +25,7 @@ from garrison.telemetry.ingest import IngestQueue, QueueFull
 from garrison.telemetry.normalize import DAY_NS, Caps, normalize
 from garrison.telemetry.otlp import RawLog, RawSpan
 from garrison.telemetry.pricing import cost_usd
-from garrison.telemetry.store import SpanStore, TraceFilter
+from garrison.telemetry.store import SpanStore, TraceFilter, Written
 from garrison.telemetry.views import (
     percentile,
     trace_summary_view,
@@ -52,7 +52,7 @@ class TelemetryService:
         self.audit = audit
         self.queue = IngestQueue(self.store, max_spans=s.queue_max_spans, batch_spans=s.write_batch_spans,
                                  after_write=self._after_write)
-        self.forwarder = Forwarder(queue_batches=s.export_queue_batches, timeout_s=s.export_timeout_s)
+        self.forwarder = Forwarder(s)
         self.inflight_bytes = 0
         self.decoding = 0  # requests between admission and queueing
         self._sink_token: int | None = None
@@ -279,7 +279,8 @@ class TelemetryService:
         if not self.queue.offer(rows):
             metrics.SELF_SPANS_DROPPED.inc(len(rows))
 
-    async def _after_write(self, rows: list[dict[str, Any]]) -> None:
+    async def _after_write(self, written: Written) -> None:
+        rows = written.rows
         for row in rows:
             if row["error_class"]:
                 metrics.GEN_AI_ERRORS.labels(row["kind"], row["error_class"]).inc()
@@ -292,7 +293,7 @@ class TelemetryService:
                 metrics.GEN_AI_TOKENS.labels(provider_name, model, "input").inc(row["input_tokens"])
             if row["output_tokens"]:
                 metrics.GEN_AI_TOKENS.labels(provider_name, model, "output").inc(row["output_tokens"])
-        self.forwarder.offer(rows)
+        self.forwarder.offer(rows, written.contents)
         if self.metering is not None and self.settings.meter_ingested_usage:
             billable = [r for r in rows if r["kind"] == "model" and not r["gateway"] and r["model"]
                         and (r["input_tokens"] or r["output_tokens"])]
@@ -337,10 +338,12 @@ class TelemetryService:
                 log.exception("telemetry retention failed")
 
     async def apply_retention(self) -> dict[str, int]:
+        """Age first (whole day partitions on PostgreSQL), then size in bytes (oldest first)."""
         cutoff = time.time_ns() - int(self.settings.retention_days * DAY_NS)
-        by_age = await self.store.drop_older_than(cutoff)
-        by_size = await self.store.enforce_max_spans(self.settings.max_spans)
-        return {"dropped_by_age": by_age, "dropped_by_size": by_size}
+        by_age = await self.store.drop_older_than(cutoff, whole_partitions=True)
+        by_size = await self.store.enforce_max_bytes(self.settings.max_store_bytes)
+        return {"dropped_by_age": by_age, "dropped_by_size": by_size,
+                "stored_bytes": await self.store.stored_bytes()}
 
     # ------------------------------------------------------------ queries
 
@@ -407,8 +410,8 @@ class TelemetryService:
     # ------------------------------------------------------------ exporters
 
     async def set_exporter(self, principal: Principal, endpoint: str, headers: dict[str, str],
-                           enabled: bool) -> dict[str, Any]:
-        await self.store.set_exporter(principal.tenant_id, endpoint, headers, enabled, utcnow())
+                           enabled: bool, include_content: bool = False) -> dict[str, Any]:
+        await self.store.set_exporter(principal.tenant_id, endpoint, headers, enabled, utcnow(), include_content)
         self.forwarder.configure(await self.store.exporters())
         return self.exporter_view(principal.tenant_id)
 
@@ -418,6 +421,9 @@ class TelemetryService:
             raise NotFound("no OTLP exporter is configured for this tenant")
         # Header values may hold credentials: show only their names.
         return {"endpoint": target["endpoint"], "enabled": target["enabled"],
+                "include_content": bool(target["include_content"]),
+                # Content leaves garrison only when it was captured at all.
+                "content_captured": self.settings.capture_content,
                 "header_names": sorted(target["headers"])}
 
     async def delete_exporter(self, principal: Principal) -> None:

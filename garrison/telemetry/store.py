@@ -20,11 +20,46 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garrison.db import Database
 from garrison.telemetry.normalize import DAY_NS
-from garrison.telemetry.tables import content, exporters, spans, usage_daily
+from garrison.telemetry.tables import content, exporters, spans, store_bytes, usage_daily
 
 log = logging.getLogger("garrison.telemetry.store")
 
 SPAN_COLUMNS = tuple(c.name for c in spans.columns)
+HOUR_NS = 3600 * 10**9
+
+
+def _text_columns(table: sa.Table) -> tuple[tuple[str, ...], int]:
+    """(text columns, fixed bytes): text counts its UTF-8 bytes, any other column 8 bytes."""
+    text = tuple(c.name for c in table.columns if isinstance(c.type, sa.String))
+    return text, 8 * (len(table.columns) - len(text))
+
+
+SPAN_TEXT, SPAN_FIXED = _text_columns(spans)
+CONTENT_TEXT, CONTENT_FIXED = _text_columns(content)
+
+
+def _size(row: dict[str, Any], text: tuple[str, ...], fixed: int) -> int:
+    """The stored size of a row, the measure retention by size counts (same as the migration's)."""
+    total = fixed
+    for name in text:
+        value = row.get(name)
+        if value:
+            total += len(value) if value.isascii() else len(value.encode())
+    return total
+
+
+def span_bytes(row: dict[str, Any]) -> int:
+    return _size(row, SPAN_TEXT, SPAN_FIXED)
+
+
+def content_bytes(row: dict[str, Any]) -> int:
+    return _size(row, CONTENT_TEXT, CONTENT_FIXED)
+
+
+@dataclass(slots=True)
+class Written:
+    rows: list[dict[str, Any]]  # spans that were new
+    contents: list[dict[str, Any]]  # content stored with them (and log content)
 
 SUMMARY_COLUMNS = [
     spans.c.trace_id,
@@ -92,25 +127,52 @@ class SpanStore:
                 ))
         self._partitions |= missing
 
-    async def write(self, rows: list[dict[str, Any]], contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert spans (ignoring ones already stored); returns the rows that were new."""
+    async def write(self, rows: list[dict[str, Any]], contents: list[dict[str, Any]]) -> Written:
+        """Insert spans (ignoring ones already stored); returns what was new."""
         if not rows and not contents:
-            return []
+            return Written([], [])
         # A span sent twice within one batch is one span.
         rows = list({(r["tenant_id"], r["trace_id"], r["span_id"]): r for r in reversed(rows)}.values())[::-1]
         await self._ensure_partitions({r["day"] for r in rows})
         async with self.db.engine.begin() as conn:
             new_rows = await self._new_only(conn, rows)
+            for r in new_rows:
+                r["stored_bytes"] = span_bytes(r)
             if new_rows:
                 # Raw executemany: SQLAlchemy's per-row parameter processing was the ingest bottleneck.
                 await conn.exec_driver_sql(self._insert_sql, [tuple(r[c] for c in SPAN_COLUMNS) for r in new_rows])
             inserted = {(r["tenant_id"], r["trace_id"], r["span_id"]) for r in new_rows}
             keep = [c for c in contents if c["span_id"] is None
                     or (c["tenant_id"], c["trace_id"], c["span_id"]) in inserted]
+            for c in keep:
+                c["stored_bytes"] = content_bytes(c)
             if keep:
                 await conn.execute(sa.insert(content), keep)
             await self._rollup(conn, new_rows)
-        return new_rows
+            await self._count_bytes(conn, new_rows, keep)
+        return Written(new_rows, keep)
+
+    async def _count_bytes(self, conn: AsyncConnection, rows: list[dict[str, Any]],
+                           contents: list[dict[str, Any]]) -> None:
+        agg: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for r in rows:
+            a = agg[r["start_ns"] // HOUR_NS]
+            a[0] += r["stored_bytes"]
+            a[2] += 1
+        for c in contents:
+            a = agg[c["time_ns"] // HOUR_NS]
+            a[1] += c["stored_bytes"]
+            a[3] += 1
+        if not agg:
+            return
+        names = ("span_bytes", "content_bytes", "spans", "contents")
+        stmt = self._insert(store_bytes)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["hour"],
+            set_={n: getattr(store_bytes.c, n) + getattr(stmt.excluded, n) for n in names},
+        )
+        for hour in sorted(agg):
+            await conn.execute(stmt, {"hour": hour, **dict(zip(names, agg[hour], strict=True))})
 
     async def _new_only(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows not stored yet (one writer per process, so no race inside a process)."""
@@ -290,8 +352,16 @@ class SpanStore:
 
     # ------------------------------------------------------------ retention
 
-    async def drop_older_than(self, cutoff_ns: int) -> int:
-        """Delete spans (and content) that started before ``cutoff_ns``; whole partitions on PostgreSQL."""
+    async def drop_older_than(self, cutoff_ns: int, *, whole_partitions: bool = False) -> int:
+        """Delete spans (and content) that started before ``cutoff_ns``; returns how many spans went.
+
+        On PostgreSQL, day partitions wholly before the cut-off are dropped (no row deletes,
+        no vacuum debt). With ``whole_partitions`` that is all it does: the cut-off rounds down
+        to the start of its day, so up to a day more is kept. Otherwise the rows of the
+        partition that holds the cut-off are deleted one by one.
+        """
+        if self.partitioned and whole_partitions:
+            cutoff_ns = cutoff_ns // DAY_NS * DAY_NS
         dropped = 0
         async with self.db.engine.begin() as conn:
             if self.partitioned:
@@ -305,27 +375,80 @@ class SpanStore:
                         dropped += int(await conn.scalar(sa.text(f"SELECT count(*) FROM {name}")) or 0)
                         await conn.execute(sa.text(f"DROP TABLE {name}"))
                         self._partitions.discard(day)
-            result = await conn.execute(sa.delete(spans).where(spans.c.start_ns < cutoff_ns))
-            dropped += result.rowcount or 0
+            if not (self.partitioned and whole_partitions):
+                result = await conn.execute(sa.delete(spans).where(spans.c.start_ns < cutoff_ns))
+                dropped += result.rowcount or 0
             await conn.execute(sa.delete(content).where(content.c.time_ns < cutoff_ns))
+            await self._recount_bytes(conn, cutoff_ns)
         return dropped
 
-    async def enforce_max_spans(self, max_spans: int) -> int:
-        """Keep the newest ``max_spans`` spans: drop everything older than the one at that rank."""
+    async def _recount_bytes(self, conn: AsyncConnection, cutoff_ns: int) -> None:
+        """After a cut: hours before it hold nothing; the hour it falls in is measured again."""
+        hour = cutoff_ns // HOUR_NS
+        await conn.execute(sa.delete(store_bytes).where(store_bytes.c.hour < hour))
+        if cutoff_ns % HOUR_NS == 0:
+            return
+        lo, hi = hour * HOUR_NS, (hour + 1) * HOUR_NS
+        sb, sn = (await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(spans.c.stored_bytes), 0), sa.func.count())
+            .where(spans.c.start_ns >= lo, spans.c.start_ns < hi))).one()
+        cb, cn = (await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(content.c.stored_bytes), 0), sa.func.count())
+            .where(content.c.time_ns >= lo, content.c.time_ns < hi))).one()
+        await conn.execute(sa.delete(store_bytes).where(store_bytes.c.hour == hour))
+        if sn or cn:
+            await conn.execute(sa.insert(store_bytes).values(
+                hour=hour, span_bytes=int(sb), content_bytes=int(cb), spans=int(sn), contents=int(cn)))
+
+    async def stored_bytes(self) -> int:
+        """Bytes of spans plus stored content, every tenant (what retention by size caps)."""
+        q = sa.select(sa.func.coalesce(sa.func.sum(store_bytes.c.span_bytes + store_bytes.c.content_bytes), 0))
         async with self.db.engine.connect() as conn:
-            cutoff = await conn.scalar(
-                sa.select(spans.c.start_ns).order_by(spans.c.start_ns.desc()).offset(max_spans).limit(1)
-            )
+            return int(await conn.scalar(q) or 0)
+
+    async def size_cutoff(self, max_bytes: int) -> int | None:
+        """The start time before which spans and content must go so the newest fit in ``max_bytes``."""
+        async with self.db.engine.connect() as conn:
+            hours = (await conn.execute(
+                sa.select(store_bytes.c.hour, store_bytes.c.span_bytes + store_bytes.c.content_bytes)
+                .order_by(store_bytes.c.hour.desc()))).all()
+            kept, boundary = 0, None
+            for hour, size in hours:
+                if kept + size > max_bytes:
+                    boundary = int(hour)
+                    break
+                kept += int(size)
+            if boundary is None:
+                return None
+            # The hour that does not fit whole: keep its newest rows while they fit.
+            lo, hi = boundary * HOUR_NS, (boundary + 1) * HOUR_NS
+            items = [tuple(r) for r in await conn.execute(
+                sa.select(spans.c.start_ns, spans.c.stored_bytes)
+                .where(spans.c.start_ns >= lo, spans.c.start_ns < hi))]
+            items += [tuple(r) for r in await conn.execute(
+                sa.select(content.c.time_ns, content.c.stored_bytes)
+                .where(content.c.time_ns >= lo, content.c.time_ns < hi))]
+        items.sort(reverse=True)
+        budget = max_bytes - kept
+        for time_ns, size in items:
+            if size > budget:
+                return int(time_ns) + 1
+            budget -= size
+        return int(lo)
+
+    async def enforce_max_bytes(self, max_bytes: int) -> int:
+        """Drop the oldest spans and content until what is stored fits in ``max_bytes``."""
+        cutoff = await self.size_cutoff(max_bytes)
         if cutoff is None:
             return 0
-        return await self.drop_older_than(int(cutoff) + 1)
+        return await self.drop_older_than(cutoff)
 
     # ------------------------------------------------------------ exporters
 
     async def set_exporter(self, tenant_id: str, endpoint: str, headers: dict[str, str], enabled: bool,
-                           now: datetime) -> None:
+                           now: datetime, include_content: bool = False) -> None:
         values = {"endpoint": endpoint, "headers": orjson.dumps(headers).decode(), "enabled": enabled,
-                  "updated_at": now}
+                  "include_content": include_content, "updated_at": now}
         stmt = self._insert(exporters).values(tenant_id=tenant_id, **values)
         stmt = stmt.on_conflict_do_update(index_elements=["tenant_id"], set_=values)
         async with self.db.engine.begin() as conn:

@@ -49,6 +49,7 @@ spans = sa.Table(
     sa.Column("attributes", sa.Text, nullable=False),
     sa.Column("resource", sa.Text, nullable=False),
     sa.Column("events", sa.Text, nullable=True),
+    sa.Column("stored_bytes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_telemetry_spans_tenant_start", "tenant_id", "start_ns"),
     sa.Index("ix_telemetry_spans_start", "start_ns"),
     sa.Index("ix_telemetry_spans_tenant_session", "tenant_id", "session_id", "start_ns"),
@@ -64,6 +65,7 @@ content = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # span | log
     sa.Column("time_ns", sa.BigInteger, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+    sa.Column("stored_bytes", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_telemetry_content_trace", "tenant_id", "trace_id"),
     sa.Index("ix_telemetry_content_time", "time_ns"),
 )
@@ -93,5 +95,18 @@ exporters = sa.Table(
     sa.Column("endpoint", sa.String(1024), nullable=False),
     sa.Column("headers", sa.Text, nullable=False),  # JSON object
     sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("include_content", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Bytes stored per hour of span start (spans) or content time: retention by size reads
+# this instead of scanning spans. Kept in the write transaction; retention corrects it.
+store_bytes = sa.Table(
+    "telemetry_store_bytes",
+    metadata,
+    sa.Column("hour", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("span_bytes", sa.BigInteger, nullable=False),
+    sa.Column("content_bytes", sa.BigInteger, nullable=False),
+    sa.Column("spans", sa.BigInteger, nullable=False),
+    sa.Column("contents", sa.BigInteger, nullable=False),
 )

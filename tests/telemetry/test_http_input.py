@@ -126,6 +126,7 @@ async def test_exporter_api_validates_and_audits(client: httpx.AsyncClient, plat
     ok = await client.put("/api/telemetry/exporter", json={"endpoint": "http://127.0.0.1:9/v1/traces",
                                                            "headers": {"x-api-key": "secret"}, "enabled": False})
     assert ok.status_code == 200 and ok.json() == {"endpoint": "http://127.0.0.1:9/v1/traces", "enabled": False,
+                                                   "include_content": False, "content_captured": False,
                                                    "header_names": ["x-api-key"]}
     assert "secret" not in (await client.get("/api/telemetry/exporter")).text
     assert (await client.delete("/api/telemetry/exporter")).status_code == 204

@@ -1,5 +1,5 @@
 """The span store and queries on SQLite and PostgreSQL: filters, sessions, content apart,
-retention by age and size, cost by model by day, forwarding to a tenant's OTLP endpoint."""
+cost by model by day (retention: test_retention.py; forwarding: test_forwarding.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi import FastAPI, Request, Response
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from garrison.core.principal import Principal
 from garrison.db import Database
 from garrison.db.migrate import upgrade
 from garrison.telemetry.config import TelemetrySettings
-from garrison.telemetry.normalize import DAY_NS
 from garrison.telemetry.service import TelemetryService
 from garrison.telemetry.store import TraceFilter
-from tests.telemetry.live import serve
-from tests.telemetry.spans import agent_run, new_trace_id, protobuf_request, span
+from tests.telemetry.spans import agent_run, new_trace_id, protobuf_request
 
 PB = "application/x-protobuf"
 ALICE = Principal(id="prn_a", tenant_id="ten_a", kind="service", scopes=frozenset())
@@ -31,7 +27,7 @@ BOB = Principal(id="prn_b", tenant_id="ten_b", kind="service", scopes=frozenset(
 async def service(db_url: str) -> AsyncIterator[TelemetryService]:
     await asyncio.to_thread(upgrade, db_url)
     db = Database(db_url)
-    svc = TelemetryService(db, TelemetrySettings(capture_content=True, retention_days=1, max_spans=1000))
+    svc = TelemetryService(db, TelemetrySettings(capture_content=True))
     await svc.start(self_tracing=False)
     try:
         yield svc
@@ -114,53 +110,3 @@ async def test_content_is_dropped_when_capture_is_off(db_url: str) -> None:
     finally:
         await svc.stop()
         await db.dispose()
-
-
-async def test_retention_by_age_and_by_size(service: TelemetryService) -> None:
-    now = time.time_ns()
-    old = new_trace_id()
-    # 3 days old: past the 1-day retention, yet inside the clock-skew window so it is kept as sent.
-    await _send(service, ALICE, [span(old, "old", start_ns=now - 3 * DAY_NS)])
-    fresh = new_trace_id()
-    await _send(service, ALICE, [span(fresh, f"s{i}", start_ns=now - i * 1000) for i in range(5)])
-    result = await service.apply_retention()
-    assert result["dropped_by_age"] == 1
-    assert await service.store.count() == 5
-    service.settings.max_spans = 3
-    result = await service.apply_retention()
-    assert result["dropped_by_size"] == 2
-    names = sorted(r["name"] for r in await service.store.trace_spans(ALICE.tenant_id, fresh))
-    assert names == ["s0", "s1", "s2"]  # the newest are kept
-
-
-async def test_forwarding_to_a_tenant_otlp_endpoint(service: TelemetryService) -> None:
-    received: list[ExportTraceServiceRequest] = []
-    seen_headers: list[str] = []
-    receiver = FastAPI()
-
-    @receiver.post("/v1/traces")
-    async def collect(request: Request) -> Response:
-        req = ExportTraceServiceRequest()
-        req.ParseFromString(await request.body())
-        received.append(req)
-        seen_headers.append(request.headers.get("authorization", ""))
-        return Response(b"", media_type=PB)
-
-    with serve(receiver) as url:
-        await service.set_exporter(ALICE, f"{url}/v1/traces", {"authorization": "Bearer lf"}, True)
-        assert service.exporter_view(ALICE.tenant_id)["header_names"] == ["authorization"]
-        tid = new_trace_id()
-        await _send(service, ALICE, agent_run(tid))
-        await _send(service, BOB, agent_run(new_trace_id()))  # Bob has no exporter
-        await service.flush()
-        for _ in range(200):
-            if received:
-                break
-            await asyncio.sleep(0.02)
-        await service.forwarder._queue.join()
-    spans = [s for r in received for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    assert {s.trace_id.hex() for s in spans} == {tid}
-    assert len(spans) == 4 and seen_headers[0] == "Bearer lf"
-    chat = next(s for s in spans if s.name.startswith("chat"))
-    attrs = {kv.key: kv.value for kv in chat.attributes}
-    assert attrs["gen_ai.usage.input_tokens"].int_value == 1000

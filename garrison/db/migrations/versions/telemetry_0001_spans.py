@@ -51,6 +51,9 @@ SPAN_COLUMNS_PG = """
 """
 
 
+ADDED_LATER = frozenset({"stored_bytes"})  # telemetry_0002
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         # Partitions (one per UTC day) are created by the store as spans arrive.
@@ -58,9 +61,10 @@ def upgrade() -> None:
     else:
         from garrison.telemetry.tables import spans
 
+        # Columns that later revisions add are left to them.
         op.create_table(
             "telemetry_spans",
-            *[sa.Column(c.name, c.type, nullable=c.nullable) for c in spans.columns],
+            *[sa.Column(c.name, c.type, nullable=c.nullable) for c in spans.columns if c.name not in ADDED_LATER],
             sa.PrimaryKeyConstraint("tenant_id", "trace_id", "span_id", name="pk_telemetry_spans"),
         )
     op.create_index("ix_telemetry_spans_tenant_start", "telemetry_spans", ["tenant_id", "start_ns"])
