@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from garrison.state import metrics, retention
 from garrison.state.checkpoint.crypto import load_or_create_key
+from garrison.state.checkpoint.direct import DirectSQL
 from garrison.state.checkpoint.engine import create_async, create_sync_engine, normalize_url
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
 from garrison.state.kv import SessionKV, session_kv
@@ -69,17 +70,24 @@ class StateService:
             self._async_engine = create_async(normalize_url(self.url, use_async=True), pool_size=8)
         return self._async_engine
 
+    def _sync(self) -> Engine:
+        if self._sync_engine is None:
+            self._sync_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8)
+        return self._sync_engine
+
     def saver(self, tenant_id: str) -> AsyncGarrisonSaver:
         """An asyncio checkpointer that sees only ``tenant_id``'s threads."""
-        return AsyncGarrisonSaver(self._async(), tenant_id=tenant_id, encryption_key=self.encryption_key)
+        engine = self._async()
+        # SQLite file: the hot path runs on the blocking engine (see AsyncGarrisonSaver.__init__).
+        on_file = engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+        return AsyncGarrisonSaver(engine, tenant_id=tenant_id, encryption_key=self.encryption_key,
+                                  sync_engine=self._sync() if on_file else None)
 
     def sync_saver(self, tenant_id: str) -> GarrisonSaver:
         """A blocking checkpointer (for graphs run in worker threads) scoped to ``tenant_id``."""
         saver = self._sync_savers.get(tenant_id)
         if saver is None:
-            if self._sync_engine is None:
-                self._sync_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8)
-            saver = GarrisonSaver(self._sync_engine, tenant_id=tenant_id, encryption_key=self.encryption_key)
+            saver = GarrisonSaver(self._sync(), tenant_id=tenant_id, encryption_key=self.encryption_key)
             self._sync_savers[tenant_id] = saver
         return saver
 
@@ -173,6 +181,7 @@ class StateService:
         for saver in self._sync_savers.values():
             saver.close()
         if self._sync_engine is not None:
+            DirectSQL.for_engine(self._sync_engine).close()  # async savers' connections too
             self._sync_engine.dispose()
         if self._async_engine is not None:
             await self._async_engine.dispose()

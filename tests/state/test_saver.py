@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import ormsgpack
 import pytest
 import sqlalchemy as sa
 from langgraph.checkpoint.base.id import uuid6
@@ -285,3 +286,24 @@ def test_sqlite_writers_in_two_engines_do_not_lock(tmp_path: Any) -> None:
     finally:
         one.dispose()
         two.dispose()
+
+
+@pytest.mark.parametrize("stored_type,stored", [
+    ("zstd:msgpack", b"\x28\xb5\x2f\xfd garbage, not a zstd frame"),
+    ("msgpack", ormsgpack.packb({"not": "a checkpoint"})),
+    ("msgpack", b"\xdc\x00\x09"),  # an array header that swallows the channel values after it
+])
+def test_corrupt_checkpoint_row_read_by_its_writer(saver: GarrisonSaver, stored_type: str, stored: bytes) -> None:
+    # The writer holds the channel values in memory and decodes checkpoint and values in one
+    # call: a bad checkpoint row must still fail loudly, naming the checkpoint, never be misread.
+    tid = str(uuid.uuid4())
+    steps = Steps(saver, tid)
+    steps.put({"a": "x" * 300, "b": "value"})
+    cfg = steps.put({"a": "y" * 300})
+    assert saver.get_tuple(cfg) is not None  # warm: the values now come from memory
+    with saver.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE state_checkpoints SET type = :ty, checkpoint = :b "
+                             "WHERE thread_id = :t AND checkpoint_id = :c"),
+                     {"ty": stored_type, "b": stored, "t": tid, "c": cfg["configurable"]["checkpoint_id"]})
+    with pytest.raises(CorruptCheckpoint, match=cfg["configurable"]["checkpoint_id"]):
+        saver.get_tuple({"configurable": {"thread_id": tid}})

@@ -7,16 +7,18 @@ PostgreSQL (the blobs ride in a CTE, in autocommit), ``BEGIN IMMEDIATE`` on SQLi
 so concurrent writers queue on the busy timeout instead of failing. Rows and
 decoding are shared with the SQLAlchemy Core path in ``ops``.
 
-On SQLite, channel blobs are also kept in a bounded in-process cache: a blob row is
-immutable once written (insert-if-absent under a version with 48 random bits), so
-a read needs only the checkpoint row and its writes, and joins the blobs from
-memory. Deletes in this process clear the cache.
+On SQLite, channel blobs are also kept in a bounded in-process cache (``blobcache``):
+a read needs only the checkpoint row and its writes, one query with positional
+parameters (sqlite3 keeps the prepared statement in its per-connection cache), and
+decodes the checkpoint and its channel values in one msgpack call. Deletes in this
+process clear the cache.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +29,7 @@ from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMet
 from sqlalchemy.engine import Engine
 
 from garrison.state.checkpoint import ops
+from garrison.state.checkpoint.blobcache import BlobCache, Inflated, decode_fast
 
 CP_COLS = ["tenant_id", "thread_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "run_id",
            "created_at", "type", "checkpoint", "meta", "channel_versions"]
@@ -50,75 +53,118 @@ def _pg_values(cols: list[str], n: int) -> str:
 
 
 class DirectSQL:
-    """Driver connections kept out of SQLAlchemy's pool while the saver lives."""
+    """Driver connections kept out of SQLAlchemy's pool while the saver lives.
+
+    One per engine (``for_engine``), so the blocking and the asyncio saver on one
+    database share the blob cache.
+    """
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> DirectSQL:
+        with _SHARED_LOCK:
+            direct = _SHARED.get(engine)
+            if direct is None:
+                direct = _SHARED[engine] = cls(engine)
+            return direct
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.pg = engine.dialect.name == "postgresql"
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, Any]] = []  # (pool fairy, driver connection)
         latest, by_id = (t.text for t in ops.GET_SQL[engine.dialect.name])
+        head_latest = ops.head_and_writes_sql("")
+        head_by_id = ops.head_and_writes_sql("AND checkpoint_id = :cid")
         if self.pg:
             latest, by_id = (re.sub(r":(\w+)", r"%(\1)s", q) for q in (latest, by_id))
+        else:
+            # Positional parameters: sqlite3 binds a tuple faster than a dict.
+            latest, by_id, head_latest, head_by_id = (_numbered(q) for q in (latest, by_id, head_latest, head_by_id))
         self.get_latest, self.get_by_id = latest, by_id
+        self.head_latest, self.head_by_id = head_latest, head_by_id
         self._pg_put: dict[int, str] = {}
         self.blob_cache = BlobCache() if not self.pg else None
-        self.head_latest = ops.head_and_writes_sql("")
-        self.head_by_id = ops.head_and_writes_sql("AND checkpoint_id = :cid")
+        self.inflated = Inflated()
         # SQLite has one writer at a time; queueing on a lock here instead of in SQLite's
         # busy handler (which sleeps in steps of milliseconds) keeps concurrent writers fast.
         self._sqlite_writer = threading.Lock()
 
+    def _open(self) -> tuple[Any, Any]:
+        fairy = self.engine.raw_connection()
+        con = fairy.driver_connection
+        if self.pg:
+            con.autocommit = True  # type: ignore[union-attr]
+        return fairy, con
+
     @contextmanager
     def connection(self) -> Iterator[Any]:
         try:
-            fairy = self._idle.pop()
+            pair = self._idle.pop()
         except IndexError:
-            fairy = self.engine.raw_connection()
-            if self.pg:
-                fairy.driver_connection.autocommit = True  # type: ignore[union-attr]
+            pair = self._open()
         try:
-            yield fairy.driver_connection
+            yield pair[1]
         except BaseException:
-            fairy.invalidate()  # unknown transaction state: never reuse
+            pair[0].invalidate()  # unknown transaction state: never reuse
             raise
-        self._idle.append(fairy)
+        self._idle.append(pair)
+
+    def _fetch(self, sql: str, params: Any) -> list[Any]:
+        """One read on an idle connection (the get hot path: no context manager, no wrapping)."""
+        idle = self._idle
+        try:
+            pair = idle.pop()
+        except IndexError:
+            pair = self._open()
+        try:
+            rows = pair[1].execute(sql, params).fetchall()
+        except BaseException:
+            pair[0].invalidate()
+            raise
+        idle.append(pair)
+        return rows  # type: ignore[no-any-return]
 
     def close(self) -> None:
         while self._idle:
-            fairy = self._idle.pop()
+            fairy, con = self._idle.pop()
             if self.pg:
-                fairy.driver_connection.autocommit = False
+                con.autocommit = False
             fairy.close()
 
     # -- operations ------------------------------------------------------------------
 
     def get_tuple(self, s: ops.Scope, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id, ns, cid = ops._thread_key(config)
-        params = {"tenant": s.tenant_id, "thread": thread_id, "ns": ns}
-        if cid:
-            params["cid"] = cid
         cache = self.blob_cache
         if cache is None:
-            with self.connection() as con:
-                rows = con.execute(self.get_by_id if cid else self.get_latest, params).fetchall()
-            return ops.decode_get(s, thread_id, ns, rows)
-        with self.connection() as con:
-            rows = con.execute(self.head_by_id if cid else self.head_latest, params).fetchall()
-            if not rows or rows[0][0] != 0:
-                return None
-            head = rows[0]
-            blobs = cache.lookup(s.tenant_id, thread_id, ns, orjson.loads(head[6]))
-            if blobs is None:  # a miss: read them with the checkpoint, by id so it is the same one
-                params["cid"] = head[1]
-                full = con.execute(self.get_by_id, params).fetchall()
-                cache.fill(s.tenant_id, thread_id, ns, [(r[1], r[2], r[3], r[4]) for r in full if r[0] == 1])
-                return ops.decode_get(s, thread_id, ns, full)
+            params = {"tenant": s.tenant_id, "thread": thread_id, "ns": ns}
+            if cid:
+                params["cid"] = cid
+            return ops.decode_get(s, thread_id, ns, self._fetch(self.get_by_id if cid else self.get_latest, params))
+        tenant = s.tenant_id
+        if cid:
+            rows = self._fetch(self.head_by_id, (tenant, thread_id, ns, cid))
+        else:
+            rows = self._fetch(self.head_latest, (tenant, thread_id, ns))
+        if not rows or rows[0][0] != 0:
+            return None
+        head = rows[0]
         writes = [(a, b, t, i, p or "", v) for _k, a, b, t, v, _m, p, i in rows[1:]]
+        packed = cache.packed_map(tenant, thread_id, ns, head[6])
+        if packed is not None:
+            tup = decode_fast(s, thread_id, ns, head[1:6], packed[0], packed[1], writes, self.inflated)
+            if tup is not None:
+                return tup  # type: ignore[no-any-return]
+        blobs = cache.lookup(tenant, thread_id, ns, orjson.loads(head[6]))
+        if blobs is None:  # a miss: read them with the checkpoint, by id so it is the same one
+            full = self._fetch(self.get_by_id, (tenant, thread_id, ns, head[1]))
+            cache.fill(tenant, thread_id, ns, [(r[1], r[2], r[3], r[4]) for r in full if r[0] == 1])
+            return ops.decode_get(s, thread_id, ns, full)
         return ops._tuple(s, thread_id, ns, head[1:6], ops.load_blobs(s, thread_id, head[1], blobs), writes)
 
     def put(self, s: ops.Scope, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
-        thread_id, ns, row, blob_rows = ops.put_rows(s, config, checkpoint, metadata, new_versions)
+        keep = self.inflated.keep if not self.pg else None
+        thread_id, ns, row, blob_rows = ops.put_rows(s, config, checkpoint, metadata, new_versions, keep)
         with self.connection() as con:
             if self.pg:
                 sql = self._pg_put_sql(len(blob_rows))
@@ -171,50 +217,15 @@ class DirectSQL:
                     con.execute("COMMIT")
 
 
-_OUR_VERSION = re.compile(r"^\d{10}\.[0-9a-f]{12}$")
+_SHARED: weakref.WeakKeyDictionary[Engine, DirectSQL] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
-class BlobCache:
-    """Serialized channel blobs by (tenant, thread, ns, channel, version), FIFO-bounded by bytes.
-
-    Only versions from ``ops.next_version`` are cached: their random part makes a
-    key that names different bytes in another process practically impossible.
-    """
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self._items: dict[tuple[str, ...], tuple[str, bytes | None]] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def lookup(self, tenant: str, thread: str, ns: str,
-               versions: dict[str, Any]) -> list[tuple[str, str, bytes | None]] | None:
-        items = self._items
-        out = []
-        for channel, version in versions.items():
-            hit = items.get((tenant, thread, ns, channel, version))
-            if hit is None:
-                return None
-            out.append((channel, hit[0], hit[1]))
-        return out
-
-    def fill(self, tenant: str, thread: str, ns: str, rows: list[tuple[str, str, str, bytes | None]]) -> None:
-        with self._lock:
-            for channel, version, type_, blob in rows:
-                if not _OUR_VERSION.match(version):
-                    continue
-                key = (tenant, thread, ns, channel, version)
-                if key not in self._items:
-                    self._items[key] = (type_, blob)
-                    self._bytes += len(blob or b"") + 200
-            while self._bytes > self.max_bytes and self._items:
-                _type, old = self._items.pop(next(iter(self._items)))
-                self._bytes -= len(old or b"") + 200
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
+def _numbered(sql: str) -> str:
+    """``:tenant :thread :ns :cid`` as sqlite's numbered ``?1 ?2 ?3 ?4`` (each may repeat)."""
+    for i, name in enumerate(("tenant", "thread", "ns", "cid"), 1):
+        sql = re.sub(rf":{name}\b", f"?{i}", sql)
+    return sql
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -168,12 +168,16 @@ class Scope:
 
     # -- encoding -------------------------------------------------------------
 
-    def dump(self, value: Any, what: str, *, compress: bool = False) -> tuple[str, bytes]:
+    def dump(self, value: Any, what: str, *, compress: bool = False,
+             keep: Callable[[bytes, bytes], None] | None = None) -> tuple[str, bytes]:
+        """``keep(compressed, raw)`` is told of each compression (a cache of inflated rows)."""
         type_, data = self.serde.dumps_typed(value)
         if compress and len(data) >= COMPRESS_MIN and "+" not in type_:
             # Checkpoint rows repeat every version string several times: zstd takes ~5x off.
-            data = _zstd().compress(data)
+            raw, data = data, _zstd().compress(data)
             type_ = ZSTD_PREFIX + type_
+            if keep is not None:
+                keep(data, raw)
         if len(data) > self.max_value_bytes:
             raise ValueTooLarge(
                 f"{what} serializes to {len(data)} bytes, over the limit of {self.max_value_bytes}: "
@@ -226,6 +230,7 @@ def put_rows(
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
     new_versions: ChannelVersions,
+    keep: Callable[[bytes, bytes], None] | None = None,
 ) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
     """The checkpoint row and the rows of the channels that changed."""
     thread_id, ns, parent_id = _thread_key(config)
@@ -234,7 +239,7 @@ def put_rows(
     stored = dict(checkpoint)
     # Values of channels without a version cannot be keyed in state_blobs: keep them inline.
     stored["channel_values"] = {k: v for k, v in values.items() if k not in versions}
-    type_, data = s.dump(stored, f"checkpoint {checkpoint['id']}", compress=True)
+    type_, data = s.dump(stored, f"checkpoint {checkpoint['id']}", compress=True, keep=keep)
     meta = get_serializable_checkpoint_metadata(config, metadata)
     try:
         meta_json = orjson.dumps(meta, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -329,13 +334,27 @@ def _tuple(
     cp = s.load(type_, data, where)
     if not isinstance(cp, dict) or "channel_versions" not in cp:
         raise CorruptCheckpoint(f"cannot decode {where[0] % where[1:]}: not a checkpoint")
+    cp["channel_values"] = dict(cp.get("channel_values") or {})
+    return tuple_from_decoded(s, thread_id, ns, row, cp, values, writes)
+
+
+def tuple_from_decoded(
+    s: Scope,
+    thread_id: str,
+    ns: str,
+    row: Any,
+    cp: dict[str, Any],
+    values: Mapping[str, Any],
+    writes: list[tuple[str, str, str, int, str, bytes]],
+) -> CheckpointTuple:
+    """The tuple from a decoded checkpoint (whose ``channel_values`` dict it may update)."""
+    checkpoint_id, parent_id, meta_json = row[0], row[1], row[4]
+    where = ("checkpoint %s of thread %r", checkpoint_id, thread_id)
     try:
         meta = orjson.loads(meta_json)
     except orjson.JSONDecodeError as exc:
         raise CorruptCheckpoint(f"cannot decode metadata of {where[0] % where[1:]}: {exc}") from exc
-    channel_values = dict(cp.get("channel_values") or {})
-    channel_values.update(values)
-    cp["channel_values"] = channel_values
+    cp["channel_values"].update(values)
     if writes:
         writes.sort(key=lambda w: (w[4], w[0], w[3]))
         wwhere = ("a write of checkpoint %s of thread %r", checkpoint_id, thread_id)
