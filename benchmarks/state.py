@@ -204,7 +204,7 @@ def run_sqlite(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]
         "garrison": lambda p: GarrisonSaver.from_conn_string(str(p)),
         "SqliteSaver": sqlite_upstream,
     }
-    full = {"garrison synchronous=FULL": lambda p: GarrisonSaver.from_conn_string(str(p), sqlite_synchronous="FULL")}
+    full = {"garrison synchronous=FULL": lambda p: GarrisonSaver.from_conn_string(str(p), synchronous="FULL")}
     with contextlib.ExitStack() as stack:
         savers = {n: stack.enter_context(f(tmp / f"{n}-lat.db")) for n, f in {**factories, **full}.items()}
         out: dict[str, dict[str, Any]] = measure_latency(savers, args.puts)
@@ -223,9 +223,12 @@ def run_pg(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "garrison": (GarrisonSaver.from_conn_string, ["state_checkpoints", "state_blobs", "state_writes"]),
         "PostgresSaver": (pg_upstream, ["checkpoints", "checkpoint_blobs", "checkpoint_writes"]),
     }
+    # Default garrison: synchronous_commit=off on its sessions (a commit survives the agent
+    # process, like SQLite NORMAL); the FULL row waits for the WAL flush like PostgresSaver.
+    full = {"garrison synchronous=FULL": lambda u: GarrisonSaver.from_conn_string(u, synchronous="FULL")}
     with contextlib.ExitStack() as stack:
         savers = {n: stack.enter_context(f(stack.enter_context(fresh_pg(args.pg))))
-                  for n, (f, _t) in factories.items()}
+                  for n, f in {**{n: f for n, (f, _t) in factories.items()}, **full}.items()}
         out: dict[str, dict[str, Any]] = measure_latency(savers, args.puts)
     for name, (factory, tables) in factories.items():
         with fresh_pg(args.pg) as url, factory(url) as saver:

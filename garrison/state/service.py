@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from garrison.state import metrics, retention
 from garrison.state.checkpoint.crypto import load_or_create_key
 from garrison.state.checkpoint.direct import DirectSQL
-from garrison.state.checkpoint.engine import create_async, create_sync_engine, normalize_url
+from garrison.state.checkpoint.engine import SYNCHRONOUS, create_async, create_sync_engine, normalize_url
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
 from garrison.state.kv import SessionKV, session_kv
 from garrison.state.memory.embedder import MiniLMEmbedder
@@ -34,6 +34,15 @@ KEY_FILE = "state.key"
 
 def encryption_wanted() -> bool:
     return os.environ.get("GARRISON_STATE_ENCRYPT", "").lower() in ("1", "true", "yes")
+
+
+def synchronous() -> str:
+    """GARRISON_STATE_SYNCHRONOUS: NORMAL (default: commits survive a killed process) or FULL
+    (they survive the database host losing power too; slower puts)."""
+    value = os.environ.get("GARRISON_STATE_SYNCHRONOUS", "NORMAL").upper()
+    if value not in SYNCHRONOUS:
+        raise ValueError(f"GARRISON_STATE_SYNCHRONOUS must be one of {SYNCHRONOUS}, not {value!r}")
+    return value
 
 
 def retention_interval_s() -> float:
@@ -67,12 +76,14 @@ class StateService:
 
     def _async(self) -> AsyncEngine:
         if self._async_engine is None:
-            self._async_engine = create_async(normalize_url(self.url, use_async=True), pool_size=8)
+            self._async_engine = create_async(normalize_url(self.url, use_async=True), pool_size=8,
+                                              synchronous=synchronous())
         return self._async_engine
 
     def _sync(self) -> Engine:
         if self._sync_engine is None:
-            self._sync_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8)
+            self._sync_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8,
+                                                   synchronous=synchronous())
         return self._sync_engine
 
     def saver(self, tenant_id: str) -> AsyncGarrisonSaver:

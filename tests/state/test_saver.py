@@ -307,3 +307,17 @@ def test_corrupt_checkpoint_row_read_by_its_writer(saver: GarrisonSaver, stored_
                      {"ty": stored_type, "b": stored, "t": tid, "c": cfg["configurable"]["checkpoint_id"]})
     with pytest.raises(CorruptCheckpoint, match=cfg["configurable"]["checkpoint_id"]):
         saver.get_tuple({"configurable": {"thread_id": tid}})
+
+
+@pytest.mark.parametrize("synchronous,expected", [("NORMAL", "off"), ("FULL", "on")])
+def test_postgres_commit_durability_follows_synchronous(pg_url: str, synchronous: str, expected: str) -> None:
+    # NORMAL: a commit survives the agent process dying, not the database host losing power
+    # (as SQLite's NORMAL); FULL waits for the WAL flush on every put.
+    with GarrisonSaver.from_conn_string(pg_url, synchronous=synchronous) as saver:
+        cfg = Steps(saver, str(uuid.uuid4())).put({"a": 1})
+        assert saver.get_tuple(cfg) is not None
+        with saver._direct.connection() as con:  # the connection the hot path writes on
+            assert con.execute("SHOW synchronous_commit").fetchone()[0] == expected
+    with pytest.raises(ValueError, match="synchronous must be one of"):
+        with GarrisonSaver.from_conn_string(pg_url, synchronous="SOMETIMES"):
+            pass

@@ -200,13 +200,14 @@ class DirectSQL:
         regular, special = ops.writes_rows(s, config, writes, task_id, task_path)
         with self.connection() as con:
             if self.pg:
-                with con.transaction() if (regular and special) else _nothing():
-                    for rows, tail in ((regular, "DO NOTHING"), (special, f"DO UPDATE SET {W_UPDATE}")):
-                        if rows:
-                            con.execute(
-                                f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES "
-                                f"{_pg_values(WRITE_COLS, len(rows))} ON CONFLICT ({W_KEYS}) {tail}",
-                                [r[c] for r in rows for c in WRITE_COLS])
+                # One statement (regular writes in a CTE when both kinds come): atomic in
+                # autocommit, one round trip, no BEGIN/COMMIT of its own.
+                parts = [f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES "
+                         f"{_pg_values(WRITE_COLS, len(rows))} ON CONFLICT ({W_KEYS}) {tail}"
+                         for rows, tail in ((regular, "DO NOTHING"), (special, f"DO UPDATE SET {W_UPDATE}"))
+                         if rows]
+                sql = f"WITH new_writes AS ({parts[0]}) {parts[1]}" if len(parts) == 2 else parts[0]
+                con.execute(sql, [r[c] for rows in (regular, special) for r in rows for c in WRITE_COLS])
             else:
                 with self._sqlite_writer:
                     con.execute("BEGIN IMMEDIATE")
@@ -226,11 +227,6 @@ def _numbered(sql: str) -> str:
     for i, name in enumerate(("tenant", "thread", "ns", "cid"), 1):
         sql = re.sub(rf":{name}\b", f"?{i}", sql)
     return sql
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 _SQLITE_BLOBS = (f"INSERT INTO state_blobs ({', '.join(BLOB_COLS)}) VALUES ({_named(BLOB_COLS)}) "

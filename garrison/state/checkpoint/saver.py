@@ -110,14 +110,17 @@ class GarrisonSaver(_Common):
 
     @classmethod
     @contextmanager
-    def from_conn_string(cls, conn_string: str, *, sqlite_synchronous: str = "NORMAL",
+    def from_conn_string(cls, conn_string: str, *, synchronous: str = "NORMAL", sqlite_synchronous: str | None = None,
                          **kwargs: Any) -> Iterator[GarrisonSaver]:
         """A saver on a SQLite path / URL or a PostgreSQL URL; creates its tables.
 
-        ``sqlite_synchronous="FULL"`` makes each SQLite commit survive power loss too
-        (NORMAL, the default, survives the process being killed).
+        ``synchronous="FULL"`` makes each commit survive power loss of the database host
+        too (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); NORMAL,
+        the default, survives the agent process being killed. ``sqlite_synchronous`` is
+        the older name of the same setting.
         """
-        engine = create_sync_engine(normalize_url(conn_string, use_async=False), synchronous=sqlite_synchronous)
+        synchronous = sqlite_synchronous or synchronous
+        engine = create_sync_engine(normalize_url(conn_string, use_async=False), synchronous=synchronous)
         try:
             saver = cls(engine, **kwargs)
             saver.setup()
@@ -269,14 +272,17 @@ class AsyncGarrisonSaver(_Common):
 
     @classmethod
     @asynccontextmanager
-    async def from_conn_string(cls, conn_string: str, *, sqlite_synchronous: str = "NORMAL",
+    async def from_conn_string(cls, conn_string: str, *, synchronous: str = "NORMAL",
+                               sqlite_synchronous: str | None = None,
                                **kwargs: Any) -> AsyncIterator[AsyncGarrisonSaver]:
+        """As ``GarrisonSaver.from_conn_string``."""
+        synchronous = sqlite_synchronous or synchronous
         url = normalize_url(conn_string, use_async=True)
-        engine = create_async(url, synchronous=sqlite_synchronous)
+        engine = create_async(url, synchronous=synchronous)
         sync_engine = None
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             sync_engine = create_sync_engine(normalize_url(conn_string, use_async=False),
-                                             synchronous=sqlite_synchronous)
+                                             synchronous=synchronous)
         try:
             saver = cls(engine, sync_engine=sync_engine, **kwargs)
             await saver.setup()
