@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garrison.db import Database
 from garrison.telemetry.normalize import DAY_NS
-from garrison.telemetry.tables import content, exporters, spans, store_bytes, usage_daily
+from garrison.telemetry.tables import content, exporters, spans, store_bytes, traces, usage_daily
 
 log = logging.getLogger("garrison.telemetry.store")
 
@@ -100,6 +100,11 @@ class SpanStore:
         if self.dialect == "postgresql":
             marks = ", ".join(["%s"] * len(SPAN_COLUMNS))
             self._insert_sql = f"INSERT INTO telemetry_spans ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+            self._trace_sql = (
+                "INSERT INTO telemetry_traces (tenant_id, trace_id, first_day, last_day) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (tenant_id, trace_id) DO UPDATE SET "
+                "first_day = LEAST(telemetry_traces.first_day, excluded.first_day), "
+                "last_day = GREATEST(telemetry_traces.last_day, excluded.last_day)")
         else:
             marks = ", ".join(["?"] * len(SPAN_COLUMNS))
             self._insert_sql = f"INSERT OR IGNORE INTO telemetry_spans ({cols}) VALUES ({marks})"
@@ -150,6 +155,8 @@ class SpanStore:
                 await conn.execute(sa.insert(content), keep)
             await self._rollup(conn, new_rows)
             await self._count_bytes(conn, new_rows, keep)
+            if self.partitioned and new_rows:
+                await self._index_traces(conn, new_rows)
         return Written(new_rows, keep)
 
     async def _count_bytes(self, conn: AsyncConnection, rows: list[dict[str, Any]],
@@ -174,6 +181,36 @@ class SpanStore:
         for hour in sorted(agg):
             await conn.execute(stmt, {"hour": hour, **dict(zip(names, agg[hour], strict=True))})
 
+    async def _index_traces(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        days: dict[tuple[str, str], list[int]] = {}
+        for r in rows:
+            key = (r["tenant_id"], r["trace_id"])
+            d = days.get(key)
+            if d is None:
+                days[key] = [r["day"], r["day"]]
+            else:
+                d[0], d[1] = min(d[0], r["day"]), max(d[1], r["day"])
+        await conn.exec_driver_sql(self._trace_sql, [(t, tr, d[0], d[1]) for (t, tr), d in sorted(days.items())])
+
+    async def _trace_days(self, conn: AsyncConnection, tenant_id: str,
+                          trace_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """First and last day of the given traces (PostgreSQL's trace index)."""
+        out: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(trace_ids), 500):
+            q = sa.select(traces.c.trace_id, traces.c.first_day, traces.c.last_day).where(
+                traces.c.tenant_id == tenant_id, traces.c.trace_id.in_(trace_ids[i:i + 500]))
+            out.update({t: (a, b) for t, a, b in await conn.execute(q)})
+        return out
+
+    async def _trace_filter(self, conn: AsyncConnection, tenant_id: str, trace_id: str) -> list[Any]:
+        """WHERE terms that find one trace; on PostgreSQL bounded to its days, so only those partitions are read."""
+        where: list[Any] = [spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id]
+        if self.partitioned:
+            found = (await self._trace_days(conn, tenant_id, [trace_id])).get(trace_id)
+            if found is not None:
+                where += [spans.c.start_ns >= found[0] * DAY_NS, spans.c.start_ns < (found[1] + 1) * DAY_NS]
+        return where
+
     async def _new_only(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows not stored yet (one writer per process, so no race inside a process)."""
         by_tenant: dict[str, set[str]] = defaultdict(set)
@@ -182,9 +219,18 @@ class SpanStore:
         existing: set[tuple[str, str, str]] = set()
         for tenant, trace_ids in by_tenant.items():
             ids = sorted(trace_ids)
+            bounds: list[Any] = []
+            if self.partitioned:
+                # Only traces the index knows can have stored spans, and only in their days.
+                known = await self._trace_days(conn, tenant, ids)
+                if not known:
+                    continue
+                ids = sorted(known)
+                bounds = [spans.c.start_ns >= min(a for a, _ in known.values()) * DAY_NS,
+                          spans.c.start_ns < (max(b for _, b in known.values()) + 1) * DAY_NS]
             for i in range(0, len(ids), 500):
                 q = sa.select(spans.c.trace_id, spans.c.span_id).where(
-                    spans.c.tenant_id == tenant, spans.c.trace_id.in_(ids[i:i + 500]))
+                    spans.c.tenant_id == tenant, spans.c.trace_id.in_(ids[i:i + 500]), *bounds)
                 existing.update((tenant, t, s) for t, s in await conn.execute(q))
         if not existing:
             return rows
@@ -225,16 +271,16 @@ class SpanStore:
 
     async def trace_spans(self, tenant_id: str, trace_id: str) -> list[dict[str, Any]]:
         # Sorted here, not in SQL: an ORDER BY start_ns would tempt SQLite into the time index.
-        q = sa.select(spans).where(spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id)
         async with self.db.engine.connect() as conn:
+            q = sa.select(spans).where(*await self._trace_filter(conn, tenant_id, trace_id))
             rows = [dict(r._mapping) for r in await conn.execute(q)]
         rows.sort(key=lambda r: (r["start_ns"], r["span_id"]))
         return rows
 
     async def trace(self, tenant_id: str, trace_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """A trace's spans (sorted by start) and captured content, on one connection."""
-        q = sa.select(spans).where(spans.c.tenant_id == tenant_id, spans.c.trace_id == trace_id)
         async with self.db.engine.connect() as conn:
+            q = sa.select(spans).where(*await self._trace_filter(conn, tenant_id, trace_id))
             rows = [dict(r._mapping) for r in await conn.execute(q)]
             contents: list[dict[str, Any]] = []
             if rows:
@@ -375,6 +421,8 @@ class SpanStore:
                         dropped += int(await conn.scalar(sa.text(f"SELECT count(*) FROM {name}")) or 0)
                         await conn.execute(sa.text(f"DROP TABLE {name}"))
                         self._partitions.discard(day)
+                # Traces wholly before the cut are gone; ones that reach past it keep their entry.
+                await conn.execute(sa.delete(traces).where(traces.c.last_day < cutoff_ns // DAY_NS))
             if not (self.partitioned and whole_partitions):
                 result = await conn.execute(sa.delete(spans).where(spans.c.start_ns < cutoff_ns))
                 dropped += result.rowcount or 0

@@ -110,3 +110,14 @@ store_bytes = sa.Table(
     sa.Column("spans", sa.BigInteger, nullable=False),
     sa.Column("contents", sa.BigInteger, nullable=False),
 )
+
+# PostgreSQL only: the days a trace's spans fall in, so finding a trace prunes partitions.
+traces = sa.Table(
+    "telemetry_traces",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("trace_id", sa.String(32), primary_key=True),
+    sa.Column("first_day", sa.Integer, nullable=False),
+    sa.Column("last_day", sa.Integer, nullable=False),
+    sa.Index("ix_telemetry_traces_last_day", "last_day"),
+)
