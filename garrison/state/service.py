@@ -117,6 +117,8 @@ class StateService:
 
     async def stats(self, tenant_id: str) -> dict[str, Any]:
         out = await asyncio.to_thread(retention.stats, self.sync_saver(tenant_id))
+        # How memory search finds candidates: sqlite-vec, pgvector, or numpy and why.
+        out["vector_search"] = self._store.vector_search if self._store is not None else "not started"
         metrics.STATE_BYTES.labels(tenant_id).set(out["bytes"])
         return out
 

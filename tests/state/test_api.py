@@ -121,5 +121,8 @@ async def test_state_stats_retention_and_prune(client: httpx.AsyncClient, platfo
     r = await client.post("/api/state/prune")
     assert r.status_code == 200 and r.json()["checkpoints_dropped"] == 4
     assert (await client.get("/api/state/stats")).json()["checkpoints"] == 2
+    platform.services["state"].store(tenant)  # memory in use: stats say how its search finds candidates
+    found = (await client.get("/api/state/stats")).json()["vector_search"]
+    assert found == "sqlite-vec" or found.startswith(("pgvector ", "numpy"))
     reports = await platform.services["state"].run_retention_once()
     assert [rep["checkpoints_dropped"] for rep in reports] == [0]

@@ -5,8 +5,8 @@ Items live in ``state_store_items`` (namespace labels joined by "."; langgraph f
 SQLite a sqlite-vec index (``vec_index.py``, a file of its own) holds a
 1-bit-per-dimension copy partitioned by tenant: a query takes a hamming-distance
 shortlist from it and re-ranks the shortlist by exact cosine on the float vectors.
-Without it (PostgreSQL: this server has no pgvector) the cosine runs in numpy over the
-namespace's vectors.
+On PostgreSQL with pgvector (``pgvec.py``) an HNSW index gives the shortlist. Without
+either, the cosine runs in numpy over the namespace's vectors.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from garrison.state.checkpoint.engine import WRITE_OPTION, create_sync_engine, n
 from garrison.state.checkpoint.errors import InvalidConfig, ValueTooLarge
 from garrison.state.checkpoint.ops import insert_for
 from garrison.state.memory import vec_index
+from garrison.state.memory.pgvec import PgVector
 from garrison.state.tables import STORE_TABLES
 from garrison.state.tables import store_items as I
 from garrison.state.tables import store_vectors as V
@@ -144,6 +145,9 @@ class GarrisonStore(BaseStore):
         self._vec: vec_index.VecIndex | None = None
         if index and vector_index is not None and self.dialect == "sqlite" and vec_index.available():
             self._vec = vec_index.VecIndex(vector_index, self.dims)
+        self._pgvec: PgVector | None = None  # set by sync_vector_index on PostgreSQL
+        # How semantic search finds candidates (shown in stats).
+        self.vector_search = "sqlite-vec" if self._vec is not None else "numpy" if index else "off"
 
     def close(self) -> None:
         if self._vec is not None:
@@ -168,7 +172,7 @@ class GarrisonStore(BaseStore):
     def for_tenant(self, tenant_id: str) -> GarrisonStore:
         clone = object.__new__(type(self))
         for name in ("engine", "dialect", "ttl_config", "max_value_bytes", "index_config", "embeddings",
-                     "dims", "_fields", "_vec"):
+                     "dims", "_fields", "_vec", "_pgvec", "vector_search"):
             setattr(clone, name, getattr(self, name))
         clone.tenant_id = tenant_id
         return clone
@@ -179,7 +183,14 @@ class GarrisonStore(BaseStore):
         self.sync_vector_index()
 
     def sync_vector_index(self) -> int:
-        """Add the vectors the index lacks (after a crash between the two commits)."""
+        """Add the vectors the index lacks (after a crash between the two commits).
+
+        On PostgreSQL: enable pgvector where the server allows and copy vectors stored
+        before it was enabled.
+        """
+        if self.dialect == "postgresql" and self.embeddings is not None:
+            self._pgvec, self.vector_search = PgVector.enable(self.engine, self.dims)
+            return self._pgvec.backfill(self.engine, self.dims) if self._pgvec is not None else 0
         if self._vec is None:
             return 0
         added = 0
@@ -302,6 +313,9 @@ class GarrisonStore(BaseStore):
         if vec_rows:
             ids = conn.execute(sa.insert(V).returning(V.c.id, sort_by_parameter_order=True),
                                vec_rows).scalars().all()
+            if self._pgvec is not None:
+                self._pgvec.add(conn, [(i, self.tenant_id, np.frombuffer(r["embedding"], np.float32))  # type: ignore[call-overload]
+                                       for i, r in zip(ids, vec_rows, strict=True)])
             if self._vec is not None:
                 changes.added.extend(
                     (i, self.tenant_id, vec_index.bits(np.frombuffer(r["embedding"], np.float32)))  # type: ignore[call-overload]
@@ -349,10 +363,14 @@ class GarrisonStore(BaseStore):
         assert self.embeddings is not None
         q = _unit(np.asarray(self.embeddings.embed_query(op.query or ""), dtype=np.float32))
         want = op.offset + op.limit
-        if self._vec is not None:
+        if self._vec is not None or self._pgvec is not None:
             k = min(vec_index.MAX_K, max(100, 10 * want))
             while True:
-                cand = self._vec.nearest(self.tenant_id, q, k)
+                if self._pgvec is not None:
+                    cand = self._pgvec.nearest(conn, self.tenant_id, q, k)
+                else:
+                    assert self._vec is not None
+                    cand = self._vec.nearest(self.tenant_id, q, k)
                 ranked = self._rank_candidates(conn, op, cand, q, now, refresh) if cand else []
                 if len(ranked) >= want or len(cand) < k:
                     return ranked[op.offset:want]
@@ -366,13 +384,19 @@ class GarrisonStore(BaseStore):
     def _rank_candidates(self, conn: sa.Connection, op: SearchOp, ids: Sequence[int], q: np.ndarray, now: float,
                          refresh: set[tuple[str, str]]) -> list[SearchItem]:
         """Shortlist ids to ranked items: one query of primary-key probes, scope and filter in Python."""
-        marks = ", ".join("?" * len(ids))
-        # "+v.tenant_id": SQLite would otherwise walk the tenant's whole index instead of the ids.
-        rows = conn.exec_driver_sql(
-            "SELECT v.embedding, i.prefix, i.key, i.value, i.created_at, i.updated_at, i.expires_at, i.ttl_minutes "
-            f"FROM state_store_vectors v CROSS JOIN state_store_items i ON i.tenant_id = v.tenant_id "
-            f"AND i.prefix = v.prefix AND i.key = v.key WHERE v.id IN ({marks}) AND +v.tenant_id = ?",
-            (*ids, self.tenant_id)).all()
+        # SQLite's CROSS JOIN pins the join order (vectors by id first); PostgreSQL plans it itself.
+        join = "JOIN" if self.dialect == "postgresql" else "CROSS JOIN"
+        cols = ("SELECT v.embedding, i.prefix, i.key, i.value, i.created_at, i.updated_at, i.expires_at, "
+                f"i.ttl_minutes FROM state_store_vectors v {join} state_store_items i ON i.tenant_id = v.tenant_id "
+                "AND i.prefix = v.prefix AND i.key = v.key ")
+        if self.dialect == "postgresql":
+            rows = conn.execute(sa.text(cols + "WHERE v.id = ANY(:ids) AND v.tenant_id = :t"),
+                                {"ids": list(ids), "t": self.tenant_id}).all()
+        else:
+            marks = ", ".join("?" * len(ids))
+            # "+v.tenant_id": SQLite would otherwise walk the tenant's whole index instead of the ids.
+            rows = conn.exec_driver_sql(cols + f"WHERE v.id IN ({marks}) AND +v.tenant_id = ?",
+                                        (*ids, self.tenant_id)).all()
         p = _prefix(op.namespace_prefix)
         omit = self._omit_expired()
         rows = [r for r in rows if (not p or r[1] == p or r[1].startswith(p + "."))
