@@ -4,6 +4,14 @@
 set -u
 # libseccomp2: the seccomp filter of bubblewrap sandboxes (loaded by pyseccomp).
 PKGS=(runsc bubblewrap libseccomp2)
+# pgvector: the memory store's semantic-search index on PostgreSQL, for each local server
+# version that apt has a package for (Debian bookworm has none; trixie and apt.postgresql.org
+# do). Without it the store ranks in numpy and says so in `garrison state stats`.
+for d in /usr/lib/postgresql/*/; do
+  [ -d "$d" ] || continue
+  p="postgresql-$(basename "$d")-pgvector"
+  if apt-cache show "$p" >/dev/null 2>&1; then PKGS+=("$p"); fi
+done
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
