@@ -5,6 +5,10 @@ A session id (33-256 characters, header ``X-Amzn-Bedrock-AgentCore-Runtime-Sessi
 to one thread of the agent, owned by the caller; the qualifier names an endpoint
 (``DEFAULT`` is ``default``); the payload is the graph's input; each invocation is a durable
 run. ``Accept: text/event-stream`` streams the graph's values as ``data: {json}`` frames.
+
+Versions of kind ``agentcore`` (a ``BedrockAgentCoreApp`` main.py, or agent.toml ``kind =
+"agentcore"``) run in session sandboxes instead (runtime/sessions.py): the payload goes as is
+to the agent's ``POST /invocations`` and its answer, streamed or not, comes back as is.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from garrison.core.errors import BadRequest, NotFound
 from garrison.core.principal import Principal
@@ -23,6 +27,7 @@ from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
 from garrison.runtime import serde
 from garrison.runtime.bundles import NAME_RE
+from garrison.runtime.sessions import AgentFailed, manager
 
 router = APIRouter(tags=["agentcore"])
 
@@ -73,6 +78,15 @@ async def invoke(agent_runtime: str, request: Request, qualifier: str = "DEFAULT
     endpoint = "default" if qualifier.upper() == "DEFAULT" else qualifier
     session = session_id(request)
     body = await request.body()
+    sessions = manager(svc)
+    warm = sessions.sessions.get((principal.tenant_id, name, endpoint, session))
+    if warm is not None:  # a live session: no database round trip on the way in
+        return await _invoke_session(sessions, principal, request, warm.agent_id, name, endpoint, session, body)
+    agent = await svc.agent_row(principal, name)
+    number = await svc.store.endpoint(agent["id"], endpoint)
+    version = await svc.store.version(agent["id"], number) if number is not None else None
+    if version is not None and version["kind"] == "agentcore":
+        return await _invoke_session(sessions, principal, request, agent["id"], name, endpoint, session, body)
     try:
         payload = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError as exc:
@@ -104,3 +118,42 @@ async def invoke(agent_runtime: str, request: Request, qualifier: str = "DEFAULT
                             headers=headers, media_type="application/problem+json")
     state = await svc.runs.final_state(run)
     return JSONResponse(serde.jsonable(state["values"]), headers=headers)
+
+
+async def _invoke_session(sessions: Any, principal: Principal, request: Request, agent_id: str, name: str,
+                          endpoint: str, session: str, body: bytes) -> Response:
+    resp = await sessions.invoke(principal, request.app, agent_id, name, endpoint, session, body,
+                                 list(request.headers.items()))
+    headers = {SESSION_HEADER: session}
+    if resp.status >= 500:
+        # The agent's own failure is the client's 424 (RuntimeClientError), never garrison's 5xx.
+        detail = (await resp.read()).decode("utf-8", "replace")[:2000]
+        raise AgentFailed(f"the agent answered {resp.status}: {detail}", headers=headers)
+    return StreamingResponse(resp.body, status_code=resp.status, headers=headers,
+                             media_type=resp.header("content-type") or "application/json")
+
+
+@router.post("/runtimes/{agent_runtime:path}/stopruntimesession")
+async def stop_session(agent_runtime: str, request: Request, qualifier: str = "DEFAULT",
+                       principal: Principal = Depends(require("runtime:invoke")),
+                       platform: Platform = Depends(get_platform)) -> Any:
+    """AgentCore's StopRuntimeSession: ends the session's sandbox now."""
+    name = agent_name(agent_runtime)
+    endpoint = "default" if qualifier.upper() == "DEFAULT" else qualifier
+    session = request.headers.get(SESSION_HEADER) or ""
+    sessions = manager(platform.services["runtime"])
+    found = [s for s in sessions.find(principal, name, session) if s.endpoint == endpoint]
+    if not found:
+        raise NotFound(f"session {session!r} of agent {name!r} has no endpoint {endpoint!r}")
+    await sessions.end(found[0], "stopped")
+    platform.audit.record(principal, "runtime:invoke", f"agent/{name}/session", "allow", "stopped",
+                          {"session_id": session, "endpoint": endpoint})
+    return JSONResponse({"runtimeSessionId": session, "statusCode": 200}, headers={SESSION_HEADER: session})
+
+
+@router.get("/api/runtime/agents/{name}/sessions/{session}")
+async def describe_session(name: str, session: str, principal: Principal = Depends(require("runtime:invoke")),
+                           platform: Platform = Depends(get_platform)) -> list[dict[str, Any]]:
+    """A session's state per endpoint: its live sandbox, and the last one that ended and why."""
+    sessions = manager(platform.services["runtime"])
+    return [serde.jsonable(s.describe()) for s in sessions.find(principal, name, session)]

@@ -1,0 +1,356 @@
+"""Session sandboxes: each (agent, endpoint, session id) runs in its own sandbox.
+
+The AgentCore contract, agent side: the version's process (an unmodified ``BedrockAgentCoreApp``
+main.py, or any server on port 8080) starts inside the sandbox as a background process;
+invocations reach it as ``POST /invocations`` and ``GET /ping`` through the relay (the sandbox
+has no network), with the session id header. Its only way out is garrison: ``OPENAI_BASE_URL``
+and ``GARRISON_MCP_URL`` point at the in-sandbox egress listener, which forwards ``/v1/*`` and
+``/mcp/*`` to garrison's own API with a short-lived token scoped to ``llm:invoke`` and
+``tools:call`` for the session's tenant (re-minted before it expires).
+
+A session is sticky for its life: it ends after ``idle_timeout_s`` without an invocation
+(unless its /ping says ``HealthyBusy``) or at ``max_lifetime_s``. A sandbox killed under a
+session is noticed and reported (``last_sandbox``); the next invocation starts a fresh one.
+Sessions belong to the principal that opened them; anyone else gets 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from garrison.core.clock import utcnow
+from garrison.core.errors import NotFound, Problem, ServiceUnavailable
+from garrison.core.principal import Principal
+from garrison.runtime.deps import AGENT_DIR, IN_SANDBOX
+from garrison.sandbox.relay import EgressPump, Relay, RelayError, RelayResponse, garrison_forwarder
+
+if TYPE_CHECKING:
+    from garrison.runtime.service import RuntimeService
+
+log = logging.getLogger("garrison.runtime.sessions")
+SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
+SESSION_NAMESPACE = uuid.UUID("0b9e4d4c-5d53-4a52-9d0c-7f3b8f6c2a11")
+SESSION_SCOPES = ("llm:invoke", "tools:call")
+PASSED_HEADERS = ("content-type", "accept", "x-amzn-bedrock-agentcore-runtime-custom-", "traceparent",
+                  "tracestate", "baggage", "x-amzn-trace-id")
+
+
+class SessionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_SESSION_", extra="ignore")
+
+    idle_timeout_s: float = Field(default=900.0, gt=0)
+    max_lifetime_s: float = Field(default=8 * 3600.0, gt=0)
+    # Importing boto3 and botocore under gVisor's ptrace platform takes seconds: be patient.
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    invoke_timeout_s: float = Field(default=900.0, gt=0)
+    reap_interval_s: float = Field(default=5.0, gt=0)
+    agent_port: int = Field(default=8080, ge=1, le=65535)
+    egress_port: int = Field(default=9901, ge=1, le=65535)
+    backend: Literal["gvisor", "bubblewrap"] | None = None
+    memory_mib: int = Field(default=1024, ge=64)
+    pids: int = Field(default=512, ge=32)
+    token_ttl_s: int = Field(default=3600, ge=60)
+    python: str = "/usr/bin/python3"
+
+
+class AgentFailed(Problem):
+    status, slug, title = 424, "agent-failed", "The agent failed"
+
+
+class SessionSandboxGone(ServiceUnavailable):
+    slug = "session-sandbox-gone"
+
+
+@dataclass
+class Session:
+    tenant_id: str
+    agent: str
+    endpoint: str
+    session_id: str
+    owner: str
+    agent_id: str = ""
+    version: int | None = None
+    sandbox: Any = None
+    relay: Relay | None = None
+    pump: EgressPump | None = None
+    pid: int | None = None
+    opened: float = field(default_factory=time.monotonic)
+    opened_at: Any = field(default_factory=utcnow)
+    last_active: float = field(default_factory=time.monotonic)
+    active: int = 0
+    sandboxes_started: int = 0
+    ended_reason: str | None = None
+    last_sandbox: dict[str, Any] | None = None
+    token: str = ""
+    token_expires: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def alive(self) -> bool:
+        sbx = self.sandbox
+        return sbx is not None and sbx.state == "running" and sbx.runtime.alive()
+
+    def describe(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "agent": self.agent, "endpoint": self.endpoint,
+                "version": self.version, "state": "ended" if self.ended_reason else "active",
+                "ended_reason": self.ended_reason, "opened_at": self.opened_at,
+                "sandbox_id": self.sandbox.id if self.alive() else None,
+                "backend": self.sandbox.backend if self.sandbox is not None else None,
+                "sandboxes_started": self.sandboxes_started, "last_sandbox": self.last_sandbox,
+                "idle_s": round(time.monotonic() - self.last_active, 3), "invocations_in_flight": self.active}
+
+
+class SessionManager:
+    def __init__(self, service: RuntimeService, settings: SessionSettings | None = None) -> None:
+        self.service = service
+        self.platform = service.platform
+        self.settings = settings or SessionSettings()
+        self.sessions: dict[tuple[str, str, str, str], Session] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap_loop(), name="runtime-session-reaper")
+            self.service._background.add(self._reaper)  # cancelled with the runtime service
+
+    # ------------------------------------------------------------------ ownership
+
+    async def open(self, principal: Principal, agent_id: str, agent: str, endpoint: str, session_id: str) -> Session:
+        key = (principal.tenant_id, agent, endpoint, session_id)
+        sess = self.sessions.get(key)
+        if sess is None:
+            # Ownership outlives the process: it is the session's thread row (the same one
+            # LangGraph-kind sessions use), so a restarted garrison still refuses a stranger.
+            thread_id = str(uuid.uuid5(SESSION_NAMESPACE, f"{principal.tenant_id}/{agent}/{session_id}"))
+            thread = await self.service.store.thread(principal.tenant_id, thread_id)
+            if thread is None:
+                await self.service.threads.insert(principal, thread_id, {"agentcore_session": session_id,
+                                                                         "agent": agent})
+                owner = principal.id
+            else:
+                owner = thread["owner"]
+            sess = self.sessions.setdefault(key, Session(principal.tenant_id, agent, endpoint, session_id, owner,
+                                                         agent_id))
+        if sess.owner != principal.id and not principal.is_admin:
+            raise NotFound(f"session {session_id!r} not found")
+        return sess
+
+    def find(self, principal: Principal, agent: str, session_id: str) -> list[Session]:
+        found = [s for (t, a, _, sid), s in self.sessions.items()
+                 if t == principal.tenant_id and a == agent and sid == session_id
+                 and (s.owner == principal.id or principal.is_admin)]
+        if not found:
+            raise NotFound(f"session {session_id!r} of agent {agent!r} not found")
+        return found
+
+    # ------------------------------------------------------------------ invoke
+
+    async def invoke(self, principal: Principal, app: Any, agent_id: str, agent: str, endpoint: str,
+                     session_id: str, body: bytes, headers: list[tuple[str, str]]) -> RelayResponse:
+        self.ensure_reaper()
+        sess = await self.open(principal, agent_id, agent, endpoint, session_id)
+        if not sess.alive():
+            async with sess.lock:
+                if not sess.alive():
+                    await self._start(sess, app, agent_id)
+        assert sess.relay is not None
+        sent = [(k, v) for k, v in headers if k.lower().startswith(PASSED_HEADERS)]
+        sent.append((SESSION_HEADER, session_id))
+        sess.active += 1
+        sess.last_active = time.monotonic()
+        sbx = sess.sandbox
+        sbx.last_used = time.monotonic()
+        try:
+            resp = await sess.relay.request(self.settings.agent_port, "POST", "/invocations", sent, body,
+                                            self.settings.invoke_timeout_s)
+        except RelayError as exc:
+            sess.active -= 1
+            raise self._failure(sess, sbx, exc) from None
+        return RelayResponse(resp.status, resp.headers, self._tracked(sess, sbx, resp.body))
+
+    async def _tracked(self, sess: Session, sbx: Any, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in body:
+                yield chunk
+        except RelayError as exc:
+            raise self._failure(sess, sbx, exc) from None
+        finally:
+            sess.active -= 1
+            sess.last_active = sbx.last_used = time.monotonic()
+
+    def _failure(self, sess: Session, sbx: Any, exc: RelayError) -> Exception:
+        if exc.kind == "SandboxGone" or not sess.alive():
+            reason = self._note_ended(sess, sbx)
+            return SessionSandboxGone(f"the session's sandbox {sbx.id} ended ({reason}); the next invocation "
+                                      "starts a fresh one", headers={"Retry-After": "0"}, killed_reason=reason)
+        return AgentFailed(f"the agent process did not answer: {exc}")
+
+    def _note_ended(self, sess: Session, sbx: Any) -> str:
+        reason = sbx.killed_reason or ("exited" if not sbx.runtime.alive() else "unknown")
+        if sess.last_sandbox is None or sess.last_sandbox.get("id") != sbx.id:
+            sess.last_sandbox = {"id": sbx.id, "killed_reason": reason, "ended_at": sbx.ended_at or utcnow()}
+        return reason
+
+    # ------------------------------------------------------------------ start
+
+    def _runtime_principal(self, sess: Session) -> Principal:
+        return Principal(id=f"runtime/{sess.agent}", tenant_id=sess.tenant_id, kind="service",
+                         scopes=frozenset({"sandbox:create", "sandbox:delete"}), name=f"agent {sess.agent} sessions")
+
+    def current_token(self, sess: Session) -> str:
+        """The session's token, re-minted when under a fifth of its life is left."""
+        if time.time() > sess.token_expires - self.settings.token_ttl_s / 5:
+            identity = self.platform.identity
+            ttl = min(self.settings.token_ttl_s, identity.token_max_ttl_s)
+            minter = Principal(id=sess.owner, tenant_id=sess.tenant_id, kind="agent",
+                               scopes=frozenset(SESSION_SCOPES), name=f"agent {sess.agent}")
+            minted = identity.mint_token(minter, scopes=list(SESSION_SCOPES), ttl_s=ttl,
+                                         session_id=sess.session_id[:256], name=f"agent {sess.agent}")
+            sess.token, sess.token_expires = minted["token"], time.time() + ttl
+        return sess.token
+
+    async def _start(self, sess: Session, app: Any, agent_id: str) -> None:
+        from garrison.sandbox.schemas import CreateIn, LimitsIn
+
+        if sess.sandbox is not None:
+            self._note_ended(sess, sess.sandbox)
+            await self._drop_sandbox(sess, "replaced")
+        if sess.version is None:
+            number = await self.service.store.endpoint(agent_id, sess.endpoint)
+            if number is None:
+                raise NotFound(f"agent {sess.agent!r} has no endpoint {sess.endpoint!r} (qualifier)")
+            sess.version = number
+        version = await self.service.store.version(agent_id, sess.version)
+        if version is None or "template" not in version["descriptor"]:
+            raise NotFound(f"version {sess.version} of agent {sess.agent!r} is not an AgentCore agent")
+        descriptor = version["descriptor"]
+        sandbox = self.platform.services.get("sandbox")
+        if sandbox is None:
+            raise ServiceUnavailable("the sandbox layer is not installed", slug="sandbox-unavailable")
+        s = self.settings
+        lifetime = int(min(s.max_lifetime_s - (time.monotonic() - sess.opened), sandbox.settings.max_lifetime_s))
+        if lifetime <= 0:
+            sess.ended_reason = "max_lifetime"
+            raise SessionSandboxGone(f"session {sess.session_id!r} reached its maximum lifetime of "
+                                     f"{s.max_lifetime_s:.0f} s; use a new session id")
+        sbx = await sandbox.create(self._runtime_principal(sess), CreateIn(
+            template=descriptor["template"], backend=s.backend, timeout_s=lifetime, idle_timeout_s=lifetime,
+            pooled=False, limits=LimitsIn(memory_mib=s.memory_mib, pids=s.pids),
+            metadata={"runtime_agent": sess.agent, "runtime_endpoint": sess.endpoint,
+                      "runtime_version": str(sess.version), "runtime_session": sess.session_id[:1024]}))
+        sess.sandbox, sess.relay = sbx, Relay(sbx.runtime.conn)
+        sess.sandboxes_started += 1
+        sess.ended_reason = None
+        try:
+            sess.pump = EgressPump(sbx.runtime.conn, garrison_forwarder(app, lambda: self.current_token(sess)))
+            egress = await sess.pump.start(s.egress_port)
+            env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{egress}/v1", "OPENAI_API_KEY": self.current_token(sess),
+                   "GARRISON_MCP_URL": f"http://127.0.0.1:{egress}/mcp/", "PORT": str(s.agent_port),
+                   "GARRISON_AGENT": sess.agent, "GARRISON_SESSION_ID": sess.session_id}
+            entry = descriptor.get("entrypoint") or "main.py"
+            spawned = await sbx.runtime.conn.call("spawn", cmd=[s.python, f"{IN_SANDBOX}/{AGENT_DIR}/{entry}"],
+                                                  env=env)
+            sess.pid = int(spawned["pid"])
+            await self._wait_ready(sess)
+        except BaseException:
+            await self._drop_sandbox(sess, "agent_failed_to_start")
+            raise
+        sess.last_active = time.monotonic()
+
+    async def _wait_ready(self, sess: Session) -> None:
+        assert sess.relay is not None and sess.sandbox is not None
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        delay = 0.02
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RelayError):
+                resp = await sess.relay.request(self.settings.agent_port, "GET", "/ping", timeout_s=5)
+                await resp.read()
+                if resp.status < 500:
+                    return
+            status = await sess.sandbox.runtime.conn.call("proc_status", pid=sess.pid)
+            if not status["running"]:
+                raise AgentFailed(f"the agent process exited with code {status['exit_code']} before it served "
+                                  f"/ping; its output ends with: {status['log_tail'][-1500:]}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        raise AgentFailed(f"the agent did not answer GET /ping on port {self.settings.agent_port} within "
+                          f"{self.settings.start_timeout_s:.0f} s")
+
+    async def _drop_sandbox(self, sess: Session, reason: str) -> None:
+        if sess.pump is not None:
+            await sess.pump.stop()
+        sbx, sess.sandbox, sess.relay, sess.pump = sess.sandbox, None, None, None
+        if sbx is not None:
+            sandbox = self.platform.services.get("sandbox")
+            if sbx.state == "running" and sandbox is not None:
+                await sandbox.terminate(sbx, reason)
+            self._note_ended(sess, sbx)  # a sandbox that died first keeps the reason it died of
+
+    def _idle(self, sess: Session) -> bool:
+        return not sess.active and time.monotonic() - sess.last_active >= self.settings.idle_timeout_s
+
+    async def end(self, sess: Session, reason: str) -> None:
+        async with sess.lock:
+            if reason == "idle" and not self._idle(sess):  # an invocation came in meanwhile
+                return
+            if sess.sandbox is not None and sess.sandbox.state == "running":
+                await self._drop_sandbox(sess, reason)
+            elif sess.sandbox is not None:
+                self._note_ended(sess, sess.sandbox)
+                sess.sandbox, sess.relay, sess.pump = None, None, None
+            sess.ended_reason = reason
+
+    # ------------------------------------------------------------------ expiry
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reap_interval_s)
+            for sess in list(self.sessions.values()):
+                with contextlib.suppress(Exception):
+                    await self._reap(sess)
+
+    async def _reap(self, sess: Session) -> None:
+        s, now = self.settings, time.monotonic()
+        if sess.sandbox is None or sess.lock.locked():  # starting: not idle
+            return
+        if not sess.alive():
+            self._note_ended(sess, sess.sandbox)
+            return
+        if now - sess.opened >= s.max_lifetime_s:
+            await self.end(sess, "max_lifetime")
+            return
+        if not self._idle(sess):
+            return
+        if await self._busy(sess):  # a HealthyBusy agent is working in the background: keep it
+            sess.last_active = sess.sandbox.last_used = now
+            return
+        await self.end(sess, "idle")
+
+    async def _busy(self, sess: Session) -> bool:
+        if sess.relay is None:
+            return False
+        try:
+            resp = await sess.relay.request(self.settings.agent_port, "GET", "/ping", timeout_s=5)
+            body = await resp.read()
+            return bool(orjson.loads(body).get("status") == "HealthyBusy")
+        except (RelayError, orjson.JSONDecodeError, AttributeError):
+            return False
+
+
+def manager(service: RuntimeService) -> SessionManager:
+    """The runtime service's session manager, made on first use."""
+    found: SessionManager | None = getattr(service, "_session_manager", None)
+    if found is None:
+        found = SessionManager(service)
+        service._session_manager = found  # type: ignore[attr-defined]
+    return found
