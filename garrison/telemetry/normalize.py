@@ -163,6 +163,29 @@ def _cap_value(value: Any, limit: int) -> tuple[Any, bool]:
     return value, False
 
 
+def _cap_resource(resource: dict[str, Any], caps: Caps, truncated_keys: list[str], flags: list[str]) -> str:
+    """A resource too big to keep whole: each value capped, at most max_attributes keys, and the
+    whole still valid JSON within max_attribute_chars (a cut string would not parse again)."""
+    kept: dict[str, Any] = {}
+    budget = caps.max_attribute_chars - 2
+    per_value = max(16, caps.max_attribute_chars // 8)
+    for key, value in resource.items():
+        if len(kept) >= caps.max_attributes:
+            flags.append("attributes_dropped")
+            break
+        capped, cut = _cap_value(value, per_value)
+        cost = len(orjson.dumps({key[:256]: capped}, option=orjson.OPT_NON_STR_KEYS)) - 1
+        if cost > budget:
+            flags.append("attributes_dropped")
+            truncated_keys.append(f"resource:{key[:64]}")
+            continue
+        budget -= cost
+        kept[key[:256]] = capped
+        if cut:
+            truncated_keys.append(f"resource:{key[:64]}")
+    return orjson.dumps(kept, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def normalize(raw: RawSpan, tenant_id: str, caps: Caps, *, received_ns: int | None = None) -> Normalized:
     attrs = raw.attributes
     now = received_ns or time.time_ns()
@@ -192,10 +215,23 @@ def normalize(raw: RawSpan, tenant_id: str, caps: Caps, *, received_ns: int | No
             if caps.capture_content:
                 content["input" if ev["name"] != "gen_ai.choice" else "output"].setdefault("events", []).append(ev)
             continue
-        ev_attrs = {k: _cap_value(v, caps.max_attribute_chars)[0] for k, v in list(ev["attributes"].items())[:32]}
+        ev_attrs = {}
+        for k, v in list(ev["attributes"].items())[:32]:
+            ev_attrs[k[:256]], cut = _cap_value(v, caps.max_attribute_chars)
+            if cut:
+                truncated_keys.append(f"event:{ev['name'][:64]}:{k[:64]}")
+        if len(ev["attributes"]) > 32:
+            flags.append("attributes_dropped")
         events.append({"name": ev["name"][:256], "time_ns": ev["time_ns"], "attributes": ev_attrs})
     if len(raw.events) > caps.max_events:
         flags.append("events_dropped")
+    if len(raw.name) > 256:
+        truncated_keys.append("span.name")
+    if len(raw.status_message) > 1024:
+        truncated_keys.append("status.message")
+    resource = orjson.dumps(raw.resource, option=orjson.OPT_NON_STR_KEYS).decode()
+    if len(resource) > caps.max_attribute_chars:
+        resource = _cap_resource(raw.resource, caps, truncated_keys, flags)
     if truncated_keys:
         flags.append("truncated")
         kept["garrison.truncated_keys"] = truncated_keys[:32]
@@ -264,7 +300,7 @@ def normalize(raw: RawSpan, tenant_id: str, caps: Caps, *, received_ns: int | No
         "gateway": attrs.get("garrison.gateway") in (True, "true", "True", 1),
         "flags": ",".join(sorted(set(flags))) or None,
         "attributes": orjson.dumps(kept, option=orjson.OPT_NON_STR_KEYS).decode(),
-        "resource": orjson.dumps(raw.resource, option=orjson.OPT_NON_STR_KEYS).decode()[: caps.max_attribute_chars],
+        "resource": resource,
         "events": orjson.dumps(events, option=orjson.OPT_NON_STR_KEYS).decode() if events else None,
     }
     stored_content = None

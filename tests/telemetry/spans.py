@@ -43,10 +43,12 @@ def span(trace_id: str, name: str, attrs: dict[str, Any] | None = None, *, span_
     }
 
 
-def protobuf_request(spans: list[dict[str, Any]], service: str = "agent-app") -> bytes:
+def protobuf_request(spans: list[dict[str, Any]], service: str = "agent-app",
+                     resource: dict[str, Any] | None = None) -> bytes:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.attributes.append(KeyValue(key="service.name", value=_any(service)))
+    rs.resource.attributes.extend(KeyValue(key=k, value=_any(v)) for k, v in (resource or {}).items())
     ss = rs.scope_spans.add()
     ss.scope.name = "tests"
     for s in spans:
@@ -57,6 +59,10 @@ def protobuf_request(spans: list[dict[str, Any]], service: str = "agent-app") ->
             status=Status(code=2 if s["error"] else 0, message="failed" if s["error"] else ""),
         )
         pb.attributes.extend(KeyValue(key=k, value=_any(v)) for k, v in s["attrs"].items())
+        for name, attrs in s.get("events", []):
+            ev = pb.events.add()
+            ev.name, ev.time_unix_nano = name, s["start"]
+            ev.attributes.extend(KeyValue(key=k, value=_any(v)) for k, v in attrs.items())
         ss.spans.append(pb)
     return req.SerializeToString()
 

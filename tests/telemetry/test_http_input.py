@@ -4,6 +4,7 @@ authentication and scopes, bad and hostile input, caps, overload, validation, me
 from __future__ import annotations
 
 import gzip
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,6 +88,34 @@ async def test_huge_attributes_are_truncated_and_flagged(client: httpx.AsyncClie
     assert len(root["attributes"]) <= caps.max_attributes + 1
 
 
+async def test_huge_names_resources_and_events_are_capped_and_flagged(client: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+                                                                     platform) -> None:
+    caps = platform.services["telemetry"].settings
+    tid = new_trace_id()
+    fat = span(tid, "n" * 5000)
+    fat["events"] = [("exception", {"exception.stacktrace": "s" * (caps.max_attribute_chars * 4)})] + [
+        (f"e{i}", {}) for i in range(caps.max_events + 10)]
+    resource = {f"host.label{i}": "r" * 3000 for i in range(40)}
+    body = protobuf_request([fat], resource=resource)
+    assert len(body) > 100_000
+    resp = await client.post("/v1/traces", content=body, headers=PB)
+    assert resp.status_code == 200, resp.text
+    [stored] = (await client.get(f"/api/traces/{tid}")).json()["spans"]
+    assert len(stored["name"]) == 256
+    assert {"truncated", "events_dropped", "attributes_dropped"} <= set(stored["flags"])
+    truncated = stored["attributes"]["garrison.truncated_keys"]
+    assert "span.name" in truncated and "event:exception:exception.stacktrace" in truncated
+    assert any(k.startswith("resource:") for k in truncated)
+    assert len(stored["events"]) == caps.max_events
+    assert len(stored["events"][0]["attributes"]["exception.stacktrace"]) == caps.max_attribute_chars
+    # The stored resource is capped, and still a JSON object (a cut string would not parse).
+    tenant = (await platform.identity.tenant_by_name("default"))["id"]
+    [row] = await platform.services["telemetry"].store.trace_spans(tenant, tid)
+    assert len(row["resource"]) <= caps.max_attribute_chars
+    kept = json.loads(row["resource"])
+    assert kept["service.name"] == "agent-app" and 0 < len(kept) < 41
+
+
 async def test_full_queue_answers_503_with_retry_after(client: httpx.AsyncClient, platform) -> None:  # type: ignore[no-untyped-def]
     service = platform.services["telemetry"]
     service.queue.pending = service.queue.max_spans  # the writer is behind by a whole queue
@@ -156,4 +185,7 @@ async def test_metrics_expose_ingest_and_gen_ai(client: httpx.AsyncClient) -> No
     text = (await client.get("/metrics")).text
     assert "garrison_telemetry_spans_stored_total" in text
     assert 'garrison_gen_ai_client_token_usage_total{model="gpt-4o-mini",provider="openai",type="input"}' in text
+    assert 'garrison_gen_ai_client_token_usage_total{model="gpt-4o-mini",provider="openai",type="output"}' in text
+    assert ('garrison_gen_ai_client_operation_duration_seconds_count{model="gpt-4o-mini",operation="chat",'
+            'provider="openai"}') in text
 
