@@ -22,6 +22,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from garrison import __version__ as garrison_version
 from garrison.core.errors import ServiceUnavailable
 from garrison.runtime.temporal_server import EmbeddedTemporal
 from garrison.runtime.workflows import AgentRunWorkflow
@@ -82,6 +83,9 @@ class TemporalEngine:
         self._worker = Worker(
             client, task_queue=self.task_queue, workflows=[AgentRunWorkflow], activities=self._activities,
             identity=self.identity,
+            # Named, not derived: the default hashes the code of every loaded module (a second or
+            # more at start-up, which a recovering garrison cannot spare).
+            build_id=f"garrison-{garrison_version}",
             # garrison's workflow is deterministic by construction and imports nothing at run time;
             # the sandbox would re-import it per run for nothing.
             workflow_runner=UnsandboxedWorkflowRunner(),

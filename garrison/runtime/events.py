@@ -25,6 +25,7 @@ class Event:
     seq: int
     event: str
     data: Any
+    step: int | None = None  # the run step that published it (None: published outside a step)
 
 
 class StoreEvents:
@@ -63,6 +64,16 @@ class StoreEvents:
         self.wake(stream)
         return seq
 
+    def fresh(self, stream: str) -> None:
+        """``stream`` was just created here and is empty: its first publish needs no look-up of the last seq."""
+        self._last[stream] = 0
+
+    async def count_step(self, stream: str, step: int) -> int:
+        """How many events ``step`` has published already (a retried step skips that many)."""
+        async with self.db.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(events).where(
+                and_(events.c.stream == stream, events.c.step == step)))).scalar() or 0)
+
     def wake(self, stream: str) -> None:
         """Wake this process's readers of ``stream`` (a run changed status)."""
         wake = self._wakeups.pop(stream, None)
@@ -71,10 +82,10 @@ class StoreEvents:
 
     async def read(self, stream: str, after: int = 0, limit: int = 1000) -> list[Event]:
         async with self.db.engine.connect() as conn:
-            rows = (await conn.execute(select(events.c.seq, events.c.event, events.c.data)
+            rows = (await conn.execute(select(events.c.seq, events.c.event, events.c.data, events.c.step)
                                        .where(and_(events.c.stream == stream, events.c.seq > after))
                                        .order_by(events.c.seq).limit(limit))).all()
-        return [Event(r[0], r[1], serde.loads(r[2])) for r in rows]
+        return [Event(r[0], r[1], serde.loads(r[2]), r[3]) for r in rows]
 
     async def wait(self, stream: str) -> None:
         """Return when this process publishes to ``stream``, or after the poll interval."""

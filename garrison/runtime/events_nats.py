@@ -60,6 +60,17 @@ class NatsEvents:
         self.wake(stream)
         return int(ack.seq)
 
+    def fresh(self, stream: str) -> None:
+        return None
+
+    async def count_step(self, stream: str, step: int) -> int:
+        """How many events ``step`` has published already (read only when a step is retried)."""
+        count, after = 0, 0
+        while batch := await self.read(stream, after):
+            count += sum(1 for event in batch if event.step == step)
+            after = batch[-1].seq
+        return count
+
     def wake(self, stream: str) -> None:
         wake = self._wakeups.pop(stream, None)
         if wake is not None:
@@ -82,7 +93,7 @@ class NatsEvents:
                     break
                 for msg in msgs:
                     body = serde.loads(msg.data)
-                    out.append(Event(int(msg.metadata.sequence.stream), body["event"], body["data"]))
+                    out.append(Event(int(msg.metadata.sequence.stream), body["event"], body["data"], body.get("step")))
         finally:
             await sub.unsubscribe()
         return out

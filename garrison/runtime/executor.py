@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,9 +39,41 @@ class RunExecutor:
         self.heartbeat_every_s = heartbeat_every_s
         self.graph_for = graph_for
         self.on_finished = on_finished
+        # The step each run created or stepped in this process expects next. A local step has no
+        # attempt count that survives a crash, so a step not expected here may be a re-execution:
+        # only then is the checkpoint (and the events already published) looked at.
+        self._expected: dict[str, int] = {}
+        # Values of runs that ended in this process: the caller waiting for them needs no re-read.
+        self._final: OrderedDict[str, Any] = OrderedDict()
+        # Steps running in this process, so a cancel reaches a local step at once (it has no heartbeats).
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancelled: set[str] = set()
+        # The row of each run stepping here, read at its first step (its spec never changes).
+        self._runs: dict[str, dict[str, Any]] = {}
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.run_step, self.finish_run]
+
+    def expect(self, run_id: str) -> None:
+        """``run_id`` was created by this process: its first step is new, not a re-execution."""
+        self._expected[run_id] = 0
+        if len(self._expected) > 10_000:
+            oldest = next(iter(self._expected))
+            self._expected.pop(oldest)
+            self._runs.pop(oldest, None)
+
+    def final_values(self, run_id: str) -> Any:
+        """The state snapshot a run ended with in this process, if it did (taken once)."""
+        return self._final.pop(run_id, None)
+
+    def cancel_local(self, run_id: str) -> bool:
+        """Stop the step of ``run_id`` running in this process now (the run ends as cancelled)."""
+        task = self._running.get(run_id)
+        if task is None:
+            return False
+        self._cancelled.add(run_id)
+        task.cancel()
+        return True
 
     async def _beat(self) -> None:
         if activity.info().is_local:
@@ -51,7 +84,10 @@ class RunExecutor:
 
     @activity.defn(name=STEP_ACTIVITY)
     async def run_step(self, params: StepParams) -> StepOutcome:
-        run = await self.store.run(params.run_id)
+        run = self._runs.get(params.run_id) if self._expected.get(params.run_id) == params.step else None
+        if run is None:
+            # Not stepped here before (or maybe repeated): the row says whether it ended or was deleted.
+            run = await self.store.run(params.run_id)
         if run is None:
             return StepOutcome("error")  # deleted meanwhile (rollback)
         if run["status"] in FINAL_RUN:
@@ -60,29 +96,58 @@ class RunExecutor:
             active = await self.store.active_runs(run["thread_id"])
             if active and active[0] != run["run_id"]:
                 return StepOutcome("wait")
-            await self.store.update_run(run["run_id"], status="running")
-            await self.store.update_thread(run["thread_id"], status="busy")
+            await self.store.start_run(run["run_id"], run["thread_id"])
+            run = {**run, "status": "running"}
         beat = asyncio.create_task(self._beat())
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[run["run_id"]] = task
         try:
             with tracer.start_as_current_span("runtime.run_step", attributes={
                     "garrison.run_id": run["run_id"], "garrison.thread_id": run["thread_id"],
                     "garrison.step": params.step}):
                 return await self._step(run, params)
+        except asyncio.CancelledError:
+            if run["run_id"] not in self._cancelled:
+                raise
+            # Cancelled through garrison (cancel_local): the run ends here; a local step has no
+            # heartbeat that would carry the workflow's cancellation to it.
+            self._cancelled.discard(run["run_id"])
+            await self._finish(run, "interrupted", "cancelled")
+            return StepOutcome("interrupted")
         finally:
+            self._running.pop(run["run_id"], None)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+
+    def _maybe_repeated(self, run_id: str, step: int) -> bool:
+        info = activity.info()
+        if info.attempt > 1:
+            return True
+        return info.is_local and self._expected.get(run_id) != step
 
     async def _step(self, run: dict[str, Any], params: StepParams) -> StepOutcome:
         from langgraph.types import Command
 
         spec = run["spec"]
+        run_id = run["run_id"]
         graph, config = await self.graph_for(run)
-        # A local step can be replayed by a new workflow task after a crash, on attempt 1 again.
-        retrying = activity.info().attempt > 1 or activity.info().is_local
+        # Checkpoints written by this step carry its number: a repeated step knows whether it had finished.
+        config["metadata"]["garrison_step"] = params.step
+        skip, started = 0, False
+        if self._maybe_repeated(run_id, params.step):
+            before = await graph.aget_state(config)
+            mine = bool(before.metadata and before.metadata.get("run_id") == run_id)
+            if mine and before.metadata.get("garrison_step") == params.step and before.metadata.get("source") == "loop":
+                # This step completed before a crash lost its result: it is not run again (nor is the
+                # next superstep run under its number); its outcome follows from the checkpoint.
+                return await self._outcome(run, params, before)
+            started = mine
+            skip = await self.events.count_step(run_id, params.step)  # published by the earlier attempt
         if params.resume_input_id:
             graph_input: Any = Command(resume=await self.store.input_value(params.resume_input_id))
-        elif params.step == 0 and not (retrying and await self._already_started(graph, config, run["run_id"])):
+        elif params.step == 0 and not started:
             graph_input = Command(**spec["command"]) if spec.get("command") else spec.get("input")
         else:
             graph_input = None  # continue from the last checkpoint
@@ -106,42 +171,57 @@ class RunExecutor:
                 if mode == "values" and skip_first_values and not namespace:
                     skip_first_values = False
                     continue
+                if skip:
+                    skip -= 1  # the earlier attempt published this one (same run, step and position)
+                    continue
                 name = mode if not namespace else f"{mode}|{'|'.join(namespace)}"
                 if mode == "messages":
                     name = "messages" if not namespace else name
-                await self.events.publish(run["run_id"], name, chunk, step=params.step)
+                await self.events.publish(run_id, name, chunk, step=params.step)
             state = await graph.aget_state(config)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the agent's own error: recorded, not retried (its steps are not idempotent)
-            log.info("run %s failed in step %s: %s", run["run_id"], params.step, exc)
-            await self.events.publish(run["run_id"], "error", {"error": type(exc).__name__, "message": str(exc)},
+            log.info("run %s failed in step %s: %s", run_id, params.step, exc)
+            await self.events.publish(run_id, "error", {"error": type(exc).__name__, "message": str(exc)},
                                       step=params.step)
             await self._finish(run, "error", f"{type(exc).__name__}: {exc}")
             return StepOutcome("error")
-        await self.store.update_run(run["run_id"], steps=params.step + 1)
+        return await self._outcome(run, params, state)
+
+    async def _outcome(self, run: dict[str, Any], params: StepParams, state: Any) -> StepOutcome:
+        """What the workflow does after step ``params.step`` left the graph in ``state``."""
+        run_id, steps = run["run_id"], params.step + 1
         if state.next:
             if any(task.interrupts for task in state.tasks):
-                if spec.get("hold_for_input_s"):
+                if run["spec"].get("hold_for_input_s"):
                     # The workflow waits for the human_input signal; the run stays open.
-                    await self.store.update_thread(run["thread_id"], status="interrupted")
-                    self.events.wake(run["run_id"])
-                    self.events.wake(run["run_id"] + "#done")
+                    await self.store.end_run(run_id, run["thread_id"], "interrupted", steps=steps)
+                    self._expected[run_id] = steps
+                    self.events.wake(run_id)
+                    self.events.wake(run_id + "#done")
                     return StepOutcome("interrupted")
-                await self._finish(run, "interrupted", None)
+                await self._finish(run, "interrupted", None, steps=steps, state=state)
                 return StepOutcome("interrupted")
+            await self.store.update_run(run_id, steps=steps)
+            self._expected[run_id] = steps
+            self._runs[run_id] = run
             return StepOutcome("continue")
-        await self._finish(run, "success", None)
+        await self._finish(run, "success", None, steps=steps, state=state)
         return StepOutcome("success")
 
-    async def _already_started(self, graph: Any, config: dict[str, Any], run_id: str) -> bool:
-        """A retried first step whose input was already checkpointed must not apply it twice."""
-        state = await graph.aget_state(config)
-        return bool(state.metadata and state.metadata.get("run_id") == run_id)
-
-    async def _finish(self, run: dict[str, Any], status: str, error: str | None) -> None:
-        await self.store.update_run(run["run_id"], status=status, error=error)
-        await self.store.update_thread(run["thread_id"], status=THREAD_STATUS.get(status, "idle"))
+    async def _finish(self, run: dict[str, Any], status: str, error: str | None, *, steps: int | None = None,
+                      state: Any = None) -> None:
+        values: dict[str, Any] = {"status": status, "error": error}
+        if steps is not None:
+            values["steps"] = steps
+        await self.store.end_run(run["run_id"], run["thread_id"], THREAD_STATUS.get(status, "idle"), **values)
+        self._expected.pop(run["run_id"], None)
+        self._runs.pop(run["run_id"], None)
+        if state is not None:
+            self._final[run["run_id"]] = state
+            while len(self._final) > 1000:
+                self._final.popitem(last=False)
         await self.on_finished(run, status)
 
     @activity.defn(name=FINISH_ACTIVITY)

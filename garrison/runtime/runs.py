@@ -167,6 +167,7 @@ class RunManager:
                                      "multitask_strategy": strategy})
         if not fresh:
             await threads.remember_graph(thread_id, assistant)
+        self.events.fresh(run_id)
         await self.events.publish(run_id, "metadata", {"run_id": run_id, "attempt": 1})
         await self._start_workflow(run_id, delay, hold)
         self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
@@ -190,9 +191,15 @@ class RunManager:
 
         try:
             client = await self.service.engine.client()
+            assert self.service.executor is not None  # made with the engine
+            self.service.executor.expect(run_id)
+            # Eager start: the first workflow task comes back in the start call's answer and runs
+            # in this process at once, instead of a trip through the server's task matching.
             await client.start_workflow(AgentRunWorkflow.run, self.params(run_id, hold), id=run_id,
                                         task_queue=self.service.engine.task_queue,
-                                        start_delay=timedelta(seconds=delay) if delay else None)
+                                        start_delay=timedelta(seconds=delay) if delay else None,
+                                        task_timeout=timedelta(seconds=self.service.settings.workflow_task_timeout_s),
+                                        request_eager_start=not delay)
         except Exception:
             await self.store.update_run(run_id, status="error", error="durable execution unavailable")
             self.events.wake(run_id)
@@ -224,6 +231,8 @@ class RunManager:
             from garrison.runtime.workflows import AgentRunWorkflow
 
             handle = await self.handle(run_id)
+            if self.service.executor is not None:
+                self.service.executor.cancel_local(run_id)  # a local step has no heartbeat to carry the cancel
             try:
                 await handle.signal(AgentRunWorkflow.cancel)
                 await handle.cancel()
@@ -242,6 +251,10 @@ class RunManager:
         """The thread's state after ``run``, read through the graph version the run executed."""
         from garrison.runtime.threads import snapshot_out
 
+        executor = self.service.executor
+        ended = executor.final_values(run["run_id"]) if executor is not None else None
+        if ended is not None and not run["spec"].get("checkpoint_id"):
+            return snapshot_out(ended)  # the run ended in this process: its last state is at hand
         graph, config = await self.graph_for(run)
         configurable = {k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}
         return snapshot_out(await graph.aget_state({"configurable": {**configurable, "checkpoint_ns": ""}}))

@@ -25,6 +25,7 @@ from garrison.runtime.threads import ThreadManager
 if TYPE_CHECKING:
     from garrison.platform import Platform
     from garrison.runtime.engine import TemporalEngine
+    from garrison.runtime.executor import RunExecutor
 
 log = logging.getLogger("garrison.runtime")
 
@@ -50,6 +51,7 @@ class RuntimeService:
         self.runs = RunManager(self)
         self.threads = ThreadManager(self)
         self._engine: TemporalEngine | None = None
+        self.executor: RunExecutor | None = None  # made with the engine
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -59,12 +61,12 @@ class RuntimeService:
             from garrison.runtime.engine import TemporalEngine
             from garrison.runtime.executor import RunExecutor
 
-            executor = RunExecutor(self.store, self.events, self.settings.heartbeat_timeout_s / 3,
-                                   self.runs.graph_for, self.runs.on_finished)
+            self.executor = RunExecutor(self.store, self.events, self.settings.heartbeat_timeout_s / 3,
+                                        self.runs.graph_for, self.runs.on_finished)
             self._engine = TemporalEngine(
                 data_dir=self.platform.settings.data_dir, address=self.platform.settings.temporal_address,
                 namespace=self.settings.temporal_namespace, start_timeout_s=self.settings.temporal_start_timeout_s,
-                activities=executor.activities())
+                activities=self.executor.activities())
         return self._engine
 
     async def start(self) -> None:

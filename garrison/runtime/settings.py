@@ -21,10 +21,16 @@ class RuntimeSettings(BaseSettings):
     step_timeout_s: float = Field(default=600.0, gt=0)
     heartbeat_timeout_s: float = Field(default=5.0, gt=0)
     step_max_attempts: int = Field(default=5, ge=1)
-    # "activity": each step is a Temporal activity (heartbeats, cancellation mid-step, history event);
-    # "local": a local activity run inside the workflow task (fewer server round trips, no heartbeats;
-    # a crash re-runs the step from the last checkpoint when the workflow task times out).
-    step_mode: Literal["activity", "local"] = "activity"
+    # "local" (default): each step is a Temporal local activity run inside the workflow task: one
+    # server round trip for a whole short run, still one marker per step in the history; a worker
+    # that dies is noticed when its workflow task times out (workflow_task_timeout_s), and garrison's
+    # cancel reaches the step in this process at once. "activity": each step is a regular activity
+    # (server-side heartbeats every heartbeat_timeout_s / 3, cancellation through the server; two
+    # more round trips per step): for agents whose steps run for many minutes.
+    step_mode: Literal["activity", "local"] = "local"
+    # A crash is noticed this long after the dead worker's workflow task began (local steps);
+    # long local steps keep their task alive by heartbeating it at 80 % of this.
+    workflow_task_timeout_s: float = Field(default=5.0, ge=1, le=60)
     # Workflow history stays small: continue-as-new after this many steps.
     continue_as_new_after_steps: int = Field(default=100, ge=2)
     max_steps: int = Field(default=1000, ge=1)

@@ -227,6 +227,22 @@ class RuntimeStore:
         async with self.db.engine.begin() as conn:
             await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=utcnow(), **values))
 
+    async def start_run(self, run_id: str, thread_id: str) -> None:
+        """The run is running and its thread busy: one transaction (one commit per step counts)."""
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now, status="running"))
+            await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
+                               .values(updated_at=now, status="busy"))
+
+    async def end_run(self, run_id: str, thread_id: str, thread_status: str, **values: Any) -> None:
+        """The run's final values (status, error, steps) and its thread's status, in one transaction."""
+        now = utcnow()
+        async with self.db.engine.begin() as conn:
+            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now, **values))
+            await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
+                               .values(updated_at=now, status=thread_status))
+
     async def delete_run(self, run_id: str) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(delete(events).where(events.c.stream == run_id))

@@ -115,7 +115,8 @@ class AgentRunWorkflow:
                 if outcome.status != "continue":
                     return outcome.status
                 if step - started >= params.steps_per_history or workflow.info().is_continue_as_new_suggested():
-                    workflow.continue_as_new(RunParams(**{**params.__dict__, "step": step, "resume_input_id": resume}))
+                    workflow.continue_as_new(RunParams(**{**params.__dict__, "step": step, "resume_input_id": resume}),
+                                             task_timeout=workflow.info().task_timeout)
         except (asyncio.CancelledError, CancelledError):
             await self._finish(params.run_id, "interrupted", "cancelled")
             raise

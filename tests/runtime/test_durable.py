@@ -100,17 +100,24 @@ async def test_long_runs_continue_as_new_and_payloads_stay_out_of_history(client
     assert len(history.to_json()) < 50_000
 
 
-async def test_local_step_mode_runs_steps_as_local_activities(client, platform, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["local", "activity"])
+async def test_step_modes_local_activities_by_default_or_regular_activities(client, platform, tmp_path, monkeypatch,
+                                                                           mode):
     log = tmp_path / "steps.log"
     monkeypatch.setenv("STEPS_LOG", str(log))
     runtime = platform.services["runtime"]
-    runtime.settings = RuntimeSettings(step_mode="local")
+    if mode == "activity":
+        runtime.settings = RuntimeSettings(step_mode="activity")
+    assert runtime.settings.step_mode == mode
     await deploy(client, "steps")
     r = await client.post("/runs/wait", json={"assistant_id": "steps", "input": {"log": []}})
     assert r.json() == {"log": ["first", "second", "third"]}
     assert log.read_text().split() == ["first", "second", "third"]
     run_id = r.headers["content-location"].split("/")[-1]
     history = await (await runtime.runs.handle(run_id)).fetch_history()
-    kinds = {event.WhichOneof("attributes") for event in history.events}
-    assert "activity_task_scheduled_event_attributes" not in kinds  # local activities leave markers instead
-    assert "marker_recorded_event_attributes" in kinds
+    kinds = [event.WhichOneof("attributes") for event in history.events]
+    if mode == "local":
+        assert "activity_task_scheduled_event_attributes" not in kinds  # local activities leave markers instead
+        assert kinds.count("marker_recorded_event_attributes") == 3  # one per step, still in the history
+    else:
+        assert kinds.count("activity_task_scheduled_event_attributes") == 3
