@@ -18,9 +18,9 @@ from tests.telemetry.live import free_port
 from tests.telemetry.spans import agent_run, new_trace_id, protobuf_request
 
 
-def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(data: Path, port: int, database_url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "GARRISON_DATA_DIR": str(data), "GARRISON_PORT": str(port),
-           "GARRISON_DATABASE_URL": f"sqlite:///{data / 'garrison.db'}"}
+           "GARRISON_DATABASE_URL": database_url}
     code = ("import uvicorn; from garrison.server import create_app; "
             f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning')")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
@@ -36,11 +36,26 @@ def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("garrison did not start")
 
 
+def _stored(backend: str, data: Path, database_url: str) -> dict[str, int]:
+    """Spans stored per trace, read after the crash straight from the database."""
+    query = "SELECT trace_id, count(*) FROM telemetry_spans GROUP BY trace_id"
+    if backend == "sqlite":
+        with sqlite3.connect(data / "garrison.db") as conn:
+            return dict(conn.execute(query).fetchall())
+    import psycopg
+
+    with psycopg.connect("postgresql://" + database_url.split("://", 1)[1]) as conn:
+        return {t: int(n) for t, n in conn.execute(query).fetchall()}
+
+
 @pytest.mark.slow
-def test_kill_9_loses_no_acknowledged_span(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_loses_no_acknowledged_span(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
     data = tmp_path / "data"
     port = free_port()
-    proc = _start(data, port)
+    database_url = (f"sqlite:///{data / 'garrison.db'}" if backend == "sqlite"
+                    else request.getfixturevalue("pg_url"))
+    proc = _start(data, port, database_url)
     key = (data / "admin.key").read_text().strip()
     acked: list[str] = []
     stop = threading.Event()
@@ -76,9 +91,7 @@ def test_kill_9_loses_no_acknowledged_span(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert len(acked) >= 200
-    with sqlite3.connect(data / "garrison.db") as conn:
-        stored = {row[0] for row in conn.execute("SELECT DISTINCT trace_id FROM telemetry_spans")}
-        counts = dict(conn.execute("SELECT trace_id, count(*) FROM telemetry_spans GROUP BY trace_id"))
-    missing = [t for t in acked if t not in stored]
+    counts = _stored(backend, data, database_url)
+    missing = [t for t in acked if t not in counts]
     assert missing == []
     assert all(counts[t] == 4 for t in acked)  # whole batches, never half of one
