@@ -55,6 +55,38 @@ async def test_bad_input_is_a_problem_not_a_500(client: httpx.AsyncClient, body:
     assert problem["status"] == status and problem["detail"]
 
 
+async def test_mislabelled_truncated_and_bad_id_protobuf(client: httpx.AsyncClient) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    tid = new_trace_id()
+    good = protobuf_request(agent_run(tid))
+    # Right bytes, wrong label (and the other way round): a 400 that names the decoding problem.
+    resp = await client.post("/v1/traces", content=good, headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["detail"]
+    resp = await client.post("/v1/traces", content=b'{"resourceSpans": []}', headers=PB)
+    assert resp.status_code == 400 and resp.json()["detail"]
+    # Cut off mid-message.
+    resp = await client.post("/v1/traces", content=good[: len(good) // 2], headers=PB)
+    assert resp.status_code == 400
+    assert (await client.get(f"/api/traces/{tid}")).status_code == 404  # nothing of it was stored
+    # Well-formed protobuf whose ids are unusable: those spans alone are refused, in a protobuf answer.
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(protobuf_request(agent_run(tid)))
+    spans = req.resource_spans[0].scope_spans[0].spans
+    spans[1].trace_id = b"\x01" * 5
+    spans[2].span_id = b""
+    spans[3].trace_id = b"\x00" * 16
+    resp = await client.post("/v1/traces", content=req.SerializeToString(), headers=PB)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/x-protobuf"
+    answer = ExportTraceServiceResponse()
+    answer.ParseFromString(resp.content)
+    assert answer.partial_success.rejected_spans == 3 and answer.partial_success.error_message
+    assert (await client.get(f"/api/traces/{tid}")).json()["span_count"] == 1
+
+
 async def test_gzip_bomb_is_refused(client: httpx.AsyncClient, platform) -> None:  # type: ignore[no-untyped-def]
     limit = platform.services["telemetry"].settings.max_request_bytes
     bomb = gzip.compress(b"\0" * (limit + 1024))
