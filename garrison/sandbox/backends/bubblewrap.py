@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 from garrison.sandbox import cgroups
+from garrison.sandbox.agent_code import AGENT_PYC_IN_SANDBOX, compiled_agent
 from garrison.sandbox.backends.base import (
     AGENT_IN_SANDBOX,
     AGENT_PATH,
@@ -141,6 +142,7 @@ class BubblewrapBackend(Backend):
         self.state_dir = state_dir
         self.uid_pool = HostUidPool(uid_base, uid_count) if os.geteuid() == 0 else None
         self.require_cgroups = require_cgroups
+        self._agent_bytes: dict[str, tuple[str, bytes]] = {}
 
     def check(self) -> tuple[bool, str]:
         if not os.path.exists(self.bwrap):
@@ -150,12 +152,21 @@ class BubblewrapBackend(Backend):
             return False, f"cannot enforce memory/CPU/pids limits: {why}"
         return True, "bubblewrap " + ("with cgroups" if ok else "without cgroups")
 
-    @staticmethod
-    def _data_fds() -> dict[str, int]:
+    def _agent(self, python: str) -> tuple[str, bytes]:
+        """Where the agent goes in the sandbox and its bytes: precompiled bytecode for this
+        interpreter when it could be made (no compile at each start), else the source."""
+        if python not in self._agent_bytes:
+            pyc = compiled_agent(python, self.state_dir / "agent")
+            self._agent_bytes[python] = (AGENT_PYC_IN_SANDBOX, pyc.read_bytes()) if pyc is not None \
+                else (AGENT_IN_SANDBOX, AGENT_PATH.read_bytes())
+        return self._agent_bytes[python]
+
+    def _data_fds(self, agent: tuple[str, bytes] | None = None) -> dict[str, int]:
         """/etc files and the agent as in-memory files handed to bwrap (--ro-bind-data), so
         nothing on the host has to be readable by the unprivileged sandbox user."""
         files = {f"/etc/{name}": text.encode() for name, text in ETC_FILES.items()}
-        files[AGENT_IN_SANDBOX] = AGENT_PATH.read_bytes()
+        where, code = agent or (AGENT_IN_SANDBOX, AGENT_PATH.read_bytes())
+        files[where] = code
         fds = {}
         for dest, data in files.items():
             fd = os.memfd_create("garrison-sbx", 0)
@@ -188,7 +199,8 @@ class BubblewrapBackend(Backend):
             args += ["--setenv", key, value]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]
-        args += ["--chdir", "/workspace", "--", t.python, "-I", "-S", "-u", AGENT_IN_SANDBOX]
+        agent = AGENT_PYC_IN_SANDBOX if AGENT_PYC_IN_SANDBOX in data_fds else AGENT_IN_SANDBOX
+        args += ["--chdir", "/workspace", "--", t.python, "-I", "-S", "-u", agent]
         return args
 
     async def start(self, spec: SandboxSpec) -> SandboxHandle:
@@ -206,9 +218,11 @@ class BubblewrapBackend(Backend):
                 raise BackendError(f"could not enforce the sandbox limits: {exc}") from exc
         if spec.template.site_packages is not None:  # a first use may copy: not on the loop
             await asyncio.to_thread(reachable_copy, spec.template.site_packages, spec.template.fingerprint())
+        if spec.template.python not in self._agent_bytes:  # first use compiles: not on the loop
+            await asyncio.to_thread(self._agent, spec.template.python)
         host_uid = self.uid_pool.take() if self.uid_pool is not None else None
         seccomp_fd = seccomp_filter_fd()
-        data_fds = self._data_fds()
+        data_fds = self._data_fds(self._agent(spec.template.python))
         pass_fds = tuple(data_fds.values()) + ((seccomp_fd,) if seccomp_fd is not None else ())
         nproc = spec.pids
         fsize = max(spec.workspace_bytes, spec.tmp_bytes)
