@@ -94,3 +94,41 @@ def k8s_manifests(image: str = typer.Option(..., "--image", help="Container imag
                                  memory_mib=memory_mib, cpus=cpus),
             k8s.sandbox_warm_pool(f"{template}-pool", namespace, template, replicas)]
     sys.stdout.write(yaml.safe_dump_all(json.loads(json.dumps(docs)), sort_keys=False))
+
+
+templates_app = typer.Typer(name="templates", help="Sandbox templates: Python packages from the local wheelhouse.",
+                            no_args_is_help=True)
+app.add_typer(templates_app)
+
+
+@templates_app.command("list")
+def templates_list(url: str = UrlOption, key: str = KeyOption, fmt: str = FormatOption) -> None:
+    """Templates sandboxes can start from."""
+    out = call(_http(url, key).request, "GET", "/api/sandbox-templates")
+    rows = [{**t, "packages": " ".join(t["packages"]) or "-"} for t in out["items"]]
+    print_rows(rows, ["name", "packages", "builtin", "fingerprint", "created_at"], fmt, title="sandbox templates")
+
+
+@templates_app.command("add")
+def templates_add(name: str, packages: list[str] = typer.Argument(None, help="Requirements, e.g. numpy==2.1.0"),
+                  env: list[str] = typer.Option(None, "--env", help="KEY=VALUE, repeatable."),
+                  url: str = UrlOption, key: str = KeyOption) -> None:
+    """Add a template; the server installs its packages from its wheelhouse (no network)."""
+    pairs = {}
+    for item in env or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            console.print(f"[red]--env {item!r}: expected KEY=VALUE[/red]")
+            raise typer.Exit(2)
+        pairs[k] = v
+    out = call(_http(url, key).request, "POST", "/api/sandbox-templates",
+               json={"name": name, "packages": list(packages or []), "env": pairs})
+    installed = ", ".join(f"{k} {v}" for k, v in sorted(out["installed"].items())) or "no packages"
+    console.print(f"[bold]{out['name']}[/bold]: {installed}")
+
+
+@templates_app.command("remove")
+def templates_remove(name: str, url: str = UrlOption, key: str = KeyOption) -> None:
+    """Remove a template that no running sandbox or warm pool uses."""
+    call(_http(url, key).request, "DELETE", f"/api/sandbox-templates/{name}")
+    console.print(f"removed {name}")

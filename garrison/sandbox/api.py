@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from garrison.core.errors import PayloadTooLarge, Problem
@@ -30,11 +30,15 @@ from garrison.sandbox.schemas import (
     RunCodeIn,
     SandboxList,
     SandboxOut,
+    TemplateIn,
+    TemplateList,
+    TemplateOut,
     TimeoutIn,
     UploadOut,
     WriteOut,
 )
 from garrison.sandbox.service import SandboxService
+from garrison.sandbox.store import SandboxRecord
 
 router = APIRouter(tags=["sandboxes"])
 PATH = Query("", max_length=4096, description="Path inside the sandbox workspace (/workspace).")
@@ -48,7 +52,9 @@ def _svc(platform: Platform) -> SandboxService:
     return svc  # type: ignore[no-any-return]
 
 
-def render(sbx: Sandbox) -> SandboxOut:
+def render(sbx: Sandbox | SandboxRecord) -> SandboxOut:
+    if isinstance(sbx, SandboxRecord):
+        return render_record(sbx)
     spec = sbx.runtime.spec
     usage = sbx.final_usage or sbx.runtime.usage()
     return SandboxOut(
@@ -60,6 +66,21 @@ def render(sbx: Sandbox) -> SandboxOut:
                          network="none"),
         usage={"cpu_seconds": round(usage.cpu_seconds, 4), "memory_peak_mib": round(usage.memory_peak_bytes / 2**20, 2),
                "oom_kills": usage.oom_kills},
+    )
+
+
+def render_record(rec: SandboxRecord) -> SandboxOut:
+    """A sandbox that runs in no process here: as stored."""
+    lim = rec.limits
+    return SandboxOut(
+        id=rec.id, tenant_id=rec.tenant_id, template=rec.template, backend=rec.backend, isolation=rec.isolation,
+        state="running" if rec.state == "running" else "killed", killed_reason=rec.killed_reason,
+        created_at=rec.created_at, expires_at=rec.expires_at, ended_at=rec.ended_at, metadata=rec.metadata,
+        pooled=rec.pooled,
+        limits=LimitsOut(memory_mib=int(lim.get("memory_mib", 0)), cpus=float(lim.get("cpus", 0)),
+                         pids=int(lim.get("pids", 0)), workspace_mib=int(lim.get("workspace_mib", 0)),
+                         output_cap_bytes=int(lim.get("output_cap_bytes", 0)), network=str(lim.get("network", "none"))),
+        usage={k: round(v, 4) for k, v in rec.usage.items()},
     )
 
 
@@ -130,7 +151,7 @@ async def create(body: CreateIn, principal: Principal = Depends(require("sandbox
 @router.get("/api/sandboxes")
 async def list_sandboxes(include_ended: bool = False, principal: Principal = Depends(require("sandbox:read")),
                          platform: Platform = Depends(get_platform)) -> SandboxList:
-    return SandboxList(items=[render(s) for s in _svc(platform).list_sandboxes(principal, include_ended)])
+    return SandboxList(items=[render(s) for s in await _svc(platform).list_sandboxes(principal, include_ended)])
 
 
 @router.get("/api/sandboxes/{sandbox_id}")
@@ -236,3 +257,35 @@ async def download_archive(sandbox_id: str, path: str = PATH, principal: Princip
                            platform: Platform = Depends(get_platform)) -> Response:
     data = await _svc(platform).download_archive(principal, sandbox_id, path)
     return Response(content=data, media_type="application/gzip")
+
+
+# ---------------------------------------------------------------- templates
+
+TEMPLATE_NAME = Path(..., max_length=40, pattern=r"^[a-z][a-z0-9-]{0,39}$")
+
+
+@router.get("/api/sandbox-templates", tags=["sandbox templates"])
+async def list_templates(principal: Principal = Depends(require("sandbox:read")),
+                         platform: Platform = Depends(get_platform)) -> TemplateList:
+    return TemplateList(items=[TemplateOut(**t) for t in await _svc(platform).list_templates(principal)])
+
+
+@router.get("/api/sandbox-templates/{name}", tags=["sandbox templates"])
+async def get_template(name: str = TEMPLATE_NAME, principal: Principal = Depends(require("sandbox:read")),
+                       platform: Platform = Depends(get_platform)) -> TemplateOut:
+    return TemplateOut(**await _svc(platform).get_template(principal, name))
+
+
+@router.post("/api/sandbox-templates", status_code=201, tags=["sandbox templates"],
+             summary="Add a template, its packages installed from the wheelhouse (operator admin)")
+async def create_template(body: TemplateIn, principal: Principal = Depends(require("sandbox:admin")),
+                          platform: Platform = Depends(get_platform)) -> TemplateOut:
+    return TemplateOut(**await _svc(platform).create_template(principal, body.name, body.packages, body.env))
+
+
+@router.delete("/api/sandbox-templates/{name}", status_code=204, tags=["sandbox templates"],
+               summary="Remove a template no sandbox or pool uses (operator admin)")
+async def delete_template(name: str = TEMPLATE_NAME, principal: Principal = Depends(require("sandbox:admin")),
+                          platform: Platform = Depends(get_platform)) -> Response:
+    await _svc(platform).delete_template(principal, name)
+    return Response(status_code=204)

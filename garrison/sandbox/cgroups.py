@@ -195,6 +195,11 @@ class Cgroup:
             pids_max_hits=kv("pids", "pids.events").get("max", 0),
         )
 
+    def memory_bytes(self) -> int:
+        """Memory charged to the cgroup now (page cache of its tmpfs files included)."""
+        name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
+        return int(self._file("memory", name).read_text().split()[0])
+
     def kill_all(self, deadline_s: float = 2.0) -> bool:
         """SIGKILLs every process in the cgroup until it is empty (a fork bomb keeps
         forking while we kill, so loop). True when empty."""

@@ -47,5 +47,9 @@ class SandboxSettings(BaseSettings):
     pool_max_age_s: int = Field(default=3600, ge=10)
     host_uid_base: int = Field(default=200_000, ge=1000)
     host_uid_count: int = Field(default=10_000, ge=1)
+    wheelhouse: str | None = Field(default=None, description=(
+        "Directory of wheels templates install from (pip --no-index); unset: <data dir>/sandbox/wheelhouse."))
+    default_packages: list[str] = Field(default_factory=list, description=(
+        "Packages of the default 'python' template, installed from the wheelhouse at start-up (JSON list)."))
     kubernetes_namespace: str = "garrison-sandboxes"
     kubernetes_runtime_class: str = "gvisor"

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from garrison.sandbox.runtime import Sandbox
 
 tracer = trace.get_tracer("garrison.sandbox")
+
+
+def span_attributes(sbx: Sandbox) -> dict[str, str]:
+    """Every execution span names its tenant (the telemetry layer scopes traces by it),
+    sandbox and backend."""
+    return {"garrison.tenant_id": sbx.tenant_id, "sandbox.id": sbx.id, "sandbox.backend": sbx.backend,
+            "sandbox.isolation": sbx.isolation, "sandbox.template": sbx.template}
 CHUNK = 512 * 1024
 INTERRUPT_GRACE_S = 2.0
 HOST_GRACE_S = 5.0
@@ -86,9 +93,7 @@ class Execution:
         timeout = timeout_s or self.settings.command_timeout_s
         t0 = time.perf_counter()
         sbx.busy += 1
-        with tracer.start_as_current_span("sandbox.run_code") as span:
-            span.set_attribute("sandbox.id", sbx.id)
-            span.set_attribute("sandbox.backend", sbx.backend)
+        with tracer.start_as_current_span("sandbox.run_code", attributes=span_attributes(sbx)) as span:
             try:
                 try:
                     rid, fut = sbx.runtime.conn.send("run_code", on_event=on_event, code=code, context=context)
@@ -143,8 +148,7 @@ class Execution:
         before = sbx.runtime.usage()
         t0 = time.perf_counter()
         sbx.busy += 1
-        with tracer.start_as_current_span("sandbox.command") as span:
-            span.set_attribute("sandbox.id", sbx.id)
+        with tracer.start_as_current_span("sandbox.command", attributes=span_attributes(sbx)) as span:
             try:
                 try:
                     value = await asyncio.wait_for(

@@ -78,6 +78,10 @@ class Sandbox:
     final_usage: Usage | None = None
     timer: asyncio.TimerHandle | None = None
     busy: int = 0
+    # memory GiB-seconds integrated from cgroup samples (see SandboxService._sample_memory)
+    mem_gib_s: float = 0.0
+    mem_samples: int = 0
+    mem_sampled_at: float = field(default_factory=time.monotonic)
 
     @property
     def backend(self) -> str:

@@ -178,3 +178,48 @@ class BackendOut(BaseModel):
 class BackendsOut(BaseModel):
     items: list[BackendOut]
     pools: list[dict[str, Any]]
+
+
+class TemplateIn(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,39}$", description="Lower-case letters, digits and '-'.")
+    packages: list[str] = Field(default_factory=list, max_length=100, description=(
+        "Requirements ('name', 'name==1.2'), installed from the server's wheelhouse only (no network)."))
+    env: dict[str, str] = Field(default_factory=dict, max_length=64,
+                                description="Environment variables every sandbox of this template gets.")
+
+    @field_validator("packages")
+    @classmethod
+    def _packages(cls, v: list[str]) -> list[str]:
+        from garrison.sandbox.templates import TemplateError, check_packages
+
+        try:
+            check_packages(v)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        from garrison.sandbox.templates import TemplateError, check_env
+
+        try:
+            check_env(v)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class TemplateOut(BaseModel):
+    name: str
+    python: str
+    packages: list[str]
+    env: dict[str, str]
+    builtin: bool
+    fingerprint: str
+    installed: dict[str, str] = Field(default_factory=dict, description="Distribution name -> version installed.")
+    created_at: str | None = None
+
+
+class TemplateList(BaseModel):
+    items: list[TemplateOut]

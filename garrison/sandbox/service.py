@@ -14,12 +14,12 @@ from typing import Any
 from opentelemetry import trace
 
 from garrison.core.clock import utcnow
-from garrison.core.errors import BadRequest, NotFound, TooManyRequests
+from garrison.core.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.policy.engine import Resource
 from garrison.sandbox import metrics
-from garrison.sandbox.backends.base import Backend, BackendError, SandboxSpec
+from garrison.sandbox.backends.base import Backend, BackendError, SandboxSpec, pid_alive
 from garrison.sandbox.backends.bubblewrap import BubblewrapBackend
 from garrison.sandbox.backends.gvisor import GVisorBackend
 from garrison.sandbox.config import MiB, SandboxSettings
@@ -29,15 +29,18 @@ from garrison.sandbox.pool import Shape, WarmPool
 from garrison.sandbox.runtime import Sandbox, SandboxRuntime
 from garrison.sandbox.schemas import CreateIn
 from garrison.sandbox.selftest import self_test
+from garrison.sandbox.store import SandboxRecord, SandboxStore, owner_token
+from garrison.sandbox.template_admin import TemplateAdmin
 from garrison.sandbox.templates import TemplateError, TemplateStore
 
 log = logging.getLogger("garrison.sandbox")
 tracer = trace.get_tracer("garrison.sandbox")
 ENDED_KEPT = 1000
+GiB = 1024 * MiB
 _STARTED: dict[tuple[str, str], str] = {}
 
 
-class SandboxService(Execution):
+class SandboxService(Execution, TemplateAdmin):
     def __init__(self, platform: Any, settings: SandboxSettings | None = None, data_dir: Path | None = None) -> None:
         self.platform = platform
         self.settings = settings or SandboxSettings()
@@ -51,14 +54,20 @@ class SandboxService(Execution):
         self.ended: OrderedDict[str, Sandbox] = OrderedDict()
         self.pools: dict[str, WarmPool] = {}
         self.usage_by_tenant: dict[str, dict[str, float]] = {}
+        db = getattr(platform, "db", None)
+        # Without a database (benchmarks drive the service alone) records live in memory only.
+        self.store: SandboxStore | None = SandboxStore(db) if db is not None else None
+        self.owner = owner_token(new_id("sbi"))
         self._bg: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._template_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ life
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         s = self.settings
+        await self.ensure_default_template()
         candidates: list[Backend] = [
             GVisorBackend(self.state_dir / "gvisor", platform=s.gvisor_platform),
             BubblewrapBackend(self.state_dir / "bwrap", uid_base=s.host_uid_base, uid_count=s.host_uid_count),
@@ -84,6 +93,7 @@ class SandboxService(Execution):
                 self.unavailable[backend.name] = why
                 log.warning("sandbox backend %s unavailable: %s", backend.name, why)
         self.unavailable.setdefault("kubernetes", "renders agent-sandbox manifests only (garrison sandbox k8s-manifests)")
+        await self._end_orphans()
         if s.backend == "auto":
             self.default_backend = next((n for n in ("gvisor", "bubblewrap") if n in self.backends), None)
         elif s.backend in self.backends:
@@ -107,6 +117,19 @@ class SandboxService(Execution):
             from garrison.sandbox.mcp import register_tools
 
             register_tools(self, tools)
+
+    async def _end_orphans(self) -> None:
+        """Sandboxes a previous garrison process left running died with it (their runsc
+        containers and cgroups were removed by the backends' clean-up above): say so."""
+        if self.store is None:
+            return
+        gone = await self.store.end_orphans(self.owner, pid_alive, utcnow())
+        if gone:
+            log.warning("%d sandboxes of a previous garrison process marked killed (garrison_restart)", len(gone))
+            metrics.KILLED.labels("garrison_restart").inc(len(gone))
+        for sid, tenant in gone:
+            self.platform.audit.record(None, "sandbox:kill", f"sandbox/{sid}", "allow", "garrison_restart",
+                                       {"killed_reason": "garrison_restart"}, tenant_id=tenant)
 
     async def stop(self) -> None:
         if self._reaper is not None:
@@ -197,7 +220,8 @@ class SandboxService(Execution):
         runtime: SandboxRuntime | None = None
         pooled = False
         t0 = time.perf_counter()
-        with tracer.start_as_current_span("sandbox.create") as span:
+        with tracer.start_as_current_span("sandbox.create", attributes={
+                "garrison.tenant_id": principal.tenant_id, "sandbox.template": body.template}) as span:
             pool = self.pools.get(shape.fingerprint()) if body.pooled else None
             if pool is not None:
                 runtime = pool.claim()
@@ -216,6 +240,7 @@ class SandboxService(Execution):
                     raise BackendUnavailable(f"{backend.name} sandbox did not start: {exc}") from None
             if body.envs:
                 await runtime.conn.call("init", envs=body.envs)
+            span.set_attribute("sandbox.id", runtime.spec.sandbox_id)
             span.set_attribute("sandbox.backend", backend.name)
             span.set_attribute("sandbox.pooled", pooled)
         metrics.CREATE_SECONDS.labels(backend.name, str(pooled).lower()).observe(time.perf_counter() - t0)
@@ -225,6 +250,15 @@ class SandboxService(Execution):
                       expires_at=now + timedelta(seconds=timeout),
                       idle_timeout_s=body.idle_timeout_s or s.idle_timeout_s, metadata=dict(body.metadata),
                       pooled=pooled)
+        if self.store is not None:
+            try:
+                await self.store.insert(self._record_of(sbx, timeout))
+            except Exception as exc:
+                # A sandbox nobody could find again is never handed out.
+                log.error("sandbox %s not recorded: %s", sbx.id, exc)
+                await runtime.kill()
+                self._spawn(runtime.destroy())
+                raise ServiceUnavailable("the sandbox could not be recorded; try again") from None
         self.sandboxes[sbx.id] = sbx
         metrics.RUNNING.set(len(self.sandboxes))
         self._arm_deadline(sbx, timeout)
@@ -234,13 +268,27 @@ class SandboxService(Execution):
             "memory_mib": spec.memory_bytes // MiB, "cpus": spec.cpus, "pids": spec.pids, "timeout_s": timeout})
         return sbx
 
+    def _record_of(self, sbx: Sandbox, timeout_s: int) -> SandboxRecord:
+        spec = sbx.runtime.spec
+        limits = {"memory_mib": spec.memory_bytes // MiB, "cpus": spec.cpus, "pids": spec.pids,
+                  "workspace_mib": spec.workspace_bytes // MiB, "output_cap_bytes": spec.output_cap,
+                  "network": "none", "timeout_s": timeout_s}
+        return SandboxRecord(id=sbx.id, tenant_id=sbx.tenant_id, principal_id=sbx.principal_id,
+                             template=sbx.template, backend=sbx.backend, isolation=sbx.isolation, limits=limits,
+                             metadata=sbx.metadata, pooled=sbx.pooled, state="running", killed_reason=None,
+                             owner=self.owner, created_at=sbx.created_at, expires_at=sbx.expires_at)
+
     def _limits_match(self, runtime: SandboxRuntime, spec: SandboxSpec) -> bool:
         got = runtime.spec
         return (got.memory_bytes, got.cpus, got.pids, got.workspace_bytes, got.template.fingerprint()) == (
             spec.memory_bytes, spec.cpus, spec.pids, spec.workspace_bytes, spec.template.fingerprint())
 
-    async def get(self, principal: Principal, sandbox_id: str, action: str = "sandbox:read") -> Sandbox:
-        sbx = self.sandboxes.get(sandbox_id) or self.ended.get(sandbox_id)
+    async def get(self, principal: Principal, sandbox_id: str,
+                  action: str = "sandbox:read") -> Sandbox | SandboxRecord:
+        """A running (or recently ended) sandbox of this process, else its stored record."""
+        sbx: Sandbox | SandboxRecord | None = self.sandboxes.get(sandbox_id) or self.ended.get(sandbox_id)
+        if sbx is None and self.store is not None and len(sandbox_id) <= 40:
+            sbx = await self.store.get(sandbox_id)
         if sbx is None or sbx.tenant_id != principal.tenant_id:
             # Another tenant's sandbox looks exactly like one that does not exist.
             raise NotFound(f"no sandbox {sandbox_id}")
@@ -250,16 +298,26 @@ class SandboxService(Execution):
 
     async def running(self, principal: Principal, sandbox_id: str, action: str) -> Sandbox:
         sbx = await self.get(principal, sandbox_id, action)
+        if not isinstance(sbx, Sandbox):
+            if sbx.state == "running":
+                raise Conflict(f"sandbox {sbx.id} runs in another garrison process ({sbx.owner.rsplit(':', 1)[0]})")
+            raise self.gone_error(sbx)
         if sbx.state != "running":
             raise self.gone_error(sbx)
         sbx.last_used = time.monotonic()
         return sbx
 
-    def list_sandboxes(self, principal: Principal, include_ended: bool = False) -> list[Sandbox]:
-        items = [x for x in self.sandboxes.values() if x.tenant_id == principal.tenant_id]
+    async def list_sandboxes(self, principal: Principal, include_ended: bool = False) -> list[Sandbox | SandboxRecord]:
+        """From the store (history survives restarts), live objects where this process runs them."""
+        mine: dict[str, Sandbox | SandboxRecord] = {
+            x.id: x for x in self.sandboxes.values() if x.tenant_id == principal.tenant_id}
         if include_ended:
-            items += [x for x in self.ended.values() if x.tenant_id == principal.tenant_id]
-        return sorted(items, key=lambda x: x.id)
+            mine.update({x.id: x for x in self.ended.values() if x.tenant_id == principal.tenant_id})
+        if self.store is not None:
+            for rec in await self.store.list_for(principal.tenant_id, include_ended):
+                live = self.sandboxes.get(rec.id) or self.ended.get(rec.id)
+                mine[rec.id] = live if live is not None else rec
+        return sorted(mine.values(), key=lambda x: x.id)
 
     async def set_timeout(self, principal: Principal, sandbox_id: str, timeout_s: int) -> Sandbox:
         sbx = await self.running(principal, sandbox_id, "sandbox:write")
@@ -269,12 +327,18 @@ class SandboxService(Execution):
                              f"at most {int(self.settings.max_lifetime_s - age)} s more")
         sbx.expires_at = utcnow() + timedelta(seconds=timeout_s)
         self._arm_deadline(sbx, timeout_s)
+        if self.store is not None:
+            await self.store.set_expiry(sbx.id, sbx.expires_at)
         self.platform.audit.record(principal, "sandbox:timeout", f"sandbox/{sbx.id}", "allow", "",
                                    {"timeout_s": timeout_s})
         return sbx
 
-    async def kill(self, principal: Principal, sandbox_id: str) -> Sandbox:
+    async def kill(self, principal: Principal, sandbox_id: str) -> Sandbox | SandboxRecord:
         sbx = await self.get(principal, sandbox_id, "sandbox:delete")
+        if not isinstance(sbx, Sandbox):
+            if sbx.state == "running":
+                raise Conflict(f"sandbox {sbx.id} runs in another garrison process ({sbx.owner.rsplit(':', 1)[0]})")
+            return sbx
         if sbx.state == "running":
             await self.terminate(sbx, "killed_by_user", principal)
         return sbx
@@ -311,6 +375,7 @@ class SandboxService(Execution):
             sbx.timer.cancel()
         usage = sbx.runtime.usage()
         sbx.final_usage = usage
+        self._sample_memory(sbx, final=True)  # before the kill: the cgroup still holds the memory
         await sbx.runtime.kill()
         self.sandboxes.pop(sbx.id, None)
         self.ended[sbx.id] = sbx
@@ -318,16 +383,35 @@ class SandboxService(Execution):
             self.ended.popitem(last=False)
         metrics.RUNNING.set(len(self.sandboxes))
         metrics.KILLED.labels(reason).inc()
-        self._meter(sbx, usage)
+        gib_s = self._meter(sbx, usage)
         self._spawn(sbx.runtime.destroy())  # runsc delete takes ~1.6 s: never on the request path
         self.platform.audit.record(principal, "sandbox:kill", f"sandbox/{sbx.id}", "allow", reason, {
             "killed_reason": reason, "cpu_seconds": round(usage.cpu_seconds, 3),
             "memory_peak_mib": round(usage.memory_peak_bytes / MiB, 1), "oom_kills": usage.oom_kills},
             tenant_id=sbx.tenant_id)
+        if self.store is not None:
+            try:
+                await self.store.finish(sbx.id, reason, sbx.ended_at, usage.cpu_seconds,
+                                        usage.memory_peak_bytes / MiB, gib_s)
+            except Exception as exc:  # the kill itself happened; the next start-up settles the row
+                log.error("sandbox %s end not recorded: %s", sbx.id, exc)
 
-    def _meter(self, sbx: Sandbox, usage: Any) -> None:
+    def _sample_memory(self, sbx: Sandbox, final: bool = False) -> None:
+        """Integrates the cgroup's memory use over time (memory GiB-seconds); sampled by
+        the reaper every second and once more at the end."""
+        now = time.monotonic()
+        current = sbx.runtime.handle.memory_bytes()
+        if current is not None:
+            sbx.mem_gib_s += current / GiB * (now - sbx.mem_sampled_at)
+            sbx.mem_samples += 1
+        sbx.mem_sampled_at = now
+
+    def _meter(self, sbx: Sandbox, usage: Any) -> float:
+        """Per-tenant CPU-seconds and memory GiB-seconds, handed to the metering layer."""
         wall = ((sbx.ended_at or utcnow()) - sbx.created_at).total_seconds()
-        gib_s = usage.memory_peak_bytes / (1024 ** 3) * wall
+        # Integrated samples; a sandbox that never gave one (no memory accounting) is
+        # charged its peak for its whole life, an upper bound.
+        gib_s = sbx.mem_gib_s if sbx.mem_samples else usage.memory_peak_bytes / GiB * wall
         totals = self.usage_by_tenant.setdefault(sbx.tenant_id, {"cpu_seconds": 0.0, "memory_gib_seconds": 0.0,
                                                                  "sandboxes": 0.0, "wall_seconds": 0.0})
         totals["cpu_seconds"] += usage.cpu_seconds
@@ -337,21 +421,27 @@ class SandboxService(Execution):
         metrics.CPU_SECONDS.labels(sbx.tenant_id, sbx.backend).inc(usage.cpu_seconds)
         metrics.MEMORY_GIB_SECONDS.labels(sbx.tenant_id, sbx.backend).inc(gib_s)
         metering = self.platform.services.get("metering") if self.platform is not None else None
-        hook = getattr(metering, "record_resource_usage", None)
-        if callable(hook):
-            with contextlib.suppress(Exception):
-                hook(sbx.tenant_id, kind="sandbox", resource_id=sbx.id, cpu_seconds=usage.cpu_seconds,
-                     memory_gib_seconds=gib_s, wall_seconds=wall)
+        record = getattr(metering, "record_resource", None)
+        if callable(record):
+            attrs = {"sandbox_id": sbx.id, "backend": sbx.backend, "template": sbx.template,
+                     "killed_reason": sbx.killed_reason, "wall_seconds": round(wall, 3)}
+            try:
+                record(sbx.tenant_id, "sandbox", "cpu", max(0.0, usage.cpu_seconds), "cpu_second", attrs)
+                record(sbx.tenant_id, "sandbox", "memory", max(0.0, gib_s), "gib_second", attrs)
+            except Exception as exc:  # metering never fails a kill
+                log.error("sandbox %s usage not metered: %s", sbx.id, exc)
+        return gib_s
 
     async def _reap_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for sbx in list(self.sandboxes.values()):
+                self._sample_memory(sbx)
                 if sbx.busy == 0 and now - sbx.last_used > sbx.idle_timeout_s:
                     self._spawn(self.terminate(sbx, "idle"))
 
-    def gone_error(self, sbx: Sandbox) -> Exception:
+    def gone_error(self, sbx: Sandbox | SandboxRecord) -> Exception:
         reason = sbx.killed_reason or "exited"
         msg = f"sandbox {sbx.id} is no longer running (killed_reason: {reason})"
         if reason == "oom":

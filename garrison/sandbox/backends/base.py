@@ -95,6 +95,15 @@ class SandboxHandle(abc.ABC):
         except OSError:
             return Usage(0, 0.0, 0, 0)
 
+    def memory_bytes(self) -> int | None:
+        """Memory the sandbox's cgroup holds now (None: not measurable)."""
+        if self.cgroup is None:
+            return None
+        try:
+            return self.cgroup.memory_bytes()
+        except (OSError, ValueError):
+            return None
+
     @abc.abstractmethod
     async def kill(self) -> None:
         """Stops every process of the sandbox now (SIGKILL); fast, on the request path."""
