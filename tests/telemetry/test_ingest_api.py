@@ -109,3 +109,16 @@ async def test_orphans_and_clock_skew_are_kept_and_flagged(client: httpx.AsyncCl
     assert by_name["from the future"]["attributes"]["garrison.original_start_ns"] == 4_000_000_000 * 10**9
     assert "clock_skew" in by_name["ends before it starts"]["flags"]
     assert by_name["ends before it starts"]["duration_ms"] == 0
+
+
+async def test_a_skewed_span_sent_again_is_still_one_span(client: httpx.AsyncClient) -> None:
+    # A skewed span is filed under its arrival time, which differs on every send: the
+    # duplicate must still be recognised by its ids (on PostgreSQL the time is in the key).
+    tid = new_trace_id()
+    body = protobuf_request([span(tid, "from the future", start_ns=4_000_000_000 * 10**9),
+                             span(tid, "from long ago", start_ns=10**9)])
+    for _ in range(3):
+        assert (await client.post("/v1/traces", content=body, headers=PB)).status_code == 200
+    trace = (await client.get(f"/api/traces/{tid}")).json()
+    assert trace["span_count"] == 2
+    assert all("clock_skew" in s["flags"] for s in trace["spans"])
