@@ -123,12 +123,10 @@ async def list_events(actor_id: str = Query(..., pattern=LABEL), session_id: str
 @memory_router.post("/strategies/{strategy}/run", status_code=202)
 async def run_strategy(strategy: str, body: StrategyRunIn, principal: Principal = Depends(require("memory:write")),
                        platform: Platform = Depends(get_platform)) -> dict[str, Any]:
-    svc = _svc(platform)
-    return svc.strategies.submit(principal, svc.store(principal.tenant_id), platform.services.get("llm"), strategy,
-                                 body.actor_id, body.session_id, body.model)
+    return await _svc(platform).strategies.submit(principal, strategy, body.actor_id, body.session_id, body.model)
 
 
 @memory_router.get("/jobs/{job_id}")
 async def get_job(job_id: str, principal: Principal = Depends(require("memory:read")),
                   platform: Platform = Depends(get_platform)) -> dict[str, Any]:
-    return _svc(platform).strategies.get(principal, job_id)
+    return await _svc(platform).strategies.get(principal, job_id)

@@ -17,6 +17,8 @@ NAME = "state"
 async def start(platform: Platform) -> StateService:
     service = StateService(platform.settings, platform.db)
     service.start_background()
+    # Memory strategy jobs: the LLM layer may start after this one, so it is looked up per job.
+    service.strategies.start(service.store, lambda: platform.services.get("llm"))
     return service
 
 

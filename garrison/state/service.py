@@ -68,7 +68,7 @@ class StateService:
         self._task: asyncio.Task[None] | None = None
         self.embedder = MiniLMEmbedder()
         self.kv: SessionKV = session_kv(settings.redis_url)
-        self.strategies = StrategyJobs()
+        self.strategies = StrategyJobs(self._async)
         key_path: Path = settings.data_dir / KEY_FILE
         self.encryption_key: bytes | None = load_or_create_key(key_path) if encryption_wanted() else None
 

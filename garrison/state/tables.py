@@ -100,3 +100,29 @@ retention = sa.Table(
     sa.Column("idle_thread_s", sa.Float, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# -- memory strategy jobs (events -> records through a model) ---------------------------
+
+memory_jobs = sa.Table(
+    "state_memory_jobs",
+    metadata,
+    sa.Column("job_id", sa.String, primary_key=True),
+    sa.Column("tenant_id", sa.String, nullable=False),
+    sa.Column("strategy", sa.String, nullable=False),
+    sa.Column("actor_id", sa.String, nullable=False),
+    sa.Column("session_id", sa.String, nullable=False),
+    sa.Column("model", sa.String, nullable=False),
+    sa.Column("principal", sa.Text, nullable=False),  # JSON: the caller the model call runs as
+    sa.Column("status", sa.String, nullable=False),  # queued | running | succeeded | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("records", sa.Text, nullable=True),  # JSON list of {namespace, key}
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),  # a running job whose lease lapsed is run again
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Index("ix_state_memory_jobs_due", "status", "next_attempt_at"),
+    sa.Index("ix_state_memory_jobs_tenant", "tenant_id", "created_at"),
+)
