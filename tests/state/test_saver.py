@@ -321,3 +321,23 @@ def test_postgres_commit_durability_follows_synchronous(pg_url: str, synchronous
     with pytest.raises(ValueError, match="synchronous must be one of"):
         with GarrisonSaver.from_conn_string(pg_url, synchronous="SOMETIMES"):
             pass
+
+
+async def test_async_saver_concurrent_writers_and_readers(db_url: str) -> None:
+    # The asyncio saver on a SQLite file writes in worker threads and reads on the loop:
+    # many tasks at once must neither fail ("database is locked") nor read a half-written step.
+    shared = str(uuid.uuid4())
+    async with AsyncGarrisonSaver.from_conn_string(db_url) as saver:
+        async def work(n: int) -> None:
+            steps = Steps(saver, shared, ns=f"writer{n}")
+            for i in range(10):
+                cfg, cp, md, nv = steps.build({"v": i, "big": "x" * 500 if i % 3 == 0 else i})
+                steps.config = await saver.aput(cfg, cp, md, nv)
+                await saver.aput_writes(steps.config, [("w", i)], f"task-{n}")
+                got = await saver.aget_tuple({"configurable": {"thread_id": shared, "checkpoint_ns": f"writer{n}"}})
+                assert got is not None and got.checkpoint["channel_values"]["v"] == i
+                assert got.pending_writes == [(f"task-{n}", "w", i)]
+
+        await asyncio.gather(*(work(n) for n in range(12)))
+        listed = [t async for t in saver.alist({"configurable": {"thread_id": shared}})]
+        assert len(listed) == 12 * 10
