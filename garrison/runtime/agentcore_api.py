@@ -32,6 +32,7 @@ from garrison.runtime.sessions import AgentFailed, manager
 router = APIRouter(tags=["agentcore"])
 
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
+BUFFERED_MAX = 1024 * 1024
 SESSION_NAMESPACE = uuid.UUID("0b9e4d4c-5d53-4a52-9d0c-7f3b8f6c2a11")
 
 
@@ -129,8 +130,12 @@ async def _invoke_session(sessions: Any, principal: Principal, request: Request,
         # The agent's own failure is the client's 424 (RuntimeClientError), never garrison's 5xx.
         detail = (await resp.read()).decode("utf-8", "replace")[:2000]
         raise AgentFailed(f"the agent answered {resp.status}: {detail}", headers=headers)
-    return StreamingResponse(resp.body, status_code=resp.status, headers=headers,
-                             media_type=resp.header("content-type") or "application/json")
+    media_type = resp.header("content-type") or "application/json"
+    length = resp.header("content-length")
+    if length is not None and length.isdigit() and int(length) <= BUFFERED_MAX:
+        # A complete, small answer (not a stream): one plain response costs less than streaming it.
+        return Response(await resp.read(), status_code=resp.status, headers=headers, media_type=media_type)
+    return StreamingResponse(resp.body, status_code=resp.status, headers=headers, media_type=media_type)
 
 
 @router.post("/runtimes/{agent_runtime:path}/stopruntimesession")

@@ -30,7 +30,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from garrison.core.clock import utcnow
-from garrison.core.errors import NotFound, Problem, ServiceUnavailable
+from garrison.core.errors import Conflict, NotFound, Problem, ServiceUnavailable
 from garrison.core.principal import Principal
 from garrison.runtime.deps import AGENT_DIR, IN_SANDBOX
 from garrison.sandbox.relay import EgressPump, Relay, RelayError, RelayResponse, garrison_forwarder
@@ -241,8 +241,8 @@ class SessionManager:
         lifetime = int(min(s.max_lifetime_s - (time.monotonic() - sess.opened), sandbox.settings.max_lifetime_s))
         if lifetime <= 0:
             sess.ended_reason = "max_lifetime"
-            raise SessionSandboxGone(f"session {sess.session_id!r} reached its maximum lifetime of "
-                                     f"{s.max_lifetime_s:.0f} s; use a new session id")
+            raise Conflict(f"session {sess.session_id!r} reached its maximum lifetime of "
+                                     f"{s.max_lifetime_s:.0f} s; use a new session id", slug="session-expired")
         sbx = await sandbox.create(self._runtime_principal(sess), CreateIn(
             template=descriptor["template"], backend=s.backend, timeout_s=lifetime, idle_timeout_s=lifetime,
             pooled=False, limits=LimitsIn(memory_mib=s.memory_mib, pids=s.pids),
