@@ -126,7 +126,12 @@ class Execution:
             sbx.runtime.conn.send("interrupt", target=rid)
         try:
             await asyncio.wait_for(asyncio.shield(fut), INTERRUPT_GRACE_S)
-        except (TimeoutError, AgentGone, AgentFailure):
+        except AgentFailure as exc:
+            # The agent answered (the request failed on its own, e.g. no such context):
+            # it is responsive, so that answer is the caller's, and the sandbox lives on.
+            # (Found by schemathesis: such requests used to kill the sandbox.)
+            raise self._map_failure(exc) from None
+        except (TimeoutError, AgentGone):
             await self.terminate(sbx, "code_timeout")  # type: ignore[attr-defined]
             raise CommandTimeout(f"code ran past {limit_s} s and did not stop when interrupted; "
                                  f"sandbox {sbx.id} was killed", killed_reason="code_timeout") from None

@@ -180,3 +180,16 @@ async def test_backends_endpoint_reports_isolation(client: httpx.AsyncClient) ->
     items = {b["name"]: b for b in (await client.get("/api/sandboxes/backends")).json()["items"]}
     assert items["gvisor"]["isolation"] == "kernel" and items["bubblewrap"]["isolation"] == "process"
     assert sum(b["default"] for b in items.values()) <= 1
+
+
+async def test_failed_request_past_its_timeout_keeps_the_sandbox(client: httpx.AsyncClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found by schemathesis: a run_code that times out at once and then fails on its own
+    (an unknown context) answered 408 and killed the sandbox as code_timeout."""
+    sid = (await create(client, fast_backend(tmp_path)))["id"]
+    for _ in range(3):
+        r = await client.post(f"/api/sandboxes/{sid}/run_code",
+                              json={"code": "1", "context": "no-such-context", "timeout_s": 5e-324})
+        assert r.status_code in (404, 408), r.text
+    r = await client.post(f"/api/sandboxes/{sid}/run_code", json={"code": "'alive'"})
+    assert r.status_code == 200 and r.json()["text"] == "'alive'", r.text
+    assert (await client.get(f"/api/sandboxes/{sid}")).json()["state"] == "running"
