@@ -3,8 +3,10 @@ no sandbox process may survive it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -91,6 +93,26 @@ def test_client_flow_and_sigkill_leaves_no_sandbox(tmp_path: Path) -> None:
             time.sleep(0.1)
             left = sandbox_processes(data, server.proc.pid)
         assert left == [], f"sandbox processes survived SIGKILL of garrison: {left}"
+        # The restart: the dead process's sandboxes are history (killed, garrison_restart),
+        # its runsc containers, bundles and cgroups are gone.
+        again = start_server(data)
+        try:
+            for sbx in sandboxes:
+                info = Sandbox.connect(sbx.sandbox_id, api_key=again.admin_key, url=again.url).info
+                assert info["state"] == "killed" and info["killed_reason"] == "garrison_restart", info
+            assert Sandbox.connect(done.sandbox_id, api_key=again.admin_key,
+                                   url=again.url).info["killed_reason"] == "killed_by_user"
+            runsc_root = data / "sandbox" / "gvisor" / "runsc-state"
+            if "gvisor" in backends and runsc_root.is_dir():
+                listed = subprocess.run(["runsc", "--root", str(runsc_root), "list", "--format=json"],
+                                        capture_output=True, text=True, check=False).stdout
+                assert json.loads(listed or "[]") in ([], None), listed
+                assert not any((data / "sandbox" / "gvisor" / "bundles").glob("*"))
+            for ctrl in ("pids", "memory", "cpu"):
+                for kind in ("bwrap", "gvisor"):
+                    assert not Path(f"/sys/fs/cgroup/{ctrl}/garrison/{kind}-{server.proc.pid}").exists()
+        finally:
+            stop_server(again)
     finally:
         if not killed:
             stop_server(server)

@@ -287,6 +287,21 @@ class GVisorBackend(Backend):
                 await self.runsc("kill", "--all", cid, "KILL", check=False)
                 await self.runsc("delete", "--force", cid, check=False)
                 await asyncio.to_thread(shutil.rmtree, bundle, True)
+        # Bundles whose container runsc already forgot (a delete that finished just before the
+        # SIGKILL of garrison, or one that never started) go too.
+        await asyncio.to_thread(self._remove_dead_bundles)
+
+    def _remove_dead_bundles(self) -> None:
+        bundles = self.state_dir / "bundles"
+        if not bundles.is_dir():
+            return
+        for bundle in bundles.iterdir():
+            try:
+                owner = int((bundle / "owner.pid").read_text())
+            except (OSError, ValueError):
+                owner = 0
+            if owner != os.getpid() and not pid_alive(owner):
+                shutil.rmtree(bundle, ignore_errors=True)
 
 
 
