@@ -31,6 +31,7 @@ from garrison.core.errors import BadRequest, ServiceUnavailable
 
 AGENT_DIR = "__garrison_agent__"
 IN_SANDBOX = "/opt/garrison/site-packages"
+SANDBOX_PYTHON = "/usr/bin/python3"  # the sandbox templates' interpreter (garrison/sandbox/templates.py)
 REQ_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?\s*([<>=!~]=?[^;#\s]*(\s*,\s*[<>=!~]=?[^;#\s]*)*)?"
                     r"(\s*;.*)?$")
 MISSING_RE = re.compile(r"No matching distribution found for ([^\s]+)")
@@ -71,14 +72,25 @@ def requirements(bundle: Path) -> list[str]:
     return out
 
 
-def _cache_key(reqs: list[str], wheelhouse: Path) -> str:
+def sandbox_python_version(python: str = SANDBOX_PYTHON) -> str:
+    """``X.Y`` of the interpreter sessions run (wheels with C extensions must match it)."""
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "{}.{}".format(*sys.version_info[:2])
+
+
+def _cache_key(reqs: list[str], wheelhouse: Path, version: str) -> str:
     listing = sorted(p.name for p in wheelhouse.iterdir()) if wheelhouse.is_dir() else []
-    return hashlib.sha256(json.dumps([sorted(reqs), listing, sys.version_info[:2]]).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps([sorted(reqs), listing, version]).encode()).hexdigest()[:24]
 
 
 def install(reqs: list[str], wheelhouse: Path, cache: Path, timeout_s: float) -> Path:
     """The installed site-packages for ``reqs`` (installed now unless cached)."""
-    target = cache / _cache_key(reqs, wheelhouse)
+    version = sandbox_python_version()
+    target = cache / _cache_key(reqs, wheelhouse, version)
     if (target / ".complete").is_file():
         return target
     if reqs and not wheelhouse.is_dir():
@@ -93,7 +105,7 @@ def install(reqs: list[str], wheelhouse: Path, cache: Path, timeout_s: float) ->
                 proc = subprocess.run(
                     [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(wheelhouse),
                      "--target", str(staging), "--disable-pip-version-check", "--no-warn-script-location",
-                     "--quiet", *reqs],
+                     "--quiet", *_for_version(version), *reqs],
                     capture_output=True, text=True, check=False, timeout=timeout_s,
                     env={**os.environ, "PIP_NO_INPUT": "1", "PIP_CONFIG_FILE": os.devnull})
             except subprocess.TimeoutExpired as exc:
@@ -115,6 +127,13 @@ def install(reqs: list[str], wheelhouse: Path, cache: Path, timeout_s: float) ->
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _for_version(version: str) -> list[str]:
+    """Installing for another Python than garrison's own: binary wheels of that version only."""
+    if version == "{}.{}".format(*sys.version_info[:2]):
+        return []
+    return ["--python-version", version, "--only-binary=:all:"]
 
 
 def _link_tree(src: Path, dst: Path) -> None:
