@@ -20,11 +20,13 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
 from garrison import __version__
 from garrison.core.errors import NotFound, Problem
 from garrison.core.principal import Principal
+from garrison.tools.fastpath import FastPath
 from garrison.tools.store import VirtualServer
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ class Gateway:
         self.server: Server[Any] = Server(
             "garrison-gateway", version=__version__,
             instructions="Tools governed by garrison. Call search_tools to find the right tool in a large catalogue.",
-            on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,  # type: ignore[arg-type]  # the runner sends dict results as they are
             on_set_logging_level=self._set_logging_level,
         )
         self.manager = StreamableHTTPSessionManager(
@@ -64,6 +67,8 @@ class Gateway:
             max_request_body_size=service.settings.max_body_bytes,
         )
         self._sessions: dict[str, tuple[str, str]] = {}  # session id -> (tenant, virtual server)
+        self.cleanup_registered: set[str] = set()  # sessions whose end closes their upstream sessions
+        self.fast = FastPath(self)
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -106,7 +111,13 @@ class Gateway:
                         self._sessions[v.decode("latin-1")] = (vs.tenant_id, vs.name)
             await send(message)
 
-        await self.manager.handle_request(scope, receive, watch)
+        async def sdk(receive: Receive) -> None:
+            await self.manager.handle_request(scope, receive, watch)
+
+        if scope["method"] == "POST":
+            await self.fast.handle(scope, receive, send, principal, vs, sdk)
+        else:
+            await sdk(receive)
 
     # ---- MCP handlers -------------------------------------------------------------------
 
@@ -120,10 +131,12 @@ class Gateway:
             # When the downstream session ends, so do its upstream sessions.
             stack.push_async_callback(self._session_closed, sid)
             connection._garrison_cleanup = True  # type: ignore[union-attr]
+            self.cleanup_registered.add(sid)
         return f"s:{sid}", sid
 
     async def _session_closed(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+        self.cleanup_registered.discard(session_id)
         await self.service.close_owner(f"s:{session_id}")
 
     async def _set_logging_level(self, ctx: ServerRequestContext[Any, Any],
@@ -139,7 +152,7 @@ class Gateway:
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 
     async def _call_tool(self, ctx: ServerRequestContext[Any, Any],
-                         params: types.CallToolRequestParams) -> types.CallToolResult:
+                         params: types.CallToolRequestParams) -> dict[str, Any]:
         scope = _scope_of(ctx)
         principal: Principal = scope[PRINCIPAL_KEY]
         owner, sid = self._owner(ctx, principal)
@@ -147,23 +160,29 @@ class Gateway:
         token = meta.get("progress_token") or meta.get("progressToken")  # type: ignore[union-attr]
         session = ctx.session
 
-        async def progress(value: float, total: float | None, message: str | None) -> None:
-            if isinstance(token, str | int):
-                with contextlib.suppress(Exception):
+        async def notify(method: str, p: dict[str, Any]) -> None:
+            # On this request's own stream, so clients without a GET stream see them too.
+            with contextlib.suppress(Exception):  # a gone downstream must not fail the call
+                if method == "notifications/progress" and isinstance(token, str | int):
                     await session.send_progress_notification(
-                        token, value, total, message, related_request_id=ctx.request_id)  # type: ignore[arg-type]
+                        token, p.get("progress", 0), p.get("total"), p.get("message"),
+                        related_request_id=ctx.request_id)  # type: ignore[arg-type]
+                elif method == "notifications/message" and sid:
+                    await session.send_log_message(p.get("level", "info"), p.get("data"), p.get("logger"),
+                                                   related_request_id=ctx.request_id)
 
         async def log_sink(p: types.LoggingMessageNotificationParams) -> None:
-            # On this request's own stream, so clients without a GET stream see it too.
             await session.send_log_message(p.level, p.data, p.logger, related_request_id=ctx.request_id)
 
         try:
-            return await self.service.call_tool(
+            result = await self.service.call_tool(
                 principal, scope[VS_KEY], params.name, dict(params.arguments or {}), owner=owner, session_id=sid,
-                progress=progress if token is not None else None, log_sink=log_sink if sid else None,
+                notify=notify, progress=token is not None, log_sink=log_sink if sid else None,
             )
+            if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and "resultType" not in result:
+                result = {**result, "resultType": "complete"}  # required from 2026-07-28; absent at legacy upstreams
+            return result
         except NotFound as exc:
             raise MCPError(INVALID_PARAMS, exc.detail) from exc
         except Problem as exc:  # denied, rate limited, unavailable: the agent reads why
-            return types.CallToolResult(content=[types.TextContent(type="text", text=f"{exc.title}: {exc.detail}")],
-                                        is_error=True)
+            return {"content": [{"type": "text", "text": f"{exc.title}: {exc.detail}"}], "isError": True}

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 import orjson
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from garrison.core.clock import utcnow
 from garrison.core.errors import BadRequest, NotFound, NotImplementedProblem, Problem, ServiceUnavailable
@@ -33,7 +33,15 @@ from garrison.tools.naming import exposed_name
 from garrison.tools.schemas import OpenAPIIn, UpstreamIn, VirtualServerIn
 from garrison.tools.search import rank
 from garrison.tools.store import ToolsStore, Upstream, VirtualServer
-from garrison.tools.upstream import LogSink, UpstreamConnection, UpstreamError, UpstreamPool
+from garrison.tools.upstream import (
+    LogSink,
+    Notify,
+    ResultTooLarge,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamRPCError,
+)
 
 if TYPE_CHECKING:
     from garrison.platform import Platform
@@ -43,18 +51,26 @@ tracer = trace.get_tracer("garrison.tools")
 CATALOGUE_OWNER = "catalogue"
 
 
-def error_result(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+TOO_LARGE: dict[str, Any] = {}  # sentinel: the upstream's answer passed the size cap
 
 
-def to_result(value: Any) -> types.CallToolResult:
+def error_result(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def wire(result: types.CallToolResult) -> dict[str, Any]:
+    return result.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def to_result(value: Any) -> dict[str, Any]:
+    """A local tool's return value (text, JSON-able value or CallToolResult) as a wire result."""
     if isinstance(value, types.CallToolResult):
-        return value
+        return wire(value)
     if isinstance(value, str):
-        return types.CallToolResult(content=[types.TextContent(type="text", text=value)])
+        return {"content": [{"type": "text", "text": value}]}
     text = orjson.dumps(value, default=str).decode()
     structured = value if isinstance(value, dict) else {"result": value}
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured)
+    return {"content": [{"type": "text", "text": text}], "structuredContent": structured}
 
 
 class ToolsService:
@@ -331,17 +347,23 @@ class ToolsService:
 
     async def call_tool(
         self, principal: Principal, vs: VirtualServer, name: str, arguments: dict[str, Any], *,
-        owner: str, session_id: str | None = None, progress: Callable[[float, float | None, str | None],
-                                                                     Awaitable[None]] | None = None,
-        log_sink: LogSink | None = None,
-    ) -> types.CallToolResult:
-        """Policy, rate limit, breaker, timeout, retries, size cap; audited, traced and metered."""
+        owner: str, session_id: str | None = None, notify: Notify | None = None, progress: bool = False,
+        log_sink: LogSink | None = None, parent: Context | None = None,
+    ) -> dict[str, Any]:
+        """Policy, rate limit, breaker, timeout, retries, size cap; audited, traced and metered.
+
+        Returns the tool result in its wire form (``content``, ``structuredContent``, ``isError``):
+        an upstream's answer is passed on as it came, without a model round trip. ``parent`` is
+        the caller's trace context (from ``params._meta.traceparent``) when the MCP SDK did not
+        already make it current.
+        """
         started = time.perf_counter()
-        with tracer.start_as_current_span(f"tools/call {name}", kind=trace.SpanKind.SERVER) as span:
-            span.set_attribute("mcp.method.name", "tools/call")
-            span.set_attribute("gen_ai.operation.name", "execute_tool")
-            span.set_attribute("gen_ai.tool.name", name)
-            span.set_attribute("garrison.virtual_server", vs.name)
+        with tracer.start_as_current_span(f"tools/call {name}", context=parent, kind=trace.SpanKind.SERVER,
+                                          attributes={"mcp.method.name": "tools/call",
+                                                      "gen_ai.operation.name": "execute_tool",
+                                                      "gen_ai.tool.name": name,
+                                                      "garrison.tenant_id": principal.tenant_id,
+                                                      "garrison.virtual_server": vs.name}) as span:
             if session_id:
                 span.set_attribute("mcp.session.id", session_id)
             upstream_label, outcome = "-", "error"
@@ -368,13 +390,12 @@ class ToolsService:
                         {"upstream": tool.upstream, "tool": tool.tool, "virtual_server": vs.name}))
                 self.limiter.check((principal.id, vs.tenant_id, vs.name),
                                    vs.rate_limit_per_min or self.settings.rate_limit_per_min)
-                result = await self._dispatch(principal, tool, arguments, owner, progress, log_sink)
-                size = len(result.model_dump_json(by_alias=True, exclude_none=True))
-                if size > self.settings.max_result_bytes:
+                result = await self._dispatch(principal, tool, arguments, owner, notify, progress, log_sink)
+                if result is TOO_LARGE:
                     outcome = "too_large"
-                    return error_result(f"the tool result ({size} bytes) is larger than the gateway's cap of "
+                    return error_result(f"the tool result is larger than the gateway's cap of "
                                         f"{self.settings.max_result_bytes} bytes; ask for less")
-                outcome = "tool_error" if result.is_error else "ok"
+                outcome = "tool_error" if result.get("isError") else "ok"
                 return result
             except Problem as exc:
                 outcome = outcome if outcome != "error" else exc.slug
@@ -386,18 +407,22 @@ class ToolsService:
                 metrics.TOOL_CALL_SECONDS.labels(upstream_label).observe(elapsed)
                 if outcome not in ("ok", "tool_error"):
                     span.set_status(trace.Status(trace.StatusCode.ERROR, outcome))
+                    span.set_attribute("error.type", outcome)
                 if self.platform is not None:
                     denied = outcome in ("forbidden", "too-many-requests")
                     self.platform.audit.record(
                         principal, "tools:call", f"tool/{vs.name}/{name}", "deny" if denied else "allow",
                         outcome, {"upstream": upstream_label, "ms": round(elapsed * 1000, 2)})
 
+    def _capped(self, result: dict[str, Any]) -> dict[str, Any]:
+        return TOO_LARGE if len(orjson.dumps(result)) > self.settings.max_result_bytes else result
+
     async def _dispatch(self, principal: Principal, tool: CatalogueTool, arguments: dict[str, Any], owner: str,
-                        progress: Any, log_sink: LogSink | None) -> types.CallToolResult:
+                        notify: Notify | None, progress: bool, log_sink: LogSink | None) -> dict[str, Any]:
         if tool.local is not None:
             try:
-                return to_result(await asyncio.wait_for(tool.local.handler(principal, arguments),
-                                                        self.settings.call_timeout_s))
+                return self._capped(to_result(await asyncio.wait_for(tool.local.handler(principal, arguments),
+                                                                     self.settings.call_timeout_s)))
             except TimeoutError:
                 return error_result(f"{tool.exposed} did not answer within {self.settings.call_timeout_s:g} s")
         up = next((u for u in self.upstreams.values() if u.id == tool.upstream_id), None)
@@ -407,39 +432,59 @@ class ToolsService:
             raise ServiceUnavailable(f"upstream {up.name} is unhealthy (registry health check)")
         self.breaker.before(up.id, up.name)
         timeout = up.timeout_s or self.settings.call_timeout_s
-        attempts = 1 + (self.settings.retries if tool.tool in up.idempotent_tools else 0)
+        idempotent = tool.tool in up.idempotent_tools
+        retries = self.settings.retries if idempotent else 0
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        last: str = ""
-        for attempt in range(attempts):
+        propagate.inject(carrier)  # the upstream's spans join this call's trace
+        last, attempt, session_renewed = "", 0, False
+        while True:
             try:
                 if up.kind == "openapi":
                     from garrison.tools.openapi import call_operation
 
-                    result = await asyncio.wait_for(call_operation(
+                    answer = await asyncio.wait_for(call_operation(
                         up, tool.tool, arguments, await self.outbound_headers(up), timeout), timeout)
-                else:
-                    conn = await self.connect(owner, up, log_sink)
-                    result = await asyncio.wait_for(
-                        conn.call_tool(tool.tool, arguments, progress=progress, meta=carrier or None), timeout)
+                    self.breaker.success(up.id)
+                    return self._capped(wire(answer))
+                conn = await self.connect(owner, up, log_sink)
+                result = await asyncio.wait_for(conn.call_tool_raw(
+                    tool.tool, arguments, meta=carrier, notify=notify, progress=progress,
+                    max_bytes=self.settings.max_result_bytes + 1024), timeout)
                 self.breaker.success(up.id)
                 return result
+            except ResultTooLarge:
+                self.breaker.success(up.id)
+                return TOO_LARGE
+            except UpstreamRPCError as exc:  # the upstream is alive and said no
+                self.breaker.success(up.id)
+                return error_result(f"upstream {up.name} answered {tool.tool} with an error: {exc}")
             except TimeoutError:
+                # Not retried: the tool may still be running. A hung session is not reused.
                 last = f"upstream {up.name} did not answer {tool.tool} within {timeout:g} s"
-                await self.pool.drop(owner, up.id)  # a hung session is not reused
+                await self.pool.drop(owner, up.id)
+                self.breaker.failure(up.id)
+                return error_result(last)
             except (UpstreamError, OSError) as exc:
                 last = f"upstream {up.name} failed: {exc}"
                 await self.pool.drop(owner, up.id)
-            except Exception as exc:  # garbage from the upstream: protocol or validation errors
-                if isinstance(exc, Problem):
-                    raise
+                if isinstance(exc, UpstreamError) and exc.session_lost and not session_renewed:
+                    # The upstream answered 404 for its session: it ran nothing, so the call is
+                    # sent once on a new session whether or not the tool is idempotent.
+                    session_renewed = True
+                    continue
+                self.breaker.failure(up.id)
+                if not (isinstance(exc, UpstreamError) and exc.retryable) or attempt >= retries:
+                    return error_result(last)
+            except Problem:
+                raise
+            except Exception as exc:  # anything else the upstream managed to provoke
                 last = f"upstream {up.name} answered {tool.tool} with an error: {type(exc).__name__}: {exc}"[:500]
-                if type(exc).__name__ != "MCPError":
-                    await self.pool.drop(owner, up.id)
-            self.breaker.failure(up.id)
-            if attempt + 1 < attempts:
-                await asyncio.sleep(0.05 * (2 ** attempt))
-        return error_result(last)
+                await self.pool.drop(owner, up.id)
+                self.breaker.failure(up.id)
+                return error_result(last)
+            attempt += 1
+            metrics.TOOL_RETRIES.labels(up.name).inc()
+            await asyncio.sleep(0.05 * (2 ** (attempt - 1)))
 
     async def close_owner(self, owner: str) -> None:
         await self.pool.close_owner(owner)

@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from sqlalchemy import select
 
 from garrison.tools.tables import tools_upstreams
@@ -56,8 +57,9 @@ def text(result) -> str:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_tools_through_the_gateway(client, base_url, admin_key, upstream_url, mode):
+async def test_tools_through_the_gateway(client, platform, base_url, admin_key, upstream_url, mode):
     await setup_gateway(client, upstream_url)
+    fast = platform.services["tools"].gateway.fast
     async with mcp_client(f"{base_url}/mcp/agents", admin_key, mode) as mcp:
         names = {t.name for t in (await mcp.list_tools()).tools}
         assert {"fixture__add", "fixture__echo", "fixture__whoami", "search_tools"} <= names
@@ -71,6 +73,10 @@ async def test_tools_through_the_gateway(client, base_url, admin_key, upstream_u
         assert failed.is_error and "nope" in text(failed)
         found = await mcp.call_tool("search_tools", {"query": "add integers"})
         assert found.structured_content["tools"][0]["name"] == "fixture__add"
+        with pytest.raises(MCPError, match="no tool"):
+            await mcp.call_tool("fixture__nope", {})
+    # tools/call was answered by the lean JSON-RPC path, not only by the SDK's transport.
+    assert fast.served >= 4
 
 
 async def test_progress_and_logging_pass_through(client, base_url, admin_key, upstream_url):
