@@ -105,6 +105,78 @@ def measure_latency(savers: dict[str, BaseCheckpointSaver], puts: int) -> dict[s
                 "get_p50": pct(get_s[n], 0.5), "get_p95": pct(get_s[n], 0.95)} for n in savers}
 
 
+async def measure_async_latency(savers: dict[str, Any], puts: int) -> dict[str, dict[str, float]]:
+    """measure_latency for asyncio savers (aput / aget_tuple), interleaved the same way."""
+    threads = {name: Thread(saver, str(uuid.uuid4())) for name, saver in savers.items()}
+
+    async def aput(t: Thread, changed: list[str]) -> float:
+        config, cp, md, nv = t.next(changed)
+        t0 = time.perf_counter()
+        t.config = await t.saver.aput(config, cp, md, nv)
+        return time.perf_counter() - t0
+
+    for t in threads.values():
+        await aput(t, CHANNELS)
+        for i in range(20):
+            await aput(t, [CHANNELS[i % 10]])
+    put_s: dict[str, list[float]] = {n: [] for n in savers}
+    get_s: dict[str, list[float]] = {n: [] for n in savers}
+    for i in range(puts):
+        for name, t in threads.items():
+            put_s[name].append(await aput(t, [CHANNELS[i % 10]]))
+    for _ in range(puts):
+        for name, t in threads.items():
+            cfg = {"configurable": {"thread_id": t.config["configurable"]["thread_id"], "checkpoint_ns": ""}}
+            t0 = time.perf_counter()
+            tup = await savers[name].aget_tuple(cfg)
+            get_s[name].append(time.perf_counter() - t0)
+            assert tup is not None and len(tup.checkpoint["channel_values"]) == 10
+    return {n: {"put_p50": pct(put_s[n], 0.5), "put_p95": pct(put_s[n], 0.95),
+                "get_p50": pct(get_s[n], 0.5), "get_p95": pct(get_s[n], 0.95)} for n in savers}
+
+
+def run_async(args: argparse.Namespace, tmp: Path, backend: str) -> None:
+    """AsyncGarrisonSaver beside AsyncSqliteSaver (aiosqlite) or AsyncPostgresSaver, same rounds."""
+    import asyncio
+
+    from garrison.state import AsyncGarrisonSaver
+
+    async def main(stack: contextlib.AsyncExitStack, url: str) -> dict[str, dict[str, float]]:
+        if backend == "sqlite":
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            g = await stack.enter_async_context(AsyncGarrisonSaver.from_conn_string(str(tmp / "g-async.db")))
+            u: Any = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(tmp / "u-async.db")))
+        else:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+            from psycopg.rows import dict_row
+            from psycopg_pool import AsyncConnectionPool
+
+            g = await stack.enter_async_context(AsyncGarrisonSaver.from_conn_string(url))
+            pool = await stack.enter_async_context(AsyncConnectionPool(
+                upstream_url, max_size=16, open=False,
+                kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}))
+            u = AsyncPostgresSaver(pool)
+        await u.setup()
+        return await measure_async_latency({"garrison": g, peer: u}, args.puts)
+
+    async def run() -> dict[str, dict[str, float]]:
+        async with contextlib.AsyncExitStack() as stack:
+            return await main(stack, garrison_url)
+
+    peer = "AsyncSqliteSaver" if backend == "sqlite" else "AsyncPostgresSaver"
+    with contextlib.ExitStack() as dbs:
+        garrison_url = dbs.enter_context(fresh_pg(args.pg)) if backend == "postgresql" else ""
+        upstream_url = dbs.enter_context(fresh_pg(args.pg)) if backend == "postgresql" else ""
+        res = asyncio.run(run())
+    g, p = res["garrison"], res[peer]
+    print(f"\n## {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}, asyncio savers: AsyncGarrisonSaver vs {peer}\n")
+    print(f"| metric | garrison | {peer} | ratio |")
+    print("|---|---|---|---|")
+    for key, label in [("put_p50", "aput p50"), ("get_p50", "aget_tuple p50"), ("get_p95", "aget_tuple p95")]:
+        print(f"| {label} | {g[key]:.3f} ms | {p[key]:.3f} ms | {g[key] / p[key]:.2f}x |")
+
+
 def measure_concurrency(saver: BaseCheckpointSaver, threads: int, per_thread: int) -> dict[str, float]:
     errors: list[str] = []
     done = [0]
@@ -324,10 +396,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         report("SQLite", "SqliteSaver", run_sqlite(args, Path(d)))
+        run_async(args, Path(d), "sqlite")
         if args.memory_records:
             run_memory(args, Path(d))
     if not args.no_pg:
         report("PostgreSQL", "PostgresSaver", run_pg(args))
+        run_async(args, Path("."), "postgresql")
 
 
 if __name__ == "__main__":

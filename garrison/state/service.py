@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from garrison.state import metrics, retention
+from garrison.state.checkpoint.adirect import AsyncDirectPG
 from garrison.state.checkpoint.crypto import load_or_create_key
 from garrison.state.checkpoint.direct import DirectSQL
 from garrison.state.checkpoint.engine import SYNCHRONOUS, create_async, create_sync_engine, normalize_url
@@ -197,4 +198,6 @@ class StateService:
             DirectSQL.for_engine(self._sync_engine).close()  # async savers' connections too
             self._sync_engine.dispose()
         if self._async_engine is not None:
+            if self._async_engine.dialect.name == "postgresql":
+                await AsyncDirectPG.for_engine(self._async_engine).close()
             await self._async_engine.dispose()

@@ -341,3 +341,25 @@ async def test_async_saver_concurrent_writers_and_readers(db_url: str) -> None:
         await asyncio.gather(*(work(n) for n in range(12)))
         listed = [t async for t in saver.alist({"configurable": {"thread_id": shared}})]
         assert len(listed) == 12 * 10
+
+
+async def test_async_postgres_call_cancelled_mid_statement_leaves_the_saver_usable(pg_url: str) -> None:
+    import psycopg
+
+    tid = str(uuid.uuid4())
+    async with AsyncGarrisonSaver.from_conn_string(pg_url) as saver:
+        steps = Steps(saver, tid)
+        first = steps.build({"a": 1})
+        steps.config = await saver.aput(*first)
+        # Another session holds the table: the next put waits inside its statement, then is cancelled.
+        with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as blocker:
+            blocker.execute("LOCK TABLE state_checkpoints IN ACCESS EXCLUSIVE MODE")
+            task = asyncio.ensure_future(saver.aput(*steps.build({"a": 2})))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            blocker.rollback()
+        later = await saver.aput(*steps.build({"a": 3}))  # a fresh connection, not the cancelled one
+        got = await saver.aget_tuple({"configurable": {"thread_id": tid}})
+        assert got is not None and got.config == later and got.checkpoint["channel_values"] == {"a": 3}

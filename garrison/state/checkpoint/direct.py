@@ -16,6 +16,7 @@ process clear the cache.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import weakref
@@ -75,13 +76,12 @@ class DirectSQL:
         head_latest = ops.head_and_writes_sql("")
         head_by_id = ops.head_and_writes_sql("AND checkpoint_id = :cid")
         if self.pg:
-            latest, by_id = (re.sub(r":(\w+)", r"%(\1)s", q) for q in (latest, by_id))
+            latest, by_id = PG_GET_LATEST, PG_GET_BY_ID
         else:
             # Positional parameters: sqlite3 binds a tuple faster than a dict.
             latest, by_id, head_latest, head_by_id = (_numbered(q) for q in (latest, by_id, head_latest, head_by_id))
         self.get_latest, self.get_by_id = latest, by_id
         self.head_latest, self.head_by_id = head_latest, head_by_id
-        self._pg_put: dict[int, str] = {}
         self.blob_cache = BlobCache() if not self.pg else None
         self.inflated = Inflated()
         # SQLite has one writer at a time; queueing on a lock here instead of in SQLite's
@@ -167,9 +167,7 @@ class DirectSQL:
         thread_id, ns, row, blob_rows = ops.put_rows(s, config, checkpoint, metadata, new_versions, keep)
         with self.connection() as con:
             if self.pg:
-                sql = self._pg_put_sql(len(blob_rows))
-                params = [r[c] for r in blob_rows for c in BLOB_COLS] + [row[c] for c in CP_COLS]
-                con.execute(sql, params)
+                con.execute(*pg_put(row, blob_rows))
             else:
                 with self._sqlite_writer:
                     con.execute("BEGIN IMMEDIATE")
@@ -182,32 +180,12 @@ class DirectSQL:
                                          [(r["channel"], r["version"], r["type"], r["blob"]) for r in blob_rows])
         return ops._config(thread_id, ns, checkpoint["id"])
 
-    def _pg_put_sql(self, n_blobs: int) -> str:
-        sql = self._pg_put.get(n_blobs)
-        if sql is None:
-            cp = (f"INSERT INTO state_checkpoints ({', '.join(CP_COLS)}) VALUES {_pg_values(CP_COLS, 1)} "
-                  f"{CP_CONFLICT}")
-            if n_blobs:
-                sql = (f"WITH new_blobs AS (INSERT INTO state_blobs ({', '.join(BLOB_COLS)}) VALUES "
-                       f"{_pg_values(BLOB_COLS, n_blobs)} ON CONFLICT DO NOTHING) {cp}")
-            else:
-                sql = cp
-            self._pg_put[n_blobs] = sql
-        return sql
-
     def put_writes(self, s: ops.Scope, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                    task_path: str) -> None:
         regular, special = ops.writes_rows(s, config, writes, task_id, task_path)
         with self.connection() as con:
             if self.pg:
-                # One statement (regular writes in a CTE when both kinds come): atomic in
-                # autocommit, one round trip, no BEGIN/COMMIT of its own.
-                parts = [f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES "
-                         f"{_pg_values(WRITE_COLS, len(rows))} ON CONFLICT ({W_KEYS}) {tail}"
-                         for rows, tail in ((regular, "DO NOTHING"), (special, f"DO UPDATE SET {W_UPDATE}"))
-                         if rows]
-                sql = f"WITH new_writes AS ({parts[0]}) {parts[1]}" if len(parts) == 2 else parts[0]
-                con.execute(sql, [r[c] for rows in (regular, special) for r in rows for c in WRITE_COLS])
+                con.execute(*pg_writes(regular, special))
             else:
                 with self._sqlite_writer:
                     con.execute("BEGIN IMMEDIATE")
@@ -216,6 +194,39 @@ class DirectSQL:
                     if special:
                         con.executemany(_SQLITE_WRITES_REPLACE, special)
                     con.execute("COMMIT")
+
+
+# -- PostgreSQL statements (shared with the asyncio saver's direct path) ---------------------
+
+PG_GET_LATEST, PG_GET_BY_ID = (re.sub(r":(\w+)", r"%(\1)s", t.text) for t in ops.GET_SQL["postgresql"])
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_put_sql(n_blobs: int) -> str:
+    cp = f"INSERT INTO state_checkpoints ({', '.join(CP_COLS)}) VALUES {_pg_values(CP_COLS, 1)} {CP_CONFLICT}"
+    if not n_blobs:
+        return cp
+    return (f"WITH new_blobs AS (INSERT INTO state_blobs ({', '.join(BLOB_COLS)}) VALUES "
+            f"{_pg_values(BLOB_COLS, n_blobs)} ON CONFLICT DO NOTHING) {cp}")
+
+
+def pg_put(row: dict[str, Any], blob_rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """One statement, one round trip, one commit (autocommit): the new blobs ride in a CTE."""
+    return _pg_put_sql(len(blob_rows)), [r[c] for r in blob_rows for c in BLOB_COLS] + [row[c] for c in CP_COLS]
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_writes_sql(n_regular: int, n_special: int) -> str:
+    parts = [f"INSERT INTO state_writes ({', '.join(WRITE_COLS)}) VALUES "
+             f"{_pg_values(WRITE_COLS, n)} ON CONFLICT ({W_KEYS}) {tail}"
+             for n, tail in ((n_regular, "DO NOTHING"), (n_special, f"DO UPDATE SET {W_UPDATE}")) if n]
+    return f"WITH new_writes AS ({parts[0]}) {parts[1]}" if len(parts) == 2 else parts[0]
+
+
+def pg_writes(regular: list[dict[str, Any]], special: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+    """One statement (regular writes in a CTE when both kinds come): atomic in autocommit."""
+    return (_pg_writes_sql(len(regular), len(special)),
+            [r[c] for rows in (regular, special) for r in rows for c in WRITE_COLS])
 
 
 _SHARED: weakref.WeakKeyDictionary[Engine, DirectSQL] = weakref.WeakKeyDictionary()

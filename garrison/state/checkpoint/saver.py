@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from garrison.state.checkpoint import ops
+from garrison.state.checkpoint.adirect import AsyncDirectPG
 from garrison.state.checkpoint.crypto import AesGcmCipher
 from garrison.state.checkpoint.direct import DirectSQL
 from garrison.state.checkpoint.engine import (
@@ -265,6 +266,8 @@ class AsyncGarrisonSaver(_Common):
         self.engine = engine
         self._direct = (DirectSQL.for_engine(sync_engine)
                         if sync_engine is not None and self.dialect == "sqlite" else None)
+        # PostgreSQL: one statement per call on psycopg's async connection (see adirect.py).
+        self._apg = AsyncDirectPG.for_engine(engine) if self.dialect == "postgresql" else None
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -292,6 +295,8 @@ class AsyncGarrisonSaver(_Common):
                 saver_direct.close()
             if sync_engine is not None:
                 sync_engine.dispose()
+            if engine.dialect.name == "postgresql":
+                await AsyncDirectPG.for_engine(engine).close()
             await engine.dispose()
 
     def for_tenant(self, tenant_id: str) -> AsyncGarrisonSaver:
@@ -324,6 +329,8 @@ class AsyncGarrisonSaver(_Common):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         if self._direct is not None:
             return self._direct.get_tuple(self.scope, config)
+        if self._apg is not None:
+            return await self._apg.get_tuple(self.scope, config)
         return await self._read(ops.get_tuple(self.scope, config))
 
     async def alist(
@@ -341,12 +348,16 @@ class AsyncGarrisonSaver(_Common):
                    new_versions: ChannelVersions) -> RunnableConfig:
         if self._direct is not None:
             return await asyncio.to_thread(self._direct.put, self.scope, config, checkpoint, metadata, new_versions)
+        if self._apg is not None:
+            return await self._apg.put(self.scope, config, checkpoint, metadata, new_versions)
         return await self._write(ops.put(self.scope, config, checkpoint, metadata, new_versions))
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                           task_path: str = "") -> None:
         if writes and self._direct is not None:
             await asyncio.to_thread(self._direct.put_writes, self.scope, config, writes, task_id, task_path)
+        elif writes and self._apg is not None:
+            await self._apg.put_writes(self.scope, config, writes, task_id, task_path)
         elif writes:
             await self._write(ops.put_writes(self.scope, config, writes, task_id, task_path))
 
