@@ -167,11 +167,24 @@ class _Policy:
 
 
 class _Platform:
-    """The parts of the Platform the service calls (audit batched, policy allow): the pool path alone."""
+    """The parts of the Platform the service calls (audit batched, policy allow) and a real
+    database: each create writes its sandbox record, as in garrison."""
 
     services: dict[str, Any] = {}
     audit = _Audit()
     policy = _Policy()
+
+    def __init__(self, db: Any = None) -> None:
+        self.db = db
+
+
+async def sqlite_db(data_dir: Path) -> Any:
+    from garrison.db import Database
+    from garrison.db.migrate import upgrade
+
+    url = f"sqlite+aiosqlite:///{data_dir / 'garrison.db'}"
+    await asyncio.to_thread(upgrade, url)
+    return Database(url)
 
 
 async def wait_ready(pool: Any) -> None:
@@ -184,8 +197,9 @@ async def wait_ready(pool: Any) -> None:
 
 
 async def warm_claims(backend_name: str, n: int, data_dir: Path) -> list[float]:
-    svc = SandboxService(_Platform(), SandboxSettings(pools=[PoolConfig(backend=backend_name, size=4)],
-                                                      self_test=False), data_dir=data_dir)
+    db = await sqlite_db(data_dir)
+    svc = SandboxService(_Platform(db), SandboxSettings(pools=[PoolConfig(backend=backend_name, size=4)],
+                                                        self_test=False), data_dir=data_dir)
     await svc.start()
     principal = Principal("bench", "tenant", "service", frozenset({"admin:*"}))
     pool = next(iter(svc.pools.values()))
@@ -210,6 +224,7 @@ async def warm_claims(backend_name: str, n: int, data_dir: Path) -> list[float]:
             DEADLINE_LAG[backend_name].append((sbx.ended_at - sbx.expires_at).total_seconds())
     finally:
         await svc.stop()
+        await db.dispose()
     return times
 
 

@@ -82,6 +82,8 @@ class Sandbox:
     mem_gib_s: float = 0.0
     mem_samples: int = 0
     mem_sampled_at: float = field(default_factory=time.monotonic)
+    # the newest queued write of this sandbox's record (SandboxService._persist)
+    record_write: asyncio.Task[None] | None = None
 
     @property
     def backend(self) -> str:

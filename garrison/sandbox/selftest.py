@@ -27,7 +27,7 @@ facts
 """
 
 
-async def self_test(backend: Backend, spec: SandboxSpec, spawn: Callable[[Any], None], timeout_s: float = 30.0) -> dict[str, object]:
+async def self_test(backend: Backend, spec: SandboxSpec, spawn: Callable[[Any], object], timeout_s: float = 30.0) -> dict[str, object]:
     """Runs a probe in a fresh sandbox: unprivileged uid, no host environment, read-only
     root, no network, no host processes. Raises BackendError on any failure."""
     rt = await asyncio.wait_for(SandboxRuntime.start(backend, spec), timeout_s)

@@ -165,6 +165,7 @@ async def test_teardown_meters_cpu_and_memory_per_tenant(settings: Settings) -> 
                     break
                 await asyncio.sleep(0.1)
             by = {x["resource"]: x for x in rows}
+            await plat.services["sandbox"].settle_records()  # record writes are behind the request
             stored = await plat.services["sandbox"].store.get(sid)
             assert stored is not None
             assert by["cpu"]["unit"] == "cpu_second"
