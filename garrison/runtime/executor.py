@@ -28,6 +28,10 @@ def _is_breakpoint_marker(mode: str, chunk: Any) -> bool:
     return mode == "updates" and isinstance(chunk, dict) and chunk.get("__interrupt__") == ()
 
 
+def _mine(snapshot: Any, run_id: str) -> bool:
+    return bool(snapshot.metadata and snapshot.metadata.get("run_id") == run_id)
+
+
 class RunExecutor:
     """Holds what the activities need; ``graph_for(run)`` returns the bound graph and its config."""
 
@@ -84,7 +88,8 @@ class RunExecutor:
 
     @activity.defn(name=STEP_ACTIVITY)
     async def run_step(self, params: StepParams) -> StepOutcome:
-        run = self._runs.get(params.run_id) if self._expected.get(params.run_id) == params.step else None
+        fresh = activity.info().attempt == 1 and self._expected.get(params.run_id) == params.step
+        run = self._runs.get(params.run_id) if fresh else None
         if run is None:
             # Not stepped here before (or maybe repeated): the row says whether it ended or was deleted.
             run = await self.store.run(params.run_id)
@@ -137,13 +142,12 @@ class RunExecutor:
         config["metadata"]["garrison_step"] = params.step
         skip, started = 0, False
         if self._maybe_repeated(run_id, params.step):
-            before = await graph.aget_state(config)
-            mine = bool(before.metadata and before.metadata.get("run_id") == run_id)
-            if mine and before.metadata.get("garrison_step") == params.step and before.metadata.get("source") == "loop":
-                # This step completed before a crash lost its result: it is not run again (nor is the
-                # next superstep run under its number); its outcome follows from the checkpoint.
-                return await self._outcome(run, params, before)
-            started = mine
+            done, before = await self._done_step(graph, config, run_id)
+            if done is not None and done >= params.step:
+                # This step completed before a crash (or a reset) lost its result: it is not run again,
+                # nor is the next superstep run under its number; its outcome follows from the checkpoint.
+                return await self._outcome(run, params, before, done=done)
+            started = before is not None and _mine(before, run_id)
             skip = await self.events.count_step(run_id, params.step)  # published by the earlier attempt
         if params.resume_input_id:
             graph_input: Any = Command(resume=await self.store.input_value(params.resume_input_id))
@@ -189,9 +193,38 @@ class RunExecutor:
             return StepOutcome("error")
         return await self._outcome(run, params, state)
 
-    async def _outcome(self, run: dict[str, Any], params: StepParams, state: Any) -> StepOutcome:
-        """What the workflow does after step ``params.step`` left the graph in ``state``."""
-        run_id, steps = run["run_id"], params.step + 1
+    async def _done_step(self, graph: Any, config: dict[str, Any], run_id: str) -> tuple[int | None, Any]:
+        """(the last step of ``run_id`` whose superstep completed, or None; the thread's latest state).
+
+        Checkpoints carry the step that wrote them. The one LangGraph writes right after a run's
+        input (before the first superstep executes) carries step 0 too but completes nothing.
+        """
+        latest, parent = None, None
+        async for snapshot in graph.aget_state_history(config, limit=2):
+            if latest is None:
+                latest = snapshot
+            else:
+                parent = snapshot
+        if latest is None or not _mine(latest, run_id):
+            return None, latest
+        step = int(latest.metadata.get("garrison_step", -1))
+        source = latest.metadata.get("source")
+        before_first = (parent is not None and _mine(parent, run_id) and parent.metadata.get("source") == "input"
+                        and parent.metadata.get("garrison_step") == step)
+        if source == "loop" and not before_first:
+            return step, latest
+        return (step - 1 if step > 0 else None), latest
+
+    async def _outcome(self, run: dict[str, Any], params: StepParams, state: Any,
+                       done: int | None = None) -> StepOutcome:
+        """What the workflow does after step ``done`` (this one unless it had run further) left ``state``."""
+        run_id = run["run_id"]
+        steps = params.step + 1
+        if done is not None:
+            # A step that stopped at an interrupt leaves no checkpoint of its own: the run's count of
+            # completed steps (read afresh for a repeated step) says how far it had come.
+            steps = max(done + 1, int(run.get("steps") or 0))
+        jump = steps if steps != params.step + 1 else None
         if state.next:
             if any(task.interrupts for task in state.tasks):
                 if run["spec"].get("hold_for_input_s"):
@@ -200,13 +233,13 @@ class RunExecutor:
                     self._expected[run_id] = steps
                     self.events.wake(run_id)
                     self.events.wake(run_id + "#done")
-                    return StepOutcome("interrupted")
+                    return StepOutcome("interrupted", jump)
                 await self._finish(run, "interrupted", None, steps=steps, state=state)
-                return StepOutcome("interrupted")
+                return StepOutcome("interrupted", jump)
             await self.store.update_run(run_id, steps=steps)
             self._expected[run_id] = steps
             self._runs[run_id] = run
-            return StepOutcome("continue")
+            return StepOutcome("continue", jump)
         await self._finish(run, "success", None, steps=steps, state=state)
         return StepOutcome("success")
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from garrison.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from garrison.core.principal import Principal
 from garrison.runtime import graphs, serde
+from garrison.runtime.attribution import RunCredentials, run_scopes
 from garrison.runtime.events import Event
 from garrison.runtime.store import ACTIVE_RUN, FINAL_RUN
 
@@ -59,8 +60,15 @@ class RunManager:
         self.service = service
         self.store = service.store
         self.events = service.events
+        self.credentials = RunCredentials(service)
 
     # What the worker calls.
+    async def step_config(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """``graph_for`` plus what the step's own calls to garrison need (attribution, credentials)."""
+        graph, config = await self.graph_for(run)
+        config["configurable"]["garrison"] = await self.credentials.for_run(run)
+        return graph, config
+
     async def graph_for(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         spec = run["spec"]
         graph = await asyncio.to_thread(self.service.load, spec["agent_id"], spec["version"], Path(spec["path"]), spec["ref"])
@@ -77,6 +85,7 @@ class RunManager:
         return bound, config
 
     async def on_finished(self, run: dict[str, Any], status: str) -> None:
+        self.credentials.forget(run["run_id"])
         self.events.wake(run["run_id"])
         self.events.wake(run["run_id"] + DONE)
         if run["spec"].get("on_completion") == "delete" and not run["spec"].get("caller_deletes"):
@@ -152,7 +161,7 @@ class RunManager:
                 "stream_subgraphs": bool(body.get("stream_subgraphs")), "checkpoint_id": body.get("checkpoint_id")
                 or (body.get("checkpoint") or {}).get("checkpoint_id"), "on_completion": on_completion,
                 "caller_deletes": caller_deletes, "hold_for_input_s": hold, "agent_id": assistant["agent_id"], "version": number,
-                "path": str(path), "ref": ref, "graph_id": assistant["graph_id"]}
+                "path": str(path), "ref": ref, "graph_id": assistant["graph_id"], "scopes": run_scopes(principal)}
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadRequest("metadata must be an object")

@@ -62,7 +62,7 @@ class RuntimeService:
             from garrison.runtime.executor import RunExecutor
 
             self.executor = RunExecutor(self.store, self.events, self.settings.heartbeat_timeout_s / 3,
-                                        self.runs.graph_for, self.runs.on_finished)
+                                        self.runs.step_config, self.runs.on_finished)
             self._engine = TemporalEngine(
                 data_dir=self.platform.settings.data_dir, address=self.platform.settings.temporal_address,
                 namespace=self.settings.temporal_namespace, start_timeout_s=self.settings.temporal_start_timeout_s,

@@ -38,6 +38,11 @@ class RuntimeStore:
                                                                 agents.c.name == name)))).first()
         return _row(row) if row else None
 
+    async def agent_by_id(self, agent_id: str) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(select(agents).where(agents.c.id == agent_id))).first()
+        return _row(row) if row else None
+
     async def agents(self, tenant_id: str) -> list[dict[str, Any]]:
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(select(agents).where(agents.c.tenant_id == tenant_id)

@@ -48,6 +48,8 @@ class StepOutcome:
     # "continue": more supersteps; "wait": an earlier run of the thread still runs (enqueue);
     # "interrupted": the graph asks for human input; "success" / "error": the run is over.
     status: str
+    # Set when a repeated step found the run already further on: the step to run next.
+    next_step: int | None = None
 
 
 @dataclass
@@ -102,7 +104,7 @@ class AgentRunWorkflow:
                 if outcome.status == "wait":
                     await workflow.sleep(timedelta(milliseconds=250))
                     continue
-                step += 1
+                step = outcome.next_step if outcome.next_step is not None else step + 1
                 if outcome.status == "interrupted" and params.hold_for_input_s > 0:
                     self._input_id = None
                     try:

@@ -103,3 +103,20 @@ async def test_nats_streams_and_a_run_streamed_through_jetstream(client, make_ke
         assert await sse_events(r) == events[2:]
     stored = (await client.get(f"/api/runtime/runs/{run_id}/events")).json()
     assert [e["event"] for e in stored["events"]] == ["metadata", "updates", "updates", "updates"]
+
+
+async def test_a_retried_step_does_not_republish_its_events(client, platform, tmp_path, monkeypatch):
+    """The step's worker is lost after two of its three events: Temporal retries the step, which skips
+    the events the first attempt published (same run, step and position) and publishes the rest."""
+    monkeypatch.setenv("FLAKY_MARKER", str(tmp_path / "lost"))
+    await deploy(client, "flaky")
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    async with client.stream("POST", f"/threads/{tid}/runs/stream",
+                             json={"assistant_id": "flaky", "input": {}, "stream_mode": ["custom"]}) as r:
+        streamed = await sse_events(r)
+    assert (tmp_path / "lost").exists()  # the first attempt did fail
+    assert [e["data"] for e in streamed if e["event"] == "custom"] == [{"part": 1}, {"part": 2}, {"part": 3}]
+    run_id = streamed[0]["data"]["run_id"]
+    assert (await client.get(f"/threads/{tid}/runs/{run_id}")).json()["status"] == "success"
+    stored = await platform.services["runtime"].events.read(run_id)
+    assert [(e.event, e.step) for e in stored] == [("metadata", None)] + [("custom", 0)] * 3

@@ -111,7 +111,21 @@ async def test_agent_protocol_aliases(client):
 
 async def test_graph_calling_a_model_through_the_gateway_with_human_review(client, sdk, live_url, make_key,
                                                                           monkeypatch):
-    """langgraph-sdk drives a graph whose node calls a model via garrison's LLM gateway (fake upstream)."""
+    """langgraph-sdk drives a graph whose nodes call a model via garrison's LLM gateway (fake upstream)
+    and a tool via garrison's tools gateway (garrison's fixture MCP server), with the run's own token."""
+    from tests.tools.servers import fixture_mcp
+
+    with fixture_mcp() as mcp_upstream:
+        r = await client.post("/api/tools/upstreams", json={"name": "fixture", "url": mcp_upstream})
+        assert r.status_code == 201, r.text
+        r = await client.post("/api/tools/virtual-servers", json={
+            "name": "agents", "tools": [{"upstream": "fixture", "tool": "*"}]})
+        assert r.status_code == 201, r.text
+        monkeypatch.setenv("AGENT_MCP_URL", live_url + "/mcp/agents")
+        await _model_tool_review(client, sdk, live_url, make_key, monkeypatch)
+
+
+async def _model_tool_review(client, sdk, live_url, make_key, monkeypatch):  # type: ignore[no-untyped-def]
     from garrison.llm.fake_upstream import FakeConfig, FakeUpstream
 
     async with FakeUpstream(FakeConfig(completion_tokens=8)) as upstream:
@@ -125,6 +139,8 @@ async def test_graph_calling_a_model_through_the_gateway_with_human_review(clien
                                                  input={"question": "What is garrison?"}, stream_mode="updates")]
         drafted = [p.data["draft"] for p in parts if p.event == "updates" and "draft" in p.data]
         assert drafted and drafted[0]["draft"] and drafted[0]["tokens"] > 0
+        checked = [p.data["check"] for p in parts if p.event == "updates" and "check" in p.data]
+        assert checked == [{"checked": str(drafted[0]["tokens"] + 1)}]  # the tool answered, through the gateway
         waiting = [p.data["__interrupt__"] for p in parts if p.event == "updates" and "__interrupt__" in p.data]
         assert waiting[0][0]["value"] == {"draft": drafted[0]["draft"]}
         assert upstream.stats.completed == 1  # the model call went through the gateway to the upstream
@@ -132,5 +148,5 @@ async def test_graph_calling_a_model_through_the_gateway_with_human_review(clien
         final = await sdk.runs.wait(thread["thread_id"], "assistant", command={"resume": "approved"})
         assert final["verdict"] == "approved" and final["draft"] == drafted[0]["draft"]
         history = await sdk.threads.get_history(thread["thread_id"])
-        assert [h["next"] for h in history][:2] == [[], ["review"]]
+        assert [h["next"] for h in history][:3] == [[], ["review"], ["check"]]
         assert upstream.stats.completed == 1  # resuming did not call the model again

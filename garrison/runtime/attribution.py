@@ -1,0 +1,77 @@
+"""What a run's own calls to garrison carry, so usage is attributed to the run's agent, session and user.
+
+A graph runs inside garrison's worker, many runs at once in one process, so nothing
+process-wide (an environment variable) can say whose a model call is. Each step gets,
+in ``config["configurable"]["garrison"]``, a short-lived token minted for the run's owner
+with the run's thread as its session, and the headers the LLM gateway reads the agent
+from. A graph that builds its model client from them has each call in the metering
+ledger under agent, session (thread) and user; a step repeated after a crash is detected
+from its checkpoint and not run again, so its calls are not made (nor counted) twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from garrison.core.principal import Principal
+
+if TYPE_CHECKING:
+    from garrison.runtime.service import RuntimeService
+
+# What a run may do through garrison on its owner's behalf, at most (never more than the owner could).
+RUN_SCOPES = ("llm:invoke", "tools:call")
+TOKEN_TTL_S = 900
+
+
+def run_scopes(principal: Principal) -> list[str]:
+    """The scopes a run of ``principal`` is given (kept in the run's spec at creation)."""
+    return [scope for scope in RUN_SCOPES if principal.has_scope(scope)]
+
+
+class RunCredentials:
+    def __init__(self, service: RuntimeService) -> None:
+        self.service = service
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._agent_names: dict[str, str] = {}
+
+    async def agent_name(self, agent_id: str) -> str:
+        name = self._agent_names.get(agent_id)
+        if name is None:
+            row = await self.service.store.agent_by_id(agent_id)
+            name = self._agent_names[agent_id] = row["name"] if row else agent_id
+        return name
+
+    def _token(self, run: dict[str, Any], scopes: list[str], agent: str) -> str:
+        hit = self._tokens.get(run["run_id"])
+        if hit is not None and time.time() < hit[1] - TOKEN_TTL_S / 5:
+            return hit[0]
+        identity = self.service.platform.identity
+        ttl = min(TOKEN_TTL_S, identity.token_max_ttl_s)
+        minter = Principal(id=run["owner"], tenant_id=run["tenant_id"], kind="agent", scopes=frozenset(scopes),
+                           name=f"agent {agent}")
+        token = identity.mint_token(minter, scopes=scopes, ttl_s=ttl, session_id=run["thread_id"][:256],
+                                    name=f"agent {agent}")["token"]
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[run["run_id"]] = (token, time.time() + ttl)
+        return token
+
+    def forget(self, run_id: str) -> None:
+        self._tokens.pop(run_id, None)
+
+    async def for_run(self, run: dict[str, Any]) -> dict[str, Any]:
+        """``config["configurable"]["garrison"]`` for a step of ``run``."""
+        spec = run["spec"]
+        agent = await self.agent_name(spec["agent_id"])
+        settings = self.service.platform.settings
+        out: dict[str, Any] = {
+            "run_id": run["run_id"], "thread_id": run["thread_id"], "agent": agent, "agent_version": spec["version"],
+            "llm_base_url": f"http://{settings.host}:{settings.port}/v1",
+            "headers": {"x-garrison-agent": agent, "x-garrison-agent-version": str(spec["version"]),
+                            "x-garrison-run": run["run_id"]},
+        }
+        scopes = spec.get("scopes")
+        if scopes and run.get("owner"):
+            out["token"] = self._token(run, list(scopes), agent)
+        return out
