@@ -12,7 +12,9 @@ Same run, same machine, per sandbox backend (gVisor, bubblewrap):
 - floor: garrison's own HTTP path without the sandbox (``GET /api/runtime/agents/{a}/sessions/{s}``:
   the same server, key check, policy and audit, an in-memory answer), to show where time goes.
 
-Added latency = routed p50 - direct p50 (target <= 5 ms). Also reports the load average.
+Added latency = routed p50 - direct p50 (target <= 5 ms). Wall times swing with the load of a
+shared machine, so the CPU time garrison's process spends per call is reported too (routed
+minus floor: what routing into the session costs garrison). Also reports the load average.
 
 Usage: python benchmarks/runtime_sessions.py [--n 300] [--backends gvisor,bubblewrap]
 """
@@ -131,6 +133,7 @@ async def bench_backend(backend: str, n: int, work: Path) -> dict[str, float]:
             direct = json.loads(out["stdout"])
             relay = Relay(conn)
             relayed: list[float] = []
+            cpu_relay0 = time.process_time()
             for _ in range(n + 20):
                 t0 = time.perf_counter()
                 resp = await relay.request(8080, "POST", "/invocations", [
@@ -138,13 +141,16 @@ async def bench_backend(backend: str, n: int, work: Path) -> dict[str, float]:
                     b'{"n": 1}')
                 await resp.read()
                 relayed.append(time.perf_counter() - t0)
+            relay_cpu = (time.process_time() - cpu_relay0) / (n + 20)
             relayed = relayed[20:]
             floor: list[float] = []  # the same HTTP, auth and policy path without the sandbox: describe session
+            cpu_floor0 = time.process_time()
             for _ in range(n + 20):
                 t0 = time.perf_counter()
                 r = await client.get(f"/api/runtime/agents/bench/sessions/{session}", headers=headers)
                 assert r.status_code == 200, r.text
                 floor.append(time.perf_counter() - t0)
+            floor_cpu = (time.process_time() - cpu_floor0) / (n + 20)
             floor = floor[20:]
             routed: list[float] = []
             profile = None
@@ -164,7 +170,7 @@ async def bench_backend(backend: str, n: int, work: Path) -> dict[str, float]:
                 import pstats
 
                 profile.disable()
-                pstats.Stats(profile).sort_stats(os.environ["BENCH_PROFILE"]).print_stats(40)
+                pstats.Stats(profile).sort_stats(os.environ["BENCH_PROFILE"]).print_stats(os.environ.get("BENCH_PROFILE_FILTER", ""), 45)
             routed = routed[20:]
     finally:
         server.should_exit = True
@@ -177,7 +183,9 @@ async def bench_backend(backend: str, n: int, work: Path) -> dict[str, float]:
             "floor_p50_ms": pct(floor, 0.5), "floor_p95_ms": pct(floor, 0.95),
             "added_p50_ms": pct(routed, 0.5) - pct(direct, 0.5),
             "added_over_floor_p50_ms": pct(routed, 0.5) - pct(direct, 0.5) - pct(floor, 0.5),
-            "garrison_cpu_ms_per_call": cpu * 1000, "direct_mean_ms": statistics.mean(direct) * 1000}
+            "garrison_cpu_ms_per_call": cpu * 1000, "floor_cpu_ms_per_call": floor_cpu * 1000,
+            "relay_cpu_ms_per_call": relay_cpu * 1000,
+            "routing_cpu_over_floor_ms": (cpu - floor_cpu) * 1000, "direct_mean_ms": statistics.mean(direct) * 1000}
 
 
 async def main() -> None:
