@@ -249,7 +249,7 @@ class FastPath:
         if not modern:
             return {k: v for k, v in result.items() if k != "resultType"} if "resultType" in result else result
         out = result if "resultType" in result else {**result, "resultType": "complete"}
-        meta = out.get("_meta")
+        meta = out.get("_meta")  # the SDK's serverInfo stamp (spec #3002), unless a _meta of another shape
         if meta is None or (isinstance(meta, dict) and meta.get(SERVER_INFO_META_KEY) is None):
             out = {**out, "_meta": {**(meta or {}), SERVER_INFO_META_KEY: self.gateway.server.server_info_stamp}}
         return out

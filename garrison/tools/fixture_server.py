@@ -15,9 +15,29 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
+EVENTS: list[tuple[str, str]] = []
+"""(tool, what happened) for ``wait``: started, finished, cancelled; read by tests in process."""
+
 
 def build(name: str = "fixture") -> MCPServer:
     server = MCPServer(name, version="1.0.0", log_level="WARNING")
+
+    @server.tool(description="Report the trace context (_meta traceparent, tracestate) this request carried.")
+    def trace_context(ctx: Context) -> dict[str, Any]:
+        meta = ctx.request_context.meta or {}
+        get = meta.get if isinstance(meta, dict) else lambda k: getattr(meta, k, None)
+        return {"traceparent": get("traceparent"), "tracestate": get("tracestate")}
+
+    @server.tool(description="Wait the given seconds unless cancelled first; records what happened.")
+    async def wait(seconds: float, label: str = "wait") -> str:
+        EVENTS.append((label, "started"))
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            EVENTS.append((label, "cancelled"))
+            raise
+        EVENTS.append((label, "finished"))
+        return "waited"
 
     @server.tool(description="Echo the given text back.")
     def echo(text: str) -> str:

@@ -34,6 +34,7 @@ LogSink = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]  # (method, params) of an upstream notification
 _ids = itertools.count(1)
+SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 
 
 class UpstreamError(Exception):
@@ -295,6 +296,12 @@ def _result_of(message: Any, rid: str) -> dict[str, Any]:
     result = message.get("result")
     if message.get("id") != rid or not isinstance(result, dict) or not isinstance(result.get("content", []), list):
         raise UpstreamError("the upstream's answer is not a tool result for this request")
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
+        # The upstream's identity stamp: the caller's answer comes from the gateway, which stamps its own.
+        result = {**result, "_meta": {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}}
+        if not result["_meta"]:
+            del result["_meta"]
     return result
 
 

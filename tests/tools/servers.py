@@ -4,12 +4,15 @@ listener, a garbage-speaking HTTP server, and garrison itself served in the test
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -104,3 +107,102 @@ async def serve_in_loop(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+def _tool_of(body: bytes) -> str | None:
+    match = re.search(rb'"method"\s*:\s*"tools/call".*?"name"\s*:\s*"([^"]+)"', body, re.S) or \
+        re.search(rb'"name"\s*:\s*"([^"]+)".*?"method"\s*:\s*"tools/call"', body, re.S)
+    return match.group(1).decode() if match else None
+
+
+@contextmanager
+def failing_upstream(fail_first: dict[str, int], status: int = 503) -> Iterator[tuple[str, dict[str, int]]]:
+    """The fixture MCP server behind a layer that answers HTTP ``status`` to the first
+    ``fail_first[tool]`` tools/call requests of each tool; yields (url, attempts per tool)."""
+    inner = fixture_server.app()
+    attempts: dict[str, int] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await inner(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        tool = _tool_of(body)
+        if tool is not None:
+            attempts[tool] = attempts.get(tool, 0) + 1
+            if attempts[tool] <= fail_first.get(tool, 0):
+                await send({"type": "http.response.start", "status": status, "headers": []})
+                await send({"type": "http.response.body", "body": b"upstream trouble"})
+                return
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await inner(scope, replay, send)
+
+    with threaded(app) as url:
+        yield url + "/mcp", attempts
+
+
+@contextmanager
+def dropping_proxy(upstream_url: str, drop_first: dict[str, int]) -> Iterator[tuple[str, dict[str, int]]]:
+    """A TCP proxy to an MCP server that closes the connection, unanswered, on the first
+    ``drop_first[tool]`` tools/call requests of each tool; yields (url, drops per tool)."""
+    target = urlsplit(upstream_url)
+    dropped: dict[str, int] = {}
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, inspect: bool,
+                   other: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                tool = _tool_of(data) if inspect else None
+                if tool is not None and dropped.get(tool, 0) < drop_first.get(tool, 0):
+                    dropped[tool] = dropped.get(tool, 0) + 1
+                    other.close()
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(pipe(client_r, up_w, True, client_w), pipe(up_r, client_w, False, up_w))
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        holder["port"] = server.sockets[0].getsockname()[1]
+        holder["server"] = server
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    thread = threading.Thread(target=lambda: _run_quietly(loop, main()), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield f"http://127.0.0.1:{holder['port']}{target.path}", dropped
+    finally:
+        loop.call_soon_threadsafe(holder["server"].close)
+        thread.join(timeout=5)
+
+
+def _run_quietly(loop: asyncio.AbstractEventLoop, main: Any) -> None:
+    with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+        loop.run_until_complete(main)
