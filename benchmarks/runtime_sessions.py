@@ -132,46 +132,46 @@ async def bench_backend(backend: str, n: int, work: Path) -> dict[str, float]:
             out = await conn.call("run_code", code=code)
             direct = json.loads(out["stdout"])
             relay = Relay(conn)
-            relayed: list[float] = []
-            cpu_relay0 = time.process_time()
-            for _ in range(n + 20):
-                t0 = time.perf_counter()
-                resp = await relay.request(8080, "POST", "/invocations", [
-                    ("content-type", "application/json"), ("X-Amzn-Bedrock-AgentCore-Runtime-Session-Id", session)],
-                    b'{"n": 1}')
-                await resp.read()
-                relayed.append(time.perf_counter() - t0)
-            relay_cpu = (time.process_time() - cpu_relay0) / (n + 20)
-            relayed = relayed[20:]
-            floor: list[float] = []  # the same HTTP, auth and policy path without the sandbox: describe session
-            cpu_floor0 = time.process_time()
-            for _ in range(n + 20):
-                t0 = time.perf_counter()
+            relay_headers = [("content-type", "application/json"),
+                             ("X-Amzn-Bedrock-AgentCore-Runtime-Session-Id", session)]
+
+            async def via_relay() -> None:
+                await (await relay.request(8080, "POST", "/invocations", relay_headers, b'{"n": 1}')).read()
+
+            async def via_floor() -> None:
+                # The same HTTP, key, policy and audit path without the sandbox: describe the session.
                 r = await client.get(f"/api/runtime/agents/bench/sessions/{session}", headers=headers)
                 assert r.status_code == 200, r.text
-                floor.append(time.perf_counter() - t0)
-            floor_cpu = (time.process_time() - cpu_floor0) / (n + 20)
-            floor = floor[20:]
-            routed: list[float] = []
+
+            async def via_garrison() -> None:
+                r = await client.post("/runtimes/bench/invocations", content=b'{"n": 1}', headers=headers)
+                assert r.status_code == 200 and r.json()["echo"] == 1, r.text
+
+            # Interleaved, so that each path sees the same load on a shared machine.
+            paths = {"relay": via_relay, "floor": via_floor, "routed": via_garrison}
+            wall: dict[str, list[float]] = {k: [] for k in paths}
+            cpu_sum = dict.fromkeys(paths, 0.0)
             profile = None
             if os.environ.get("BENCH_PROFILE"):
                 import cProfile
 
                 profile = cProfile.Profile()
                 profile.enable()
-            cpu0 = time.process_time()
-            for _ in range(n + 20):
-                t0 = time.perf_counter()
-                r = await client.post("/runtimes/bench/invocations", content=b'{"n": 1}', headers=headers)
-                assert r.status_code == 200 and r.json()["echo"] == 1, r.text
-                routed.append(time.perf_counter() - t0)
-            cpu = (time.process_time() - cpu0) / (n + 20)
+            for i in range(n + 20):
+                for name, call in paths.items():
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    await call()
+                    if i >= 20:
+                        wall[name].append(time.perf_counter() - t0)
+                        cpu_sum[name] += time.process_time() - c0
             if profile is not None:
                 import pstats
 
                 profile.disable()
-                pstats.Stats(profile).sort_stats(os.environ["BENCH_PROFILE"]).print_stats(os.environ.get("BENCH_PROFILE_FILTER", ""), 45)
-            routed = routed[20:]
+                pstats.Stats(profile).sort_stats(os.environ["BENCH_PROFILE"]).print_stats(
+                    os.environ.get("BENCH_PROFILE_FILTER", ""), 45)
+            relayed, floor, routed = wall["relay"], wall["floor"], wall["routed"]
+            relay_cpu, floor_cpu, cpu = (cpu_sum[k] / n for k in ("relay", "floor", "routed"))
     finally:
         server.should_exit = True
         with contextlib.suppress(BaseException):
