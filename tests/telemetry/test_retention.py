@@ -69,9 +69,11 @@ async def test_retention_by_age(service: TelemetryService) -> None:
     old_ns = now - 3 * DAY_NS
     # Just past the cut-off: its day may still reach beyond it.
     edge_ns = cutoff - HOUR_NS
-    await _send(service, [span(new_trace_id(), "old", start_ns=old_ns),
+    old_trace = new_trace_id()
+    await _send(service, [span(old_trace, "old", start_ns=old_ns),
                           span(new_trace_id(), "edge", start_ns=edge_ns),
                           span(new_trace_id(), "fresh", start_ns=now - 1000)])
+    assert await service.store.trace_spans(ALICE.tenant_id, old_trace)
     pg = service.store.partitioned
     if pg:
         assert {old_ns // DAY_NS, edge_ns // DAY_NS, now // DAY_NS} <= await _partitions(service)
@@ -85,9 +87,13 @@ async def test_retention_by_age(service: TelemetryService) -> None:
         assert (edge_ns // DAY_NS in left) == edge_kept
         assert result["dropped_by_age"] == (1 if edge_kept else 2)
         assert await _names(service) == (["edge", "fresh"] if edge_kept else ["fresh"])
+        async with service.store.db.engine.connect() as conn:  # the trace index forgets dropped traces
+            indexed = {t for (t,) in await conn.execute(sa.text("SELECT trace_id FROM telemetry_traces"))}
+        assert old_trace not in indexed and len(indexed) == (2 if edge_kept else 1)
     else:
         assert result["dropped_by_age"] == 2
         assert await _names(service) == ["fresh"]
+    assert await service.store.trace_spans(ALICE.tenant_id, old_trace) == []
     # The size ledger follows what is left.
     assert result["stored_bytes"] == sum(await _measured(service))
 
