@@ -39,3 +39,11 @@ def test_cli_and_client(settings: Settings) -> None:
         assert out.exit_code == 0 and "gpt-4o-mini" in out.output
         out = runner.invoke(app, ["show", "0" * 31 + "1", "--url", url, "--key", key])
         assert out.exit_code == 1 and "404" in out.output
+        out = runner.invoke(app, ["forward", "http://127.0.0.1:9/v1/traces", "--content", "--url", url,
+                                  "--key", key])
+        assert out.exit_code == 0, out.output
+        assert t.exporter()["include_content"] is True
+        t.set_exporter("http://127.0.0.1:9/v1/traces", include_content=False)
+        assert t.exporter()["include_content"] is False
+        out = runner.invoke(app, ["forward", "--off", "--url", url, "--key", key])
+        assert out.exit_code == 0 and "stopped" in out.output
