@@ -9,8 +9,6 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, Field
 
-from garrison.core.clock import rfc3339
-
 OFFICIAL_META = "io.modelcontextprotocol.registry/official"
 GARRISON_META = "dev.garrison/registry"
 
@@ -43,11 +41,13 @@ class Entry:
         return orjson.loads(self.server_json)
 
     def official_meta(self) -> dict[str, Any]:
+        # Times stay datetimes: render() writes them as RFC 3339 in orjson's C code, which
+        # profiled at a third of a 100-entry page's CPU when done in Python (isoformat per field).
         meta: dict[str, Any] = {
             "status": self.status,
-            "statusChangedAt": rfc3339(self.status_changed_at),
-            "publishedAt": rfc3339(self.published_at),
-            "updatedAt": rfc3339(self.updated_at),
+            "statusChangedAt": self.status_changed_at,
+            "publishedAt": self.published_at,
+            "updatedAt": self.updated_at,
             "isLatest": self.is_latest,
         }
         if self.status_message:
@@ -62,8 +62,11 @@ class Entry:
         return {"server": orjson.Fragment(self.server_json), "_meta": meta}
 
 
+RENDER_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z  # naive (SQLite) times are UTC; "Z", as rfc3339()
+
+
 def render(value: Any) -> bytes:
-    return orjson.dumps(value)
+    return orjson.dumps(value, option=RENDER_OPTIONS)
 
 
 def server_list(entries: list[Entry], next_cursor: str | None) -> bytes:

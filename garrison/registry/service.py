@@ -16,7 +16,7 @@ from garrison.core.pagination import decode_cursor, encode_cursor
 from garrison.core.principal import Principal
 from garrison.policy import Resource
 from garrison.registry.config import RegistrySettings
-from garrison.registry.schemas import GARRISON_META, Entry
+from garrison.registry.schemas import GARRISON_META, Entry, render
 from garrison.registry.store import RegistryStore
 from garrison.registry.tooldiff import check_tools, diff, is_major_bump
 from garrison.registry.validation import check_name, namespace_of, validate_server_json
@@ -355,5 +355,5 @@ class RegistryService:
 
     async def export_entries(self, include_deleted: bool = True) -> list[dict[str, Any]]:
         entries = await self.store.all_entries(include_deleted)
-        return [orjson.loads(orjson.dumps(e.envelope())) for e in entries]
+        return [orjson.loads(render(e.envelope())) for e in entries]
 
