@@ -55,6 +55,14 @@ def _seconds(body: dict[str, Any], key: str, most: float) -> float:
     return float(value)
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 class RunManager:
     def __init__(self, service: RuntimeService) -> None:
         self.service = service
@@ -97,10 +105,12 @@ class RunManager:
 
         if not isinstance(assistant_id, str) or not assistant_id:
             raise BadRequest("assistant_id is required: an assistant UUID or a graph name")
-        found = await self.store.assistant(principal.tenant_id, assistant_id)
+        # A graph name is the usual case and never a UUID: look for its default assistant first.
+        by_graph = default_assistant_id(principal.tenant_id, assistant_id)
+        order = [assistant_id, by_graph] if _is_uuid(assistant_id) else [by_graph, assistant_id]
+        found = await self.store.assistant(principal.tenant_id, order[0])
         if found is None:
-            found = await self.store.assistant(principal.tenant_id, default_assistant_id(principal.tenant_id,
-                                                                                          assistant_id))
+            found = await self.store.assistant(principal.tenant_id, order[1])
         if found is None:
             raise NotFound(f"assistant {assistant_id!r} not found")
         return found
