@@ -321,6 +321,10 @@ class SessionManager:
 
     async def _reap(self, sess: Session) -> None:
         s, now = self.settings, time.monotonic()
+        if sess.sandbox is None and not sess.lock.locked() and now - sess.last_active > max(s.idle_timeout_s, 3600):
+            # Long over: forget it here (who owns it stays in the store, so it can be reopened).
+            self.sessions.pop((sess.tenant_id, sess.agent, sess.endpoint, sess.session_id), None)
+            return
         if sess.sandbox is None or sess.lock.locked():  # starting: not idle
             return
         if not sess.alive():
