@@ -270,6 +270,10 @@ class ToolsService:
                 raise BadRequest(f"tools[].upstream {ref.upstream!r} is neither an upstream nor a local tool server")
             if ref.alias and ref.tool == "*":
                 raise BadRequest("an alias names one tool: give tools[].tool as well")
+            if ref.alias and ("__" in ref.alias or ref.alias == SEARCH_TOOL):
+                # '__' is reserved for <upstream>__<tool> names, so an alias never shadows another upstream's tool.
+                raise BadRequest(f"alias {ref.alias!r} may not contain '__' or be {SEARCH_TOOL!r}: "
+                                 "those names are reserved for namespaced tools and the search tool")
         now = utcnow()
         vs = await self.store.upsert_virtual_server(dict(
             id=new_id("vsv"), tenant_id=principal.tenant_id, name=body.name, description=body.description,

@@ -116,28 +116,30 @@ def _tool_of(body: bytes) -> str | None:
 
 
 @contextmanager
-def failing_upstream(fail_first: dict[str, int], status: int = 503) -> Iterator[tuple[str, dict[str, int]]]:
-    """The fixture MCP server behind a layer that answers HTTP ``status`` to the first
-    ``fail_first[tool]`` tools/call requests of each tool; yields (url, attempts per tool)."""
+def failing_upstream(fail_first: dict[str, int], status: int = 503, body: bytes = b"upstream trouble",
+                     content_type: bytes = b"text/plain") -> Iterator[tuple[str, dict[str, int]]]:
+    """The fixture MCP server behind a layer that answers HTTP ``status`` with ``body`` to the
+    first ``fail_first[tool]`` tools/call requests of each tool; yields (url, attempts per tool)."""
     inner = fixture_server.app()
     attempts: dict[str, int] = {}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return await inner(scope, receive, send)
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             message = await receive()
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        body = b"".join(chunks)
-        tool = _tool_of(body)
+        request = b"".join(chunks)
+        tool = _tool_of(request)
         if tool is not None:
             attempts[tool] = attempts.get(tool, 0) + 1
             if attempts[tool] <= fail_first.get(tool, 0):
-                await send({"type": "http.response.start", "status": status, "headers": []})
-                await send({"type": "http.response.body", "body": b"upstream trouble"})
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [(b"content-type", content_type)]})
+                await send({"type": "http.response.body", "body": body})
                 return
         sent = False
 
@@ -145,7 +147,7 @@ def failing_upstream(fail_first: dict[str, int], status: int = 503) -> Iterator[
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": request, "more_body": False}
             return await receive()
 
         await inner(scope, replay, send)
