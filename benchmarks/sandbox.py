@@ -109,12 +109,17 @@ def raw_runsc_once(root: Path, bundle: Path, i: int) -> float:
 # ------------------------------------------------------------------ garrison
 
 
-async def cold_first_result(backend: Any, n: int) -> tuple[list[float], list[float], float]:
-    """Cold create to the first run_code result; round trips; idle memory with a REPL."""
+async def cold_first_result(backend: Any, n: int, peer: Any) -> tuple[list[float], list[float], float, list[float]]:
+    """Cold create to the first run_code result, each sample paired with one of the raw peer
+    (``peer(i)``, run just before it), so both see the same load on a shared machine; the
+    previous sandbox's teardown is finished before the next pair starts, for both sides.
+    Also: round trips and idle memory with a REPL."""
     cold: list[float] = []
+    raw: list[float] = []
     rtts: list[float] = []
     idle_mem = 0.0
     for i in range(n):
+        raw.append(await asyncio.to_thread(peer, i))
         t = time.perf_counter()
         rt = await SandboxRuntime.start(backend, spec())
         value = await rt.conn.call("run_code", code="1 + 1")
@@ -131,8 +136,8 @@ async def cold_first_result(backend: Any, n: int) -> tuple[list[float], list[flo
             if mem_file is not None and mem_file.exists():
                 idle_mem = int(mem_file.read_text()) / MiB
         await rt.kill()
-        asyncio.get_running_loop().create_task(rt.destroy())
-    return cold, rtts, idle_mem
+        await rt.destroy()
+    return cold, rtts, idle_mem, raw
 
 
 async def creates_per_second(backend: Any, seconds: float = 5.0, concurrency: int = 4) -> float:
@@ -238,9 +243,8 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="garrison-bench-"))
     try:
         if shutil.which("bwrap"):
-            raw = [raw_bwrap_once() for _ in range(args.n)]
             b = BubblewrapBackend(tmp / "bwrap")
-            cold, rtts, mem = await cold_first_result(b, args.n)
+            cold, rtts, mem, raw = await cold_first_result(b, args.n, lambda i: raw_bwrap_once())
             warm = await warm_claims("bubblewrap", args.n * 5, tmp / "pool-bwrap")
             rate = await creates_per_second(b)
             rows += [
@@ -258,9 +262,9 @@ async def main() -> None:
         if shutil.which("runsc"):
             bundle = raw_runsc_bundle(tmp / "raw-runsc")
             n = max(5, args.n // 2)
-            raw = [raw_runsc_once(tmp / "raw-runsc", bundle, i) for i in range(n)]
             g = GVisorBackend(tmp / "gvisor")
-            cold, rtts, mem = await cold_first_result(g, n)
+            cold, rtts, mem, raw = await cold_first_result(
+                g, n, lambda i: raw_runsc_once(tmp / "raw-runsc", bundle, i))
             warm = await warm_claims("gvisor", n * 3, tmp / "pool-gvisor")
             rate = await creates_per_second(g, concurrency=2)
             rate4 = await creates_per_second(g, concurrency=4)
