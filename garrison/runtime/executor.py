@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,9 @@ from garrison.runtime.workflows import FINISH_ACTIVITY, STEP_ACTIVITY, FinishPar
 
 log = logging.getLogger("garrison.runtime.executor")
 tracer = trace.get_tracer("garrison.runtime")
+
+# A step slower than this records the run's progress (steps completed) as soon as it ends.
+PROGRESS_WRITE_AFTER_S = 1.0
 
 # What a thread becomes when its run ends.
 THREAD_STATUS = {"success": "idle", "interrupted": "interrupted", "error": "error", "timeout": "error"}
@@ -49,6 +53,7 @@ class RunExecutor:
         self._expected: dict[str, int] = {}
         # Values of runs that ended in this process: the caller waiting for them needs no re-read.
         self._final: OrderedDict[str, Any] = OrderedDict()
+        self._ended: OrderedDict[str, tuple[str, str | None]] = OrderedDict()  # status, error
         # Steps running in this process, so a cancel reaches a local step at once (it has no heartbeats).
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
@@ -69,6 +74,10 @@ class RunExecutor:
     def final_values(self, run_id: str) -> Any:
         """The state snapshot a run ended with in this process, if it did (taken once)."""
         return self._final.pop(run_id, None)
+
+    def ended(self, run_id: str) -> tuple[str, str | None] | None:
+        """(status, error) of a run that ended in this process, if it did."""
+        return self._ended.get(run_id)
 
     def cancel_local(self, run_id: str) -> bool:
         """Stop the step of ``run_id`` running in this process now (the run ends as cancelled)."""
@@ -135,6 +144,7 @@ class RunExecutor:
     async def _step(self, run: dict[str, Any], params: StepParams) -> StepOutcome:
         from langgraph.types import Command
 
+        began = time.monotonic()
         spec = run["spec"]
         run_id = run["run_id"]
         graph, config = await self.graph_for(run)
@@ -191,7 +201,7 @@ class RunExecutor:
                                       step=params.step)
             await self._finish(run, "error", f"{type(exc).__name__}: {exc}")
             return StepOutcome("error")
-        return await self._outcome(run, params, state)
+        return await self._outcome(run, params, state, began=began)
 
     async def _done_step(self, graph: Any, config: dict[str, Any], run_id: str) -> tuple[int | None, Any]:
         """(the last step of ``run_id`` whose superstep completed, or None; the thread's latest state).
@@ -216,7 +226,7 @@ class RunExecutor:
         return (step - 1 if step > 0 else None), latest
 
     async def _outcome(self, run: dict[str, Any], params: StepParams, state: Any,
-                       done: int | None = None) -> StepOutcome:
+                       done: int | None = None, began: float = 0.0) -> StepOutcome:
         """What the workflow does after step ``done`` (this one unless it had run further) left ``state``."""
         run_id = run["run_id"]
         steps = params.step + 1
@@ -236,7 +246,10 @@ class RunExecutor:
                     return StepOutcome("interrupted", jump)
                 await self._finish(run, "interrupted", None, steps=steps, state=state)
                 return StepOutcome("interrupted", jump)
-            await self.store.update_run(run_id, steps=steps)
+            if time.monotonic() - began > PROGRESS_WRITE_AFTER_S:
+                # Progress of a slow run is visible; a fast step skips the write (the count is recorded
+                # when the run stops or waits, and a repeated step reads its progress from the checkpoints).
+                await self.store.update_run(run_id, steps=steps)
             self._expected[run_id] = steps
             self._runs[run_id] = run
             return StepOutcome("continue", jump)
@@ -251,6 +264,9 @@ class RunExecutor:
         await self.store.end_run(run["run_id"], run["thread_id"], THREAD_STATUS.get(status, "idle"), **values)
         self._expected.pop(run["run_id"], None)
         self._runs.pop(run["run_id"], None)
+        self._ended[run["run_id"]] = (status, error)
+        while len(self._ended) > 1000:
+            self._ended.popitem(last=False)
         if state is not None:
             self._final[run["run_id"]] = state
             while len(self._final) > 1000:

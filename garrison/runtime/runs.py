@@ -288,6 +288,10 @@ class RunManager:
             if deadline is not None and loop.time() > deadline:
                 return run
             await self.events.wait(run_id + DONE)  # woken when the run ends, not by each of its events
+            executor = self.service.executor
+            ended = executor.ended(run_id) if executor is not None else None
+            if ended is not None:  # it ended in this process: no need to read the row again
+                return {**run, "status": ended[0], "error": ended[1]}
 
     async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events of a run from ``after`` on, until the run has ended and everything was sent."""
