@@ -2,7 +2,8 @@
 
 Starts the deterministic fake upstream (garrison.llm.fake_upstream) in its own process,
 garrison (`garrison up`, every layer present: auth, policy, audit, limits, budget,
-metering, tracing) and LiteLLM proxy (installed by this script in `.bench-litellm/`),
+metering, tracing) and LiteLLM proxy (installed by this script in ~/.cache/garrison-bench-litellm,
+or $GARRISON_BENCH_LITELLM_VENV),
 then measures for each gateway:
 
 - CPU per request in the gateway's process tree (non-streaming and streaming),
@@ -36,7 +37,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-LITELLM_VENV = ROOT / ".bench-litellm"
+# Outside the repository, so the shared working tree stays clean.
+LITELLM_VENV = Path(os.environ.get("GARRISON_BENCH_LITELLM_VENV",
+                                   Path.home() / ".cache" / "garrison-bench-litellm"))
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "say something short please"}],
         "max_tokens": 8}
 
@@ -136,7 +139,7 @@ def setup_garrison(url: str, admin: str, fast: str, slow: str) -> dict[str, str]
 def ensure_litellm() -> Path:
     exe = LITELLM_VENV / "bin" / "litellm"
     if not exe.exists():
-        print("installing LiteLLM proxy into .bench-litellm/ ...", file=sys.stderr)
+        print(f"installing LiteLLM proxy into {LITELLM_VENV} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
         subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
     return exe

@@ -101,6 +101,17 @@ class Gateway:
         self.metering = metering
         self.policy = policy
         self.audit = audit
+        self._timeout_for: tuple[float, float] | None = None
+        self._timeout = aiohttp.ClientTimeout()
+
+    def _client_timeout(self) -> aiohttp.ClientTimeout:
+        """Built once per settings value, not per call (settings may change at run time)."""
+        s = self.settings
+        key = (s.connect_timeout_s, s.read_timeout_s)
+        if key != self._timeout_for:
+            self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+            self._timeout_for = key
+        return self._timeout
 
     # ---- admission -------------------------------------------------------------------
 
@@ -136,7 +147,7 @@ class Gateway:
         call.agent = headers.get("x-garrison-agent") or principal.attributes.get("agent") or None
         await self._limits(call)
         try:
-            call.reservation = self.metering.reserve(
+            call.reservation = await self.metering.reserve(
                 principal.tenant_id,
                 model=model,
                 provider=pool.provider,
@@ -147,9 +158,11 @@ class Gateway:
                 session_id=principal.session_id,
                 agent=call.agent,
             ) if self.metering is not None else None
-        except TooManyRequests as exc:
+        except BaseException as exc:
             await self._undo_limits(call)
-            raise self._deny(principal, model, "budget", exc) from None
+            if isinstance(exc, TooManyRequests):
+                raise self._deny(principal, model, "budget", exc) from None
+            raise
         self._start_span(call, headers, state)
         try:
             return await self._dispatch(call)
@@ -292,13 +305,10 @@ class Gateway:
 
     async def _exchange(self, call: Call, pool: ModelPool, replica: Replica) -> Response:
         assert self.http is not None, "the LLM service is not started"
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.settings.connect_timeout_s, sock_read=self.settings.read_timeout_s
-        )
         try:
             resp = await self.http.post(
                 replica.base_url + OPS[call.parsed.op], data=self._payload(call, replica),
-                headers=self._headers(call, replica), timeout=timeout,
+                headers=self._headers(call, replica), timeout=self._client_timeout(),
             )
         except TimeoutError as exc:
             raise _Retryable(f"timed out: {type(exc).__name__}") from None

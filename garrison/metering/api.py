@@ -98,7 +98,7 @@ async def resource_entries(
 async def list_budgets(principal: Principal = Depends(require("metering:read")),
                        platform: Platform = Depends(get_platform)) -> list[BudgetOut]:
     tenant_id = None if _operator(principal, platform) else principal.tenant_id
-    return [_budget_out(b) for b in platform.services["metering"].list_budgets(tenant_id)]
+    return [_budget_out(b) for b in await platform.services["metering"].list_budgets(tenant_id)]
 
 
 @router.post("/api/metering/budgets", status_code=201)

@@ -61,6 +61,8 @@ class Reservation:
     amount: Decimal
     budgets: list[BudgetState] = field(default_factory=list)
     settled: bool = False
+    shared_keys: list[str] = field(default_factory=list)  # Redis window keys (shared budgets)
+    units: int = 0  # the amount in nano-dollars, as reserved in Redis
 
 
 class BudgetExceeded(Exception):
@@ -102,6 +104,12 @@ class BudgetBook:
             s.roll(now)
             if s.spent + s.reserved + amount > s.limit_usd:
                 raise BudgetExceeded(s)
+        for s in states:
+            s.reserved += amount
+        return Reservation(amount, states)
+
+    def hold(self, states: list[BudgetState], amount: Decimal) -> Reservation:
+        """Record a reservation that was checked elsewhere (in Redis, across processes)."""
         for s in states:
             s.reserved += amount
         return Reservation(amount, states)

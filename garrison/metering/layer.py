@@ -15,7 +15,8 @@ NAME = "metering"
 
 
 async def start(platform: Platform) -> MeteringService:
-    service = MeteringService(platform.db, platform.settings.data_dir / "metering")
+    service = MeteringService(platform.db, platform.settings.data_dir / "metering",
+                              redis_url=platform.settings.redis_url)
     await service.start()
     return service
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -55,7 +55,8 @@ class UsageEntry:
     span_id: str | None = None
 
     def to_json(self) -> bytes:
-        doc = asdict(self)
+        # Field by field: dataclasses.asdict deep-copies, and this runs once per model call.
+        doc = {f: getattr(self, f) for f in _ENTRY_FIELDS}
         doc["ts"] = self.ts.isoformat()
         doc["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
         return orjson.dumps(doc)
@@ -66,6 +67,9 @@ class UsageEntry:
         doc["ts"] = aware(datetime.fromisoformat(doc["ts"]))
         doc["cost_usd"] = None if doc["cost_usd"] is None else Decimal(doc["cost_usd"])
         return cls(**doc)
+
+
+_ENTRY_FIELDS = tuple(UsageEntry.__dataclass_fields__)
 
 
 @dataclass
@@ -229,11 +233,8 @@ class LedgerWriter:
 
 _SUMMED = ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd",
            "unpriced_requests")
-_FIELDS = tuple(UsageEntry.__dataclass_fields__)
-
-
 def _row(e: UsageEntry) -> dict[str, Any]:
-    return {f: getattr(e, f) for f in _FIELDS}
+    return {f: getattr(e, f) for f in _ENTRY_FIELDS}
 
 
 def _rollups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

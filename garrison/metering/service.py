@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select
 
 from garrison.core.clock import aware, utcnow
-from garrison.core.errors import BadRequest, NotFound, TooManyRequests
+from garrison.core.errors import BadRequest, NotFound, ServiceUnavailable, TooManyRequests
 from garrison.core.ids import new_id
 from garrison.db import Database
 from garrison.metering.budgets import (
@@ -30,6 +30,7 @@ from garrison.metering.budgets import (
 from garrison.metering.ledger import LedgerWriter, UsageEntry
 from garrison.metering.pricing import CustomPrice, PriceBook, Priced
 from garrison.metering.resources import ResourceEntry, ResourceWriter, checked
+from garrison.metering.shared import SharedBudgets, nano
 from garrison.metering.tables import (
     budgets,
     model_prices,
@@ -50,20 +51,29 @@ def _scopes(
 
 
 class MeteringService:
-    def __init__(self, db: Database, journal_dir: Path | None, *, flush_interval_s: float = 0.05) -> None:
+    def __init__(
+        self, db: Database, journal_dir: Path | None, *, flush_interval_s: float = 0.2, redis_url: str | None = None
+    ) -> None:
         self.db = db
         self.prices = PriceBook()
         self.budgets = BudgetBook()
+        # With Redis, reservations and spend are checked there, so processes sharing it
+        # cannot overspend together; the local book still tracks this process's share.
+        self.shared = SharedBudgets(redis_url) if redis_url else None
         self.ledger = LedgerWriter(db, journal_dir, flush_interval_s=flush_interval_s)
         self.resources = ResourceWriter(db, journal_dir, flush_interval_s=max(flush_interval_s, 0.2))
 
     async def start(self) -> None:
+        if self.shared is not None:
+            await self.shared.start()
         await self.ledger.start()
         await self.resources.start()
         await self._load_prices()
         await self._load_budgets()
 
     async def stop(self) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
         await self.resources.stop()
         await self.ledger.stop()
 
@@ -92,7 +102,7 @@ class MeteringService:
             historic=historic,
         )
 
-    def reserve(
+    async def reserve(
         self,
         tenant_id: str,
         *,
@@ -107,24 +117,55 @@ class MeteringService:
     ) -> Reservation:
         """Reserve the worst-case cost; 429 with x-should-retry: false when a budget is spent."""
         scopes = _scopes(tenant_id, key_id, user, session_id, agent)
-        if not self.budgets.matching(tenant_id, scopes):
+        states = self.budgets.matching(tenant_id, scopes)
+        if not states:
             return Reservation(Decimal(0))
         estimate = self.price(model, provider, input_tokens, max_output_tokens).cost_usd or Decimal(0)
+        now = utcnow()
+        if self.shared is None:
+            try:
+                return self.budgets.reserve(tenant_id, scopes, estimate, now)
+            except BudgetExceeded as exc:
+                raise _spent(exc.budget, exc.budget.spent, exc.budget.reserved) from None
+        for b in states:
+            b.roll(now)
+        units = nano(estimate)
+        items = [(self.shared.key(b.id, b.window_start), nano(b.limit_usd), nano(b.spent),
+                  self.shared.ttl_ms(b.window_end, now)) for b in states]
         try:
-            return self.budgets.reserve(tenant_id, scopes, estimate, utcnow())
-        except BudgetExceeded as exc:
-            b = exc.budget
-            raise TooManyRequests(
-                f"the {b.window} budget of {b.scope} {b.scope_id} is spent "
-                f"(limit ${b.limit_usd:.4f}, spent ${b.spent:.4f}, reserved ${b.reserved:.4f}); "
-                "raise the budget or wait for the next window",
-                slug="budget-exceeded",
-                headers={"x-should-retry": "false"},
-                budget_id=b.id,
+            failed, spent, reserved = await self.shared.reserve(items, units)
+        except Exception as exc:  # fail closed: without Redis no process can check the budget
+            raise ServiceUnavailable(
+                f"the shared budget store (Redis) did not answer ({type(exc).__name__}); retry shortly",
+                headers={"Retry-After": "1"},
             ) from None
+        if failed:
+            raise _spent(states[failed - 1], spent, reserved)
+        reservation = self.budgets.hold(states, estimate)
+        reservation.shared_keys = [k for k, *_ in items]
+        reservation.units = units
+        return reservation
 
     def release(self, reservation: Reservation) -> None:
         self.budgets.settle(reservation, None, utcnow())
+        self._settle_shared(reservation, None, utcnow())
+
+    def _settle_shared(self, reservation: Reservation, cost: Decimal | None, now: datetime) -> None:
+        if self.shared is None or not reservation.shared_keys:
+            return
+        charged = [(self.shared.key(b.id, b.window_start), nano(b.spent), self.shared.ttl_ms(b.window_end, now))
+                   for b in reservation.budgets]
+        self.shared.settle_soon(reservation.shared_keys, charged, reservation.units, nano(cost or Decimal(0)))
+        reservation.shared_keys = []
+
+    def _charge_shared(self, tenant_id: str, scopes: dict[str, str | None], cost: Decimal, now: datetime) -> None:
+        if self.shared is None:
+            return
+        states = self.budgets.matching(tenant_id, scopes)
+        if states:
+            charged = [(self.shared.key(b.id, b.window_start), nano(b.spent), self.shared.ttl_ms(b.window_end, now))
+                       for b in states]
+            self.shared.settle_soon([k for k, *_ in charged], charged, 0, nano(cost))
 
     def record(self, entry: UsageEntry, reservation: Reservation | None = None, *, gpu_seconds: float = 0.0) -> None:
         """Price an entry, settle its reservation and append it to the ledger (no I/O wait)."""
@@ -141,13 +182,11 @@ class MeteringService:
             entry.cost_usd, entry.price_version = priced.cost_usd, priced.price_version
         if reservation is not None and reservation.budgets:
             self.budgets.settle(reservation, entry.cost_usd, entry.ts)
+            self._settle_shared(reservation, entry.cost_usd, entry.ts)
         elif entry.cost_usd:
-            self.budgets.charge(
-                entry.tenant_id,
-                _scopes(entry.tenant_id, entry.key_id, entry.user_id, entry.session_id, entry.agent),
-                entry.cost_usd,
-                entry.ts,
-            )
+            scopes = _scopes(entry.tenant_id, entry.key_id, entry.user_id, entry.session_id, entry.agent)
+            self.budgets.charge(entry.tenant_id, scopes, entry.cost_usd, entry.ts)
+            self._charge_shared(entry.tenant_id, scopes, entry.cost_usd, entry.ts)
         self.ledger.append(entry)
 
     async def record_external_usage(
@@ -382,13 +421,20 @@ class MeteringService:
             await conn.execute(budgets.insert().values(**row))
         return await self._activate(row)
 
-    def list_budgets(self, tenant_id: str | None) -> list[BudgetState]:
+    async def list_budgets(self, tenant_id: str | None) -> list[BudgetState]:
         now = utcnow()
         out = []
         for b in self.budgets.by_id.values():
             if tenant_id is None or b.tenant_id == tenant_id:
                 b.roll(now)
                 out.append(b)
+        if self.shared is not None:
+            await self.shared.drain()
+            for b in out:  # every process's spend and reservations, not only this one's
+                spent, reserved = await self.shared.read(self.shared.key(b.id, b.window_start))
+                if spent is not None:
+                    b.spent = spent
+                b.reserved = reserved
         return sorted(out, key=lambda b: b.id)
 
     def get_budget(self, budget_id: str, tenant_id: str | None) -> BudgetState:
@@ -461,6 +507,17 @@ class MeteringService:
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [dict(r) for r in rows]
+
+
+def _spent(b: BudgetState, spent: Decimal, reserved: Decimal) -> TooManyRequests:
+    return TooManyRequests(
+        f"the {b.window} budget of {b.scope} {b.scope_id} is spent "
+        f"(limit ${b.limit_usd:.4f}, spent ${spent:.4f}, reserved ${reserved:.4f}); "
+        "raise the budget or wait for the next window",
+        slug="budget-exceeded",
+        headers={"x-should-retry": "false"},
+        budget_id=b.id,
+    )
 
 
 def _price_from_row(r: Any) -> CustomPrice:
