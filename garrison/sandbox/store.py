@@ -112,7 +112,8 @@ class SandboxStore:
         gone: list[tuple[str, str]] = []
         for sid, owner, tenant in rows:
             parts = owner.split(":", 2)
-            if len(parts) != 3 or owner == mine:
+            # LIKE treats '_' in a host name as a wildcard: compare the host exactly.
+            if len(parts) != 3 or owner == mine or parts[0] != host:
                 continue
             other_pid = int(parts[1]) if parts[1].isdigit() else 0
             if other_pid == int(pid) or not alive(other_pid):
