@@ -116,6 +116,7 @@ async def test_templates_api_add_use_remove(client, platform, make_key, wheelhou
     assert "sandbox:template:create" in actions and "sandbox:template:delete" in actions
 
 
+@pytest.mark.slow  # a real `garrison up` (~15 s)
 def test_default_template_packages_come_from_the_wheelhouse(wheelhouse: Path, tmp_path: Path) -> None:
     """`garrison up` with GARRISON_SANDBOX_DEFAULT_PACKAGES: the default template has them
     (air-gapped install, read-only mount); `garrison sandbox templates` adds and removes."""
