@@ -109,12 +109,15 @@ def raw_runsc_once(root: Path, bundle: Path, i: int) -> float:
 # ------------------------------------------------------------------ garrison
 
 
-async def cold_first_result(backend: Any, n: int, peer: Any) -> tuple[list[float], list[float], float, list[float]]:
+async def cold_first_result(backend: Any, n: int, peer: Any
+                            ) -> tuple[list[float], list[float], float, list[float], list[float]]:
     """Cold create to the first run_code result, each sample paired with one of the raw peer
     (``peer(i)``, run just before it), so both see the same load on a shared machine; the
     previous sandbox's teardown is finished before the next pair starts, for both sides.
-    Also: round trips and idle memory with a REPL."""
+    Also: round trips, idle memory with a REPL, and the sandbox's own CPU time (its cgroup)
+    to the first result, which does not depend on how loaded the machine is."""
     cold: list[float] = []
+    cpu: list[float] = []
     raw: list[float] = []
     rtts: list[float] = []
     idle_mem = 0.0
@@ -124,6 +127,7 @@ async def cold_first_result(backend: Any, n: int, peer: Any) -> tuple[list[float
         rt = await SandboxRuntime.start(backend, spec())
         value = await rt.conn.call("run_code", code="1 + 1")
         cold.append(time.perf_counter() - t)
+        cpu.append(rt.usage().cpu_seconds)
         assert value["text"] == "2"
         if i == 0:
             for _ in range(200):
@@ -137,7 +141,7 @@ async def cold_first_result(backend: Any, n: int, peer: Any) -> tuple[list[float
                 idle_mem = int(mem_file.read_text()) / MiB
         await rt.kill()
         await rt.destroy()
-    return cold, rtts, idle_mem, raw
+    return cold, rtts, idle_mem, raw, cpu
 
 
 async def creates_per_second(backend: Any, seconds: float = 5.0, concurrency: int = 4) -> float:
@@ -244,13 +248,15 @@ async def main() -> None:
     try:
         if shutil.which("bwrap"):
             b = BubblewrapBackend(tmp / "bwrap")
-            cold, rtts, mem, raw = await cold_first_result(b, args.n, lambda i: raw_bwrap_once())
+            cold, rtts, mem, raw, cpu = await cold_first_result(b, args.n, lambda i: raw_bwrap_once())
             warm = await warm_claims("bubblewrap", args.n * 5, tmp / "pool-bwrap")
             rate = await creates_per_second(b)
             rows += [
                 {"metric": "bwrap cold start to first result p50", "garrison": ms(statistics.median(cold)),
                  "peer": ms(statistics.median(raw)), "ratio": statistics.median(cold) / statistics.median(raw),
                  "peer_name": "raw bwrap + python -c"},
+                {"metric": "bwrap sandbox CPU time to first result p50", "garrison": ms(statistics.median(cpu)),
+                 "peer": "-", "ratio": None},
                 {"metric": "bwrap warm-pool claim to first result p50 / p99", "garrison":
                     f"{ms(statistics.median(warm))} / {ms(pct(warm, 99))}", "peer": "-", "ratio": None},
                 {"metric": "bwrap call round trip p50", "garrison": ms(statistics.median(rtts)), "peer": "-", "ratio": None},
@@ -263,7 +269,7 @@ async def main() -> None:
             bundle = raw_runsc_bundle(tmp / "raw-runsc")
             n = max(5, args.n // 2)
             g = GVisorBackend(tmp / "gvisor")
-            cold, rtts, mem, raw = await cold_first_result(
+            cold, rtts, mem, raw, cpu = await cold_first_result(
                 g, n, lambda i: raw_runsc_once(tmp / "raw-runsc", bundle, i))
             warm = await warm_claims("gvisor", n * 3, tmp / "pool-gvisor")
             rate = await creates_per_second(g, concurrency=2)
@@ -272,6 +278,8 @@ async def main() -> None:
                 {"metric": "gVisor cold create to first result p50", "garrison": ms(statistics.median(cold)),
                  "peer": ms(statistics.median(raw)), "ratio": statistics.median(cold) / statistics.median(raw),
                  "peer_name": "raw runsc run + python -c"},
+                {"metric": "gVisor sandbox CPU time to first result p50", "garrison": ms(statistics.median(cpu)),
+                 "peer": "-", "ratio": None},
                 {"metric": "gVisor warm-pool claim to first result p50 / p99", "garrison":
                     f"{ms(statistics.median(warm))} / {ms(pct(warm, 99))}", "peer": "-", "ratio": None},
                 {"metric": "gVisor call round trip p50", "garrison": ms(statistics.median(rtts)), "peer": "-", "ratio": None},
