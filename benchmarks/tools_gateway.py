@@ -47,7 +47,7 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
-def wait_http(url: str, timeout: float = 120) -> None:
+def wait_http(url: str, timeout: float = 400) -> None:  # garrison's start takes minutes on a loaded machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -171,16 +171,20 @@ async def with_client(url: str, token: str | None, fn: Callable[[Any], Awaitable
             return await fn(client)
 
 
-async def latencies(url: str, token: str | None, tool: str, calls: int) -> list[float]:
+async def latencies(url: str, token: str | None, tool: str, calls: int, pid: int | None = None,
+                    cpu_out: dict[str, float] | None = None) -> list[float]:
     async def run(client: Any) -> list[float]:
         for _ in range(20):
             await client.call_tool(tool, {"text": "warm"})
+        cpu0 = tree_cpu_seconds(pid) if pid else 0.0
         out = []
         for i in range(calls):
             t = time.perf_counter()
             r = await client.call_tool(tool, {"text": f"hello {i}"})
             out.append((time.perf_counter() - t) * 1000)
             assert not r.is_error, r
+        if pid and cpu_out is not None:  # CPU of the serving process tree per call: steadier than wall time
+            cpu_out["cpu_ms_per_call"] = 1000 * (tree_cpu_seconds(pid) - cpu0) / calls
         return out
 
     return await with_client(url, token, run)
@@ -216,7 +220,7 @@ async def throughput(url: str, token: str | None, tool: str, clients: int, secon
             "calls_per_cpu_s": count / cpu if cpu else float("nan")}
 
 
-def registry_listing(base: str, key: str, servers: int, rounds: int = 3) -> dict[str, float]:
+def registry_listing(base: str, key: str, servers: int, pid: int, rounds: int = 5) -> dict[str, float]:
     h = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=base, headers=h, timeout=120) as http:
         batch = []
@@ -228,6 +232,7 @@ def registry_listing(base: str, key: str, servers: int, rounds: int = 3) -> dict
                 http.post("/api/registry/import", json=batch).raise_for_status()
                 batch = []
         samples = []
+        cpu0 = tree_cpu_seconds(pid)
         for _ in range(rounds):
             cursor = None
             while True:
@@ -241,7 +246,9 @@ def registry_listing(base: str, key: str, servers: int, rounds: int = 3) -> dict
                 cursor = r.json()["metadata"].get("nextCursor")
                 if not cursor:
                     break
-    return {"pages": len(samples), "p50_ms": pct(samples, 0.5), "p95_ms": pct(samples, 0.95), "p99_ms": pct(samples, 0.99)}
+        cpu = tree_cpu_seconds(pid) - cpu0
+    return {"pages": len(samples), "p50_ms": pct(samples, 0.5), "p95_ms": pct(samples, 0.95), "p99_ms": pct(samples, 0.99),
+            "server_cpu_ms_per_page": 1000 * cpu / len(samples)}
 
 
 def summarize(direct: list[float], via: list[float]) -> dict[str, float]:
@@ -250,7 +257,8 @@ def summarize(direct: list[float], via: list[float]) -> dict[str, float]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"calls": args.calls, "clients": args.clients, "seconds": args.seconds}
+    results: dict[str, Any] = {"calls": args.calls, "clients": args.clients, "seconds": args.seconds,
+                               "loadavg_start": os.getloadavg()}
     procs: list[Proc] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-tools-"))
     try:
@@ -267,28 +275,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             cf, cf_url, cf_token, cf_tool = start_contextforge(upstream, tmp / "cf")
             procs.append(cf)
             targets["contextforge"] = (cf_url, cf_token, cf_tool, cf.p.pid)
-        lat = {}
-        for name, (u, k, tool, _) in targets.items():
+        lat, cpu = {}, {}
+        for name, (u, k, tool, pid) in targets.items():
             try:
-                lat[name] = await latencies(u, k, tool, args.calls)
+                cpu[name] = {}
+                lat[name] = await latencies(u, k, tool, args.calls, pid, cpu[name])
             except BaseException as exc:
                 log = next((p.log.name for p in procs if p.p.pid == targets[name][3]), None)
                 tail = open(log).read()[-3000:] if log else ""  # noqa: ASYNC230, SIM115 (failure path)
                 raise RuntimeError(f"{name} failed: {exc!r}\n{tail}") from exc
-        results["direct"] = {"p50_ms": pct(lat["direct"], 0.5), "p99_ms": pct(lat["direct"], 0.99)}
+        results["direct"] = {"p50_ms": pct(lat["direct"], 0.5), "p99_ms": pct(lat["direct"], 0.99),
+                             "upstream_cpu_ms_per_call": cpu["direct"].get("cpu_ms_per_call")}
         for name in targets:
             if name != "direct":
                 results[name] = summarize(lat["direct"], lat[name])
+                results[name]["gateway_cpu_ms_per_call"] = cpu[name].get("cpu_ms_per_call")
         for name, (u, k, tool, pid) in targets.items():
             if name == "direct" or pid is None:
                 continue
             results[name]["throughput"] = await throughput(u, k, tool, args.clients, args.seconds, pid)
         if args.servers:
             base = g_url.rsplit("/mcp/", 1)[0]
-            results["registry_listing"] = registry_listing(base, g_key, args.servers)
+            results["registry_listing"] = registry_listing(base, g_key, args.servers, g.p.pid)
     finally:
         for p in reversed(procs):
             p.stop()
+    results["loadavg_end"] = os.getloadavg()
     return results
 
 
@@ -315,6 +327,9 @@ def main() -> None:
         other = f"{cf[key]:.2f}" if cf else "-"
         ratio = f"{cf[key] / g[key]:.1f}x lower" if cf and g[key] > 0 else "-"
         print(f"| {label} | {g[key]:.2f} | {other} | {ratio} |")
+    gc, cc = g["gateway_cpu_ms_per_call"], (cf or {}).get("gateway_cpu_ms_per_call")
+    print(f"| gateway CPU per call, one client (ms) | {gc:.2f} | {cc:.2f} | {cc / gc:.1f}x lower |" if cc else
+          f"| gateway CPU per call, one client (ms) | {gc:.2f} | - | - |")
     gt = g["throughput"]["calls_per_cpu_s"]
     ct = cf["throughput"]["calls_per_cpu_s"] if cf else None
     print(f"| tool calls per CPU-second | {gt:.0f} | {ct:.0f} | {gt / ct:.1f}x |" if ct else
@@ -325,6 +340,7 @@ def main() -> None:
         r = results["registry_listing"]
         print(f"| registry list, {args.servers} servers, pages of 100: p95 (ms) | {r['p95_ms']:.2f} | n/a | |")
     print(f"direct upstream call: p50 {results['direct']['p50_ms']:.2f} ms, p99 {results['direct']['p99_ms']:.2f} ms")
+    print(f"load average (1, 5, 15 min) at start {results['loadavg_start']}, at end {results['loadavg_end']}")
 
 
 if __name__ == "__main__":
