@@ -79,9 +79,10 @@ class FastPath:
                      fallback: Fallback) -> None:
         headers: dict[bytes, bytes] = dict(scope["headers"])
         accept = headers.get(b"accept", b"")
+        length = headers.get(b"content-length", b"0")
         if (scope["method"] != "POST" or not headers.get(b"content-type", b"").startswith(b"application/json")
                 or b"application/json" not in accept or b"text/event-stream" not in accept
-                or int(headers.get(b"content-length", b"0") or 0) > self.gateway.service.settings.max_body_bytes):
+                or not length.isdigit() or int(length) > self.gateway.service.settings.max_body_bytes):
             return await fallback(receive)
         body = await self._body(receive)
         if body is None:

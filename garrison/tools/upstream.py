@@ -35,6 +35,7 @@ LogSink = Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]  # (method, params) of an upstream notification
 _ids = itertools.count(1)
 SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
+HEADER_MISMATCH = -32020  # 2026-07-28: the request's routing headers do not match its body
 
 
 class UpstreamError(Exception):
@@ -158,25 +159,33 @@ class UpstreamConnection:
         out_meta = dict(meta or {})
         if progress:
             out_meta["progressToken"] = rid
-        if out_meta:
-            params["_meta"] = out_meta
-        data: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
-        opts: dict[str, Any] = {}
-        # The SDK session's stamp adds what the negotiated revision wants on every request
-        # (MCP-Protocol-Version; at 2026-07-28 also Mcp-Method/Mcp-Name and the _meta envelope).
-        client.session._stamp(data, opts)  # type: ignore[arg-type]
-        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-                   **opts.get("headers", {})}
         legacy = client.session.protocol_version not in ("2026-07-28",)
-        if self.session_id and legacy:
-            headers["mcp-session-id"] = self.session_id
-        try:
-            return await self._post(http, rid, data, headers, notify, max_bytes)
-        except asyncio.CancelledError:
-            if legacy:
-                # Sent from its own task: this one is being cancelled and must not wait on it.
-                asyncio.get_running_loop().create_task(self._send_cancel(http, rid, headers))
-            raise
+        for relisted in (False, True):
+            data: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+                                    "params": dict(params, _meta=dict(out_meta)) if out_meta else dict(params)}
+            opts: dict[str, Any] = {}
+            # The SDK session's stamp adds what the negotiated revision wants on every request
+            # (MCP-Protocol-Version; at 2026-07-28 also Mcp-Method/Mcp-Name, Mcp-Param-* for
+            # listed tools, and the _meta envelope).
+            client.session._stamp(data, opts)  # type: ignore[arg-type]
+            headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                       **opts.get("headers", {})}
+            if self.session_id and legacy:
+                headers["mcp-session-id"] = self.session_id
+            try:
+                return await self._post(http, rid, data, headers, notify, max_bytes)
+            except UpstreamRPCError as exc:
+                if exc.code != HEADER_MISMATCH or relisted or legacy:
+                    raise
+                # The tool wants Mcp-Param-* headers, which the stamp builds only for tools this
+                # connection has listed: list, then send once more (as the SDK client does).
+                await self.list_tools()
+            except asyncio.CancelledError:
+                if legacy:
+                    # Sent from its own task: this one is being cancelled and must not wait on it.
+                    asyncio.get_running_loop().create_task(self._send_cancel(http, rid, headers))
+                raise
+        raise AssertionError("unreachable")
 
     async def _send_cancel(self, http: httpx2.AsyncClient, rid: str, headers: dict[str, str]) -> None:
         note = {"jsonrpc": "2.0", "method": "notifications/cancelled",
