@@ -17,8 +17,11 @@ The relay ops (``http``, ``egress_*``, ``spawn``) carry HTTP over the same lines
 
 from __future__ import annotations
 
-import ast
-import base64
+# Start-up time is every cold sandbox's latency: under gVisor the `ast` module (enum,
+# contextlib, collections...) costs ~40 ms and `base64` (re, struct) ~15 ms to import, so
+# the agent uses their C cores, `_ast` and `binascii`, which cost nothing to load.
+import _ast
+import binascii
 import io
 import json
 import os
@@ -27,6 +30,17 @@ import stat
 import sys
 import threading
 import time
+
+_AST_ONLY = 0x400  # ast.PyCF_ONLY_AST
+
+
+def _b64e(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def _b64d(text: str) -> bytes:
+    return binascii.a2b_base64(text)
+
 
 WORKSPACE = os.environ.get("GARRISON_WORKSPACE", "/workspace")
 TEMPLATE_PACKAGES = "/opt/garrison/site-packages"
@@ -147,7 +161,7 @@ def _rich_results(value) -> list[dict]:
                 fig = plt.figure(num)
                 out = io.BytesIO()
                 fig.savefig(out, format="png")
-                results.append({"png": base64.b64encode(out.getvalue()).decode()})
+                results.append({"png": _b64e(out.getvalue())})
             plt.close("all")
         except Exception as exc:  # a broken figure must not break the reply
             results.append({"text": f"could not render figure: {exc}"})
@@ -160,7 +174,7 @@ def _rich_results(value) -> list[dict]:
                 except Exception:
                     continue
                 if isinstance(data, bytes):
-                    data = base64.b64encode(data).decode()
+                    data = _b64e(data)
                 if isinstance(data, str):
                     results.append({mime: data})
     return results
@@ -174,10 +188,10 @@ def run_code(ctx: Context, code: str, stream) -> dict:
     old = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = StreamProxy(out), StreamProxy(err)
     try:
-        tree = ast.parse(code, "<cell>", "exec")
+        tree = compile(code, "<cell>", "exec", _AST_ONLY)
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body[-1].value)
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body[-1].value)
             tree.body.pop()
         exec(compile(tree, "<cell>", "exec"), ctx.globals)
         if last is not None:
@@ -403,13 +417,13 @@ def op_read(req: dict) -> dict:
         if max_bytes is not None and st.st_size > int(max_bytes):
             raise FileTooLarge("{} is {} bytes, over the {} byte limit".format(req["path"], st.st_size, max_bytes))
         data = os.pread(fd, length, offset)
-        return {"data": base64.b64encode(data).decode(), "size": st.st_size, "eof": offset + len(data) >= st.st_size}
+        return {"data": _b64e(data), "size": st.st_size, "eof": offset + len(data) >= st.st_size}
     finally:
         os.close(fd)
 
 
 def op_write(req: dict) -> dict:
-    data = base64.b64decode(req.get("data") or "")
+    data = _b64d(req.get("data") or "")
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if req.get("append") else os.O_TRUNC)
     fd = _open_file(req["path"], flags, create_dirs=True)
     try:
@@ -752,7 +766,7 @@ class Relay:
             if not path.startswith("/") or any(c in path for c in "\r\n "):
                 raise BadArgument("path must start with '/' and hold no spaces or line breaks")
             headers = {str(k): str(v) for k, v in req.get("headers") or []}
-            body = base64.b64decode(req.get("body") or "")
+            body = _b64d(req.get("body") or "")
             timeout = float(req.get("timeout") or 300)
             for attempt in (0, 1):
                 conn = self._conn(port, timeout, fresh=attempt == 1)
@@ -777,7 +791,7 @@ class Relay:
                 chunk = resp.read1(65536)
                 if not chunk:
                     break
-                send({"id": rid, "type": "stdout", "data": "B" + base64.b64encode(chunk).decode()})
+                send({"id": rid, "type": "stdout", "data": "B" + _b64e(chunk)})
             resp.close()  # read1 never closes a response whose Content-Length ran out: the connection stays busy
             if resp.will_close:
                 conn.close()
@@ -846,7 +860,7 @@ class Relay:
         else:
             body = f.read(int(lower.get("content-length") or 0))
         headers = [h for h in headers if h[0].lower() not in HOP_HEADERS]
-        return {"method": parts[0], "path": parts[1], "headers": headers, "body": base64.b64encode(body).decode()}
+        return {"method": parts[0], "path": parts[1], "headers": headers, "body": _b64e(body)}
 
     def _egress(self, sock) -> None:
         import queue
@@ -875,7 +889,7 @@ class Relay:
                     lines += [f"{k}: {v}" for k, v in part.get("headers") or [] if k.lower() not in HOP_HEADERS]
                     sock.sendall(("\r\n".join(lines + ["Connection: close", "", ""])).encode("latin-1"))
                 elif part["part"] == "body":
-                    sock.sendall(base64.b64decode(part.get("data") or ""))
+                    sock.sendall(_b64d(part.get("data") or ""))
                 else:
                     return
         except Exception:
@@ -940,6 +954,9 @@ class Agent:
         self.code_queue: list[dict] = []
         self.code_cv = threading.Condition()
         self.main_busy: int | None = None
+        # The cell an interrupt was sent for: SIGINT is handled at the main thread's next
+        # bytecode boundary, maybe after that cell ended, so the handler checks it still runs.
+        self.interrupt_target: int | None = None
         self.relay = Relay(self)
 
     def reply(self, rid, value: dict) -> None:
@@ -1033,6 +1050,7 @@ class Agent:
                     self.code_cv.notify()
             elif op == "interrupt":
                 if self.main_busy is not None and self.main_busy == req.get("target"):
+                    self.interrupt_target = self.main_busy
                     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
                 self.reply(req.get("id"), {"interrupted": self.main_busy == req.get("target")})
             elif op == "http":
@@ -1073,6 +1091,7 @@ class Agent:
                     value = run_code(ctx, req.get("code") or "", self.streamer(rid, req))
                 finally:
                     self.main_busy = None
+                    self.interrupt_target = None
                 self.reply(rid, value)
             except BaseException as exc:
                 self.fail(rid, exc)
@@ -1106,7 +1125,15 @@ def main() -> None:
                                                           "python": sys.version.split()[0]}})
     stdin = os.fdopen(in_fd, "r", encoding="utf-8", errors="replace")
     threading.Thread(target=agent.read_loop, args=(stdin,), daemon=True).start()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def on_sigint(signum, frame) -> None:
+        # Only the cell that was interrupted sees KeyboardInterrupt; a late signal is ignored
+        # so it cannot drop the next request while the main loop takes it from the queue.
+        if agent.interrupt_target is not None and agent.interrupt_target == agent.main_busy:
+            agent.interrupt_target = None
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     agent.main_loop()
     os._exit(0)
 
