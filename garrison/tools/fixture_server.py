@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field
 
 EVENTS: list[tuple[str, str]] = []
 """(tool, what happened) for ``wait``: started, finished, cancelled; read by tests in process."""
@@ -27,6 +28,10 @@ def build(name: str = "fixture") -> MCPServer:
         meta = ctx.request_context.meta or {}
         get = meta.get if isinstance(meta, dict) else lambda k: getattr(meta, k, None)
         return {"traceparent": get("traceparent"), "tracestate": get("tracestate")}
+
+    @server.tool(description="Echo the region, which 2026-07-28 clients also send as an Mcp-Param-Region header.")
+    def region(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return region
 
     @server.tool(description="Wait the given seconds unless cancelled first; records what happened.")
     async def wait(seconds: float, label: str = "wait") -> str:

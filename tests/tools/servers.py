@@ -208,3 +208,9 @@ def dropping_proxy(upstream_url: str, drop_first: dict[str, int]) -> Iterator[tu
 def _run_quietly(loop: asyncio.AbstractEventLoop, main: Any) -> None:
     with contextlib.suppress(asyncio.CancelledError, RuntimeError):
         loop.run_until_complete(main)
+    pending = asyncio.all_tasks(loop)  # connections still being piped when the proxy stopped
+    for task in pending:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()

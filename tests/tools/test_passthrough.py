@@ -159,3 +159,35 @@ async def test_only_idempotent_tools_are_retried_on_connection_error(client, bas
     assert dropped == {"echo": 1, "add": 1}
     assert not echoed.is_error and text(echoed) == "through"
     assert added.is_error and "failed" in text(added)
+
+
+async def test_mcp_param_headers_are_sent_after_listing_the_tool():
+    """A 2026-07-28 tool with an x-mcp-header parameter: the first call, on a connection that
+    never listed it, is refused (header mismatch); the tool is listed and the call sent again."""
+    with fixture_mcp() as url:
+        conn = UpstreamConnection(url, {}, connect_timeout_s=10)
+        await conn.start()
+        listed = []
+        list_tools = conn.list_tools
+
+        async def counting() -> list:
+            listed.append(1)
+            return await list_tools()
+
+        conn.list_tools = counting  # type: ignore[method-assign]
+        try:
+            assert conn.client is not None and conn.client.session.protocol_version == "2026-07-28"
+            first = await conn.call_tool_raw("region", {"region": "eu"})
+            second = await conn.call_tool_raw("region", {"region": "us"})
+        finally:
+            await conn.close()
+    assert first["structuredContent"] == {"result": "eu"} and second["structuredContent"] == {"result": "us"}
+    assert listed == [1]  # listed once, after the refusal; the second call carried the header at once
+
+
+async def test_mcp_param_tool_through_the_gateway(client, base_url, admin_key, upstream_url):  # noqa: F811
+    await setup_gateway(client, upstream_url)
+    for mode in MODES:
+        async with mcp_client(f"{base_url}/mcp/agents", admin_key, mode) as mcp:
+            await mcp.list_tools()
+            assert text(await mcp.call_tool("fixture__region", {"region": "eu"})) == "eu"
