@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Bounds keep values inside a 64-bit column (SQLite and PostgreSQL BIGINT) and far above any
+# real deployment, so an absurd number is a 422 that names the field, not a storage error.
+MAX_RATE = 10**12
+
 ModelName = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 
 
@@ -13,12 +17,12 @@ class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fallbacks: list[str] | None = Field(default=None, max_length=16)
-    context_window: int | None = Field(default=None, ge=1)
+    context_window: int | None = Field(default=None, ge=1, le=MAX_RATE)
     provider: str | None = Field(default=None, max_length=64, description="genai-prices provider id")
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    tenant_rpm: int | None = Field(default=None, ge=1)
-    tenant_tpm: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
+    tenant_rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
+    tenant_tpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
 
 
 class ModelIn(ModelUpdate):

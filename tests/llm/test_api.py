@@ -37,6 +37,17 @@ async def test_models_crud_persists_and_hides_api_key(client, platform, fake, fa
     assert (await client.delete("/api/llm/models/m")).status_code == 404
 
 
+async def test_absurd_limits_are_422_naming_the_field(client, fake, add_model):
+    # Found by schemathesis: a 34-digit tpm reached the database and failed there (500).
+    await add_model("m", fake)
+    for field in ("tpm", "rpm", "tenant_tpm", "context_window"):
+        r = await client.patch("/api/llm/models/m", json={field: 2 * 10**33})
+        assert r.status_code == 422 and field in r.text
+        r = await client.post("/api/llm/models", json={"model": "n", "base_url": fake.base_url, field: 10**20})
+        assert r.status_code == 422 and field in r.text
+    assert (await client.get("/api/llm/models/m")).json()["tpm"] is None
+
+
 async def test_models_admin_needs_scope(client, make_key):
     key = await make_key(["llm:invoke"])
     r = await client.post("/api/llm/models", json={"model": "m", "base_url": "http://x:1/v1"},
