@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Bounds keep values inside a 64-bit column (SQLite and PostgreSQL BIGINT) and far above any
-# real deployment, so an absurd number is a 422 that names the field, not a storage error.
-MAX_RATE = 10**12
+# The columns are INTEGER (32-bit on PostgreSQL): a larger number is a 422 that names the
+# field, not a storage error; 2**31 - 1 per minute is still far above any real deployment.
+MAX_RATE = 2**31 - 1
 
 ModelName = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 

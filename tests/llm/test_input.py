@@ -92,3 +92,12 @@ async def test_bad_priority_header_is_400(client, fake, add_model):
     await add_model("m", fake)
     r = await client.post("/v1/chat/completions", json=chat(), headers={"x-garrison-priority": "urgent"})
     assert r.status_code == 400 and "x-garrison-priority" in r.json()["detail"]
+
+
+async def test_numbers_too_large_for_the_store_are_422(client, fake, add_model):
+    await add_model("m", fake)
+    r = await client.patch("/api/llm/models/m", json={"tpm": 268111739777, "tenant_rpm": 10**25})
+    assert r.status_code == 422 and "tpm" in r.text
+    r = await client.post("/api/llm/models", json={"model": "n", "base_url": fake.base_url, "rpm": 2**31})
+    assert r.status_code == 422 and "rpm" in r.text
+    assert (await client.patch("/api/llm/models/m", json={"tpm": 2**31 - 1})).status_code == 200
