@@ -14,7 +14,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
 from garrison.core.clock import utcnow
-from garrison.core.errors import BadRequest, NotFound, NotImplementedProblem, Problem, ServiceUnavailable
+from garrison.core.errors import BadRequest, NotFound, Problem, ServiceUnavailable
 from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.policy import Resource
@@ -32,6 +32,15 @@ from garrison.tools.limits import CircuitBreaker, RateLimiter
 from garrison.tools.naming import exposed_name
 from garrison.tools.schemas import OpenAPIIn, UpstreamIn, VirtualServerIn
 from garrison.tools.search import rank
+from garrison.tools.stdio_sandbox import (
+    BRIDGE_URL,
+    RelayTransport,
+    StdioPackage,
+    StdioSandboxes,
+    is_stdio_url,
+    package_of_url,
+    stdio_package,
+)
 from garrison.tools.store import ToolsStore, Upstream, VirtualServer
 from garrison.tools.upstream import (
     LogSink,
@@ -81,6 +90,7 @@ class ToolsService:
         self.box = SecretBox(data_dir)
         self.oauth = OAuthTokens()
         self.pool = UpstreamPool(self.settings.connect_timeout_s)
+        self.stdio = StdioSandboxes(platform)  # sandboxes of local stdio upstreams
         self.limiter = RateLimiter()
         self.breaker = CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_reset_s)
         self.upstreams: dict[tuple[str, str], Upstream] = {}  # (tenant, name)
@@ -107,6 +117,7 @@ class ToolsService:
             with contextlib.suppress(BaseException):
                 await self._sweeper
         await self.pool.close_all()
+        await self.stdio.stop_all()
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -148,8 +159,11 @@ class ToolsService:
             if self.platform is None or self.platform.services.get("sandbox") is None:
                 raise BadRequest(f"{name} is a local stdio server: it runs only inside a garrison sandbox, and "
                                  "the sandbox layer is not installed here")
-            raise NotImplementedProblem(f"{name} is a local stdio server; running stdio packages inside a "
-                                        "sandbox is not available yet: register a remote URL instead")
+            # Run inside a sandbox: the template is built now, so a package missing from the
+            # wheelhouse is a 400 on create rather than a failing tool later.
+            pkg = stdio_package(name, entry.server)
+            await self.stdio.ensure_template(name, pkg)
+            return pkg.url
         raise BadRequest(f"registry entry {name!r} has no remote URL without template variables")
 
     async def create_upstream(self, principal: Principal, body: UpstreamIn) -> Upstream:
@@ -211,6 +225,7 @@ class ToolsService:
         self._tool_cache.pop(up.id, None)
         self.oauth.forget(up.id)
         await self.pool.close_upstream(up.id)
+        await self.stdio.stop(up.id)
         self._audit(principal, "tools:admin", f"upstream:{name}", op="delete")
 
     async def outbound_headers(self, up: Upstream) -> dict[str, str]:
@@ -231,7 +246,29 @@ class ToolsService:
         up = next((u for u in self.upstreams.values() if u.registry_name == registry_name), None)
         return await self.outbound_headers(up) if up is not None else {}
 
+    async def _stdio_package(self, up: Upstream) -> StdioPackage:
+        """The package with the registry entry's fixed arguments and environment, when the
+        entry still publishes the version the upstream was made from."""
+        pinned = package_of_url(up.url)
+        registry = self.platform.services.get("registry") if self.platform else None
+        if registry is not None and up.registry_name:
+            with contextlib.suppress(Exception):
+                latest = stdio_package(up.registry_name, (await registry.get(up.registry_name, "latest")).server)
+                if latest.requirement == pinned.requirement:
+                    return latest
+        return pinned
+
     async def connect(self, owner: str, up: Upstream, log_sink: LogSink | None = None) -> UpstreamConnection:
+        if is_stdio_url(up.url):
+            server = self.stdio.servers.get(up.id)
+            pkg = server.package if server is not None else await self._stdio_package(up)
+            server, started = await self.stdio.ensure(up.id, up.tenant_id, up.name, pkg)
+            if started:  # connections into an ended sandbox are of no use
+                await self.pool.close_upstream(up.id)
+            conn = await self.pool.get(owner, up.id, BRIDGE_URL, lambda: self.outbound_headers(up), log_sink,
+                                       transport=lambda: RelayTransport(server))
+            metrics.UPSTREAM_SESSIONS.set(len(self.pool))
+            return conn
         conn = await self.pool.get(owner, up.id, up.url, lambda: self.outbound_headers(up), log_sink)
         metrics.UPSTREAM_SESSIONS.set(len(self.pool))
         return conn

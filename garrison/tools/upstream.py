@@ -67,8 +67,10 @@ class ResultTooLarge(Exception):
 
 class UpstreamConnection:
     def __init__(self, url: str, headers: dict[str, str], *, connect_timeout_s: float,
-                 log_sink: LogSink | None = None, mode: str = "auto") -> None:
+                 log_sink: LogSink | None = None, mode: str = "auto",
+                 transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.url, self.headers, self.mode = url, headers, mode
+        self.transport = transport  # e.g. into a sandbox through its relay (stdio servers); None: sockets
         self.connect_timeout_s = connect_timeout_s
         self.log_sink = log_sink
         self.client: Client | None = None
@@ -88,7 +90,8 @@ class UpstreamConnection:
     async def _run(self) -> None:
         try:
             async with httpx2.AsyncClient(headers=self.headers, timeout=httpx2.Timeout(
-                    self.connect_timeout_s, read=None), event_hooks={"response": [self._seen]}) as http:
+                    self.connect_timeout_s, read=None), event_hooks={"response": [self._seen]},
+                    transport=self.transport) as http:
                 self.http = http
                 transport = streamable_http_client(self.url, http_client=http)
                 async with Client(transport, mode=self.mode, logging_callback=self._on_log,  # type: ignore[arg-type]
@@ -202,7 +205,8 @@ class UpstreamConnection:
                 if status == 404 and "mcp-session-id" in headers:
                     raise UpstreamError(f"{self.url} no longer knows the session", session_lost=True)
                 if status >= 500:
-                    raise UpstreamError(f"{self.url} answered HTTP {status}", retryable=True)
+                    raise UpstreamError(f"{self.url} answered HTTP {status}{await _error_detail(resp)}",
+                                        retryable=True)
                 if ctype.startswith("text/event-stream") and status < 400:
                     return await self._read_sse(resp, rid, notify, max_bytes)
                 body = await _read_capped(resp, max_bytes)
@@ -273,6 +277,19 @@ class UpstreamConnection:
                     await task
 
 
+async def _error_detail(resp: httpx2.Response) -> str:
+    """The JSON-RPC error message of a failed answer, when it carries one (e.g. why a stdio
+    server's process ended), as ': message'; else ''."""
+    if not resp.headers.get("content-type", "").lower().startswith("application/json"):
+        return ""
+    try:
+        body = await _read_capped(resp, 8192)
+        message = orjson.loads(body).get("error", {}).get("message")
+    except Exception:  # a detail only: the status already says what went wrong
+        return ""
+    return f": {message[:1000]}" if isinstance(message, str) and message else ""
+
+
 async def _drain(lines: AsyncIterator[str]) -> None:
     async for _ in lines:
         pass
@@ -334,7 +351,8 @@ class UpstreamPool:
         return len(self._conns)
 
     async def get(self, owner: str, upstream_id: str, url: str,
-                  headers: Callable[[], Awaitable[dict[str, str]]], log_sink: LogSink | None = None) -> UpstreamConnection:
+                  headers: Callable[[], Awaitable[dict[str, str]]], log_sink: LogSink | None = None,
+                  transport: Callable[[], httpx2.AsyncBaseTransport] | None = None) -> UpstreamConnection:
         key = (owner, upstream_id)
         conn = self._conns.get(key)
         if conn is not None and conn.alive:
@@ -348,7 +366,7 @@ class UpstreamPool:
             if conn is not None:
                 await conn.close()
             conn = UpstreamConnection(url, await headers(), connect_timeout_s=self.connect_timeout_s,
-                                      log_sink=log_sink)
+                                      log_sink=log_sink, transport=transport() if transport else None)
             await conn.start()
             self._conns[key] = conn
             return conn
