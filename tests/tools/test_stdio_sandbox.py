@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import socket
+import subprocess
+import sys
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -84,15 +87,43 @@ def main():
 '''
 
 
-def build_wheel(directory: Path) -> Path:
-    """A pure-Python wheel of the stdio server, with a console script named like the package."""
-    module, dist = PACKAGE.replace("-", "_"), f"{PACKAGE.replace('-', '_')}-{VERSION}"
+FASTMCP_PACKAGE = "garrison-test-fastmcp-adder"
+FASTMCP_CODE = """
+import os
+from mcp.server.fastmcp import FastMCP
+
+mcp = FastMCP("adder")
+
+
+@mcp.tool()
+def add(a: int, b: int) -> int:
+    \"\"\"Add two integers.\"\"\"
+    return a + b
+
+
+@mcp.tool()
+def whoami() -> dict:
+    \"\"\"Where this process runs.\"\"\"
+    return {"uid": os.getuid(), "cwd": os.getcwd()}
+
+
+def main():
+    mcp.run()
+"""
+ROOT = Path(__file__).resolve().parents[2]
+MCP_WHEELS = ROOT / ".garrison-test-cache" / "mcp-sdk-wheelhouse"
+
+
+def build_wheel(directory: Path, package: str = PACKAGE, code: str = SERVER_CODE, requires: str = "") -> Path:
+    """A pure-Python wheel of a stdio server, with a console script named like the package."""
+    module, dist = package.replace("-", "_"), f"{package.replace('-', '_')}-{VERSION}"
     files = {
-        f"{module}/__init__.py": SERVER_CODE.encode(),
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: {VERSION}\n".encode(),
+        f"{module}/__init__.py": code.encode(),
+        f"{dist}.dist-info/METADATA": (f"Metadata-Version: 2.1\nName: {package}\nVersion: {VERSION}\n"
+                                       + (f"Requires-Dist: {requires}\n" if requires else "")).encode(),
         f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: garrison-tests\nRoot-Is-Purelib: true\n"
                                    b"Tag: py3-none-any\n",
-        f"{dist}.dist-info/entry_points.txt": f"[console_scripts]\n{PACKAGE} = {module}:main\n".encode(),
+        f"{dist}.dist-info/entry_points.txt": f"[console_scripts]\n{package} = {module}:main\n".encode(),
     }
     record = []
     for name, data in files.items():
@@ -112,6 +143,13 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("wheelhouse")
     directory.chmod(0o755)
     build_wheel(directory)
+    build_wheel(directory, FASTMCP_PACKAGE, FASTMCP_CODE, "mcp>=1.9,<2")
+    if not list(MCP_WHEELS.glob("mcp-*.whl")):  # the public mcp SDK and its dependencies, fetched once and kept
+        MCP_WHEELS.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                        "--only-binary=:all:", "mcp>=1.9,<2", "-d", str(MCP_WHEELS)], check=True, timeout=600)
+    for wheel in MCP_WHEELS.glob("*.whl"):
+        shutil.copy(wheel, directory)
     return directory
 
 
@@ -150,6 +188,7 @@ def host_listener() -> Iterator[int]:
 
 
 async def publish(client, name: str, identifier: str) -> None:  # type: ignore[no-untyped-def]
+    """A registry entry whose package is a pypi stdio server."""
     doc = {"name": name, "description": "a local stdio server", "version": "1.0.0", "packages": [{
         "registryType": "pypi", "identifier": identifier, "version": VERSION, "transport": {"type": "stdio"},
         "packageArguments": [{"type": "positional", "value": "--fast"}],
@@ -234,6 +273,21 @@ async def test_stdio_package_missing_from_the_wheelhouse_is_a_clear_400(client, 
     assert (await client.post("/v0.1/publish", json=doc)).status_code == 200
     r = await client.post("/api/tools/upstreams", json={"name": "npm", "from_registry": "io.github.acme/npm"})
     assert r.status_code == 400 and "pypi" in r.json()["detail"]
+
+
+async def test_an_mcp_sdk_fastmcp_stdio_server_runs_in_a_sandbox(client, base_url, admin_key, backend):
+    """The public mcp SDK's FastMCP server, unmodified, over stdio inside the sandbox."""
+    await publish(client, "io.github.acme/fastmcp", FASTMCP_PACKAGE)
+    r = await client.post("/api/tools/upstreams", json={"name": "fast", "from_registry": "io.github.acme/fastmcp"})
+    assert r.status_code == 201, r.text
+    r = await client.post("/api/tools/virtual-servers", json={"name": "sdk", "tools": [{"upstream": "fast"}]})
+    assert r.status_code == 201, r.text
+    async with mcp_client(f"{base_url}/mcp/sdk", admin_key) as mcp:
+        assert {"fast__add", "fast__whoami"} <= {t.name for t in (await mcp.list_tools()).tools}
+        result = await mcp.call_tool("fast__add", {"a": 2, "b": 40})
+        assert not result.is_error and "42" in text(result)
+        who = await mcp.call_tool("fast__whoami", {})
+        assert '"uid": 1000' in text(who) and "/workspace" in text(who)
 
 
 def _admin(platform):  # type: ignore[no-untyped-def]
