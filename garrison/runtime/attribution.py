@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import propagate
+
 from garrison.core.principal import Principal
 
 if TYPE_CHECKING:
@@ -27,6 +29,13 @@ TOKEN_TTL_S = 900
 def run_scopes(principal: Principal) -> list[str]:
     """The scopes a run of ``principal`` is given (kept in the run's spec at creation)."""
     return [scope for scope in RUN_SCOPES if principal.has_scope(scope)]
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span (the request that creates a run), if any."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
 
 
 class RunCredentials:
@@ -71,6 +80,8 @@ class RunCredentials:
             "headers": {"x-garrison-agent": agent, "x-garrison-agent-version": str(spec["version"]),
                             "x-garrison-run": run["run_id"]},
         }
+        # Called inside the step's span: the step's model and tool calls join the run's trace.
+        propagate.inject(out["headers"])
         scopes = spec.get("scopes")
         if scopes and run.get("owner"):
             out["token"] = self._token(run, list(scopes), agent)

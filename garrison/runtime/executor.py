@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from temporalio import activity
 
 from garrison.runtime.events import StoreEvents
@@ -117,9 +117,12 @@ class RunExecutor:
         assert task is not None
         self._running[run["run_id"]] = task
         try:
-            with tracer.start_as_current_span("runtime.run_step", attributes={
+            # Activities run on the worker's own tasks: the run's trace comes from its spec.
+            parent = propagate.extract({"traceparent": run["spec"]["traceparent"]}) \
+                if run["spec"].get("traceparent") else None
+            with tracer.start_as_current_span("runtime.run_step", context=parent, attributes={
                     "garrison.run_id": run["run_id"], "garrison.thread_id": run["thread_id"],
-                    "garrison.step": params.step}):
+                    "garrison.tenant_id": run["tenant_id"], "garrison.step": params.step}):
                 return await self._step(run, params)
         except asyncio.CancelledError:
             if run["run_id"] not in self._cancelled:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from garrison.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from garrison.core.principal import Principal
 from garrison.runtime import graphs, serde
-from garrison.runtime.attribution import RunCredentials, run_scopes
+from garrison.runtime.attribution import RunCredentials, current_traceparent, run_scopes
 from garrison.runtime.events import Event
 from garrison.runtime.store import ACTIVE_RUN, FINAL_RUN
 
@@ -171,7 +171,9 @@ class RunManager:
                 "stream_subgraphs": bool(body.get("stream_subgraphs")), "checkpoint_id": body.get("checkpoint_id")
                 or (body.get("checkpoint") or {}).get("checkpoint_id"), "on_completion": on_completion,
                 "caller_deletes": caller_deletes, "hold_for_input_s": hold, "agent_id": assistant["agent_id"], "version": number,
-                "path": str(path), "ref": ref, "graph_id": assistant["graph_id"], "scopes": run_scopes(principal)}
+                "path": str(path), "ref": ref, "graph_id": assistant["graph_id"], "scopes": run_scopes(principal),
+                # The caller's trace: every step of the run, and the calls it makes, join it.
+                "traceparent": current_traceparent()}
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadRequest("metadata must be an object")

@@ -97,3 +97,44 @@ async def test_model_calls_of_a_run_are_attributed_and_never_counted_twice(clien
         after = await _events(runtime, run["run_id"])
         assert all(after[key] == count for key, count in published.items()), (published, after)  # nothing republished
 
+
+
+async def test_a_run_and_its_model_calls_join_the_callers_trace(client, platform, live_url, monkeypatch):
+    # One trace per invocation: the request that starts a background run carries a traceparent; the
+    # run's steps (on Temporal's worker) and the model calls they make through the gateway join it.
+    from garrison.llm.fake_upstream import FakeConfig, FakeUpstream
+
+    trace_id = uuid.uuid4().hex
+    async with FakeUpstream(FakeConfig(completion_tokens=4)) as upstream:
+        r = await client.post("/api/llm/models", json={"model": "fake-model", "base_url": upstream.base_url})
+        assert r.status_code == 201, r.text
+        monkeypatch.setenv("AGENT_LLM_BASE_URL", live_url + "/v1")
+        monkeypatch.setenv("AGENT_LLM_KEY", "not-used: the run's own token is")
+        await deploy(client, "assistant")
+        tid = (await client.post("/threads", json={})).json()["thread_id"]
+        r = await client.post(f"/threads/{tid}/runs", json={
+            "assistant_id": "assistant", "input": {"question": "traced?"}, "hold_for_input_s": 120},
+            headers={"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"})
+        assert r.status_code == 200, r.text
+
+        async def interrupted():  # type: ignore[no-untyped-def]
+            return (await client.get(f"/threads/{tid}")).json()["status"] == "interrupted"
+
+        await _until(interrupted, "the run to wait for review")
+        assert upstream.stats.completed == 1
+
+        async def names():  # type: ignore[no-untyped-def]
+            await platform.services["telemetry"].flush()
+            r = await client.get(f"/api/traces/{trace_id}")
+            found: dict[str, dict] = {}
+            stack = list(r.json()["spans"]) if r.status_code == 200 else []
+            while stack:  # the trace is a tree: roots (and orphans) with their children
+                span = stack.pop()
+                found[span["name"]] = span
+                stack.extend(span.get("children") or [])
+            return found if "runtime.run_step" in found and any(n.startswith("chat") for n in found) else None
+
+        found = await _until(names, "the run's step and its model call in the caller's trace")
+        step, chat = found["runtime.run_step"], found["chat fake-model"]
+        assert chat["parent_span_id"] == step["span_id"]  # the model call is the step's child
+        assert step["attributes"]["garrison.tenant_id"]
