@@ -201,17 +201,29 @@ class RelayTransport(httpx2.AsyncBaseTransport):
                 raise httpx2.ConnectError(await self._bridge_text(), request=request) from exc
             if exc.kind == "SandboxGone":  # it may have reached the tool: not a connect error, never retried
                 raise httpx2.ReadError(self.server.gone_text(), request=request) from exc
-            raise httpx2.ReadError(f"{exc.kind}: {exc}", request=request) from exc
+            # The bridge dropped the connection (its process killed, say): name the sandbox and,
+            # once the bridge is seen gone, why; the next use checks it and restarts the sandbox.
+            self.server.suspect = True
+            text = await self._bridge_text(settle_s=1.0)
+            raise httpx2.ReadError(f"{text} ({exc.kind}: {exc})", request=request) from exc
         return httpx2.Response(resp.status, headers=resp.headers, stream=RelayStream(resp.body, self.server),
                                request=request)
 
-    async def _bridge_text(self) -> str:
+    async def _bridge_text(self, settle_s: float = 0.0) -> str:
         server, sbx = self.server, self.server.sandbox
         where = f"the stdio bridge in sandbox {sbx.id if sbx is not None else '-'} of {server.name}"
-        try:
-            status = await sbx.runtime.conn.call("proc_status", pid=server.pid)
-        except Exception:
-            return f"{where} is not listening"
+        deadline = asyncio.get_running_loop().time() + settle_s
+        while True:
+            if not server.alive():
+                return server.gone_text()
+            try:
+                status = await sbx.runtime.conn.call("proc_status", pid=server.pid)
+            except Exception:
+                return f"{where} is not listening"
+            # A dropped connection is seen before the process that dropped it is reaped.
+            if not status.get("running") or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
         if status.get("running"):
             return f"{where} is not listening"
         return (f"{where} exited with code {status.get('exit_code')}; garrison starts a new sandbox on the next "
