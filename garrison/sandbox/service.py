@@ -364,6 +364,10 @@ class SandboxService(Execution, TemplateAdmin):
             return sbx
         if sbx.state == "running":
             await self.terminate(sbx, "killed_by_user", principal)
+            # A kill is answered once it is recorded: a crash right after must not turn it
+            # into garrison_restart (not a hot path, unlike the writes behind a warm claim).
+            if sbx.record_write is not None:
+                await asyncio.shield(sbx.record_write)
         return sbx
 
     # ------------------------------------------------------------------ lifecycle
