@@ -50,6 +50,17 @@ def _scopes(
     return {"tenant": tenant_id, "key": key_id, "user": user, "session": session_id, "agent": agent}
 
 
+
+def _daily_window(query: Any, table: Any, tenant_id: str | None, since: date | None, until: date | None) -> Any:
+    """A rollup query narrowed to a tenant (None: all) and to days from ``since`` to ``until``."""
+    if tenant_id is not None:
+        query = query.where(table.c.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(table.c.day >= since)
+    if until is not None:
+        query = query.where(table.c.day <= until)
+    return query
+
 class MeteringService:
     def __init__(
         self, db: Database, journal_dir: Path | None, *, flush_interval_s: float = 0.2, redis_url: str | None = None
@@ -283,12 +294,7 @@ class MeteringService:
             .group_by(*keys)
             .order_by(*keys)
         )
-        if tenant_id is not None:
-            query = query.where(resource_daily.c.tenant_id == tenant_id)
-        if since is not None:
-            query = query.where(resource_daily.c.day >= since)
-        if until is not None:
-            query = query.where(resource_daily.c.day <= until)
+        query = _daily_window(query, resource_daily, tenant_id, since, until)
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         out = []
@@ -474,12 +480,7 @@ class MeteringService:
             func.sum(usage_daily.c.cost_usd).label("cost_usd"),
             func.sum(usage_daily.c.unpriced_requests).label("unpriced_requests"),
         ).group_by(group).order_by(group)
-        if tenant_id is not None:
-            query = query.where(usage_daily.c.tenant_id == tenant_id)
-        if since is not None:
-            query = query.where(usage_daily.c.day >= since)
-        if until is not None:
-            query = query.where(usage_daily.c.day <= until)
+        query = _daily_window(query, usage_daily, tenant_id, since, until)
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         out = []
