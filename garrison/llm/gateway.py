@@ -74,6 +74,7 @@ class Call:
     parallel_key: str | None = None
     reservation: Reservation | None = None
     agent: str | None = None
+    agent_version: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
     finished: bool = False
@@ -145,6 +146,7 @@ class Gateway:
         max_out = 0 if op == "embeddings" else (parsed.max_tokens or self.settings.default_max_tokens)
         call = Call(principal, parsed, pool, band, time.perf_counter(), None, est_in, est_in + max_out)
         call.agent = headers.get("x-garrison-agent") or principal.attributes.get("agent") or None
+        call.agent_version = headers.get("x-garrison-agent-version") or None
         await self._limits(call)
         try:
             call.reservation = await self.metering.reserve(
@@ -506,6 +508,7 @@ class Gateway:
                     key_id=call.principal.key_id,
                     user_id=call.principal.id,
                     agent=call.agent,
+                    agent_version=call.agent_version,
                     session_id=call.principal.session_id,
                     provider=call.pool.provider,
                     replica=replica.id if replica else None,

@@ -39,9 +39,9 @@ def _budget_out(b: BudgetState) -> BudgetOut:
     )
 
 
-@router.get("/api/usage", summary="Usage totals grouped by tenant, key, model, agent or day")
+@router.get("/api/usage", summary="Usage totals grouped by tenant, key, model, agent, agent version or day")
 async def usage(
-    by: Literal["tenant", "key", "model", "agent", "day"] = "model",
+    by: Literal["tenant", "key", "model", "agent", "agent_version", "day"] = "model",
     since: date | None = None,
     until: date | None = None,
     tenant: str | None = Query(default=None, max_length=40, description="operator admin: a tenant id or '*'"),

@@ -40,6 +40,7 @@ class UsageEntry:
     key_id: str | None = None
     user_id: str | None = None
     agent: str | None = None
+    agent_version: str | None = None
     session_id: str | None = None
     provider: str | None = None
     replica: str | None = None

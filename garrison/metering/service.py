@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import Integer, and_, delete, func, select
 
 from garrison.core.clock import aware, utcnow
 from garrison.core.errors import BadRequest, NotFound, ServiceUnavailable, TooManyRequests
@@ -465,7 +465,10 @@ class MeteringService:
         since: date | None = None,
         until: date | None = None,
     ) -> list[dict[str, Any]]:
-        """Totals grouped by tenant, key, model, agent or day, from the daily rollups."""
+        """Totals grouped by tenant, key, model, agent or day, from the daily rollups
+        (by agent version: from the ledger, which alone has the version)."""
+        if by == "agent_version":
+            return await self._report_by_version(tenant_id, since, until)
         if by not in REPORT_GROUPS:
             raise BadRequest(f"by must be one of {', '.join(REPORT_GROUPS)}")
         await self.ledger.drain()
@@ -499,6 +502,42 @@ class MeteringService:
                 }
             )
         return out
+
+    async def _report_by_version(
+        self, tenant_id: str | None, since: date | None, until: date | None
+    ) -> list[dict[str, Any]]:
+        await self.ledger.drain()
+        t = usage_ledger.c
+        query = (
+            select(
+                t.agent, t.agent_version, func.count().label("requests"),
+                func.sum(t.input_tokens).label("input_tokens"), func.sum(t.output_tokens).label("output_tokens"),
+                func.sum(t.cached_tokens).label("cached_tokens"),
+                func.sum(t.reasoning_tokens).label("reasoning_tokens"), func.sum(t.cost_usd).label("cost_usd"),
+                func.sum(func.cast(t.cost_usd.is_(None), Integer)).label("unpriced_requests"),
+            )
+            .where(t.agent.is_not(None))
+            .group_by(t.agent, t.agent_version)
+            .order_by(t.agent, t.agent_version)
+        )
+        if tenant_id is not None:
+            query = query.where(t.tenant_id == tenant_id)
+        if since is not None:
+            query = query.where(t.ts >= datetime.combine(since, datetime.min.time(), UTC))
+        if until is not None:
+            query = query.where(t.ts < datetime.combine(until + timedelta(days=1), datetime.min.time(), UTC))
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            {
+                "agent": r["agent"], "agent_version": r["agent_version"], "requests": int(r["requests"] or 0),
+                "input_tokens": int(r["input_tokens"] or 0), "output_tokens": int(r["output_tokens"] or 0),
+                "cached_tokens": int(r["cached_tokens"] or 0), "reasoning_tokens": int(r["reasoning_tokens"] or 0),
+                "cost_usd": str(Decimal(r["cost_usd"] or 0).quantize(Decimal("0.000001"))),
+                "unpriced_requests": int(r["unpriced_requests"] or 0),
+            }
+            for r in rows
+        ]
 
     async def entries(self, tenant_id: str | None, limit: int = 100) -> list[dict[str, Any]]:
         await self.ledger.drain()

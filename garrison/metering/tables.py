@@ -30,6 +30,7 @@ usage_ledger = Table(
     Column("key_id", String(40), nullable=True),
     Column("user_id", String(200), nullable=True),
     Column("agent", String(200), nullable=True),
+    Column("agent_version", String(64), nullable=True),  # the deployed version whose run or session called
     Column("session_id", String(200), nullable=True),
     Column("model", String(200), nullable=False),
     Column("provider", String(64), nullable=True),
