@@ -59,6 +59,9 @@ class RunExecutor:
         self._cancelled: set[str] = set()
         # The row of each run stepping here, read at its first step (its spec never changes).
         self._runs: dict[str, dict[str, Any]] = {}
+        # Isolation hook (runtime/sandboxed_steps.py, set by the runtime service): the graph of a
+        # version deployed with isolation = "sandbox" steps in its thread's sandbox, not here.
+        self.isolation: Any = None
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.run_step, self.finish_run]
@@ -150,7 +153,8 @@ class RunExecutor:
         began = time.monotonic()
         spec = run["spec"]
         run_id = run["run_id"]
-        graph, config = await self.graph_for(run)
+        isolated = await self.isolation.graph_for(run) if self.isolation is not None else None
+        graph, config = isolated if isolated is not None else await self.graph_for(run)
         # Checkpoints written by this step carry its number: a repeated step knows whether it had finished.
         config["metadata"]["garrison_step"] = params.step
         skip, started = 0, False

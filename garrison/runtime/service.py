@@ -67,6 +67,9 @@ class RuntimeService:
                 data_dir=self.platform.settings.data_dir, address=self.platform.settings.temporal_address,
                 namespace=self.settings.temporal_namespace, start_timeout_s=self.settings.temporal_start_timeout_s,
                 activities=self.executor.activities())
+            from garrison.runtime.sandboxed_steps import StepIsolation
+
+            self.executor.isolation = StepIsolation(self)
         return self._engine
 
     async def start(self) -> None:
@@ -124,7 +127,14 @@ class RuntimeService:
 
                 descriptor.update(await deps.prepare(self.platform, staging, digest))
             else:
-                await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
+                from garrison.runtime import deploy_sandbox
+                from garrison.runtime.sandboxed_steps import GraphIsolationSettings
+
+                if deploy_sandbox.isolation_of(staging, GraphIsolationSettings().isolation) == "sandbox":
+                    # Its graphs are imported only inside its sandboxes (runtime/sandboxed_steps.py).
+                    descriptor.update(await deploy_sandbox.prepare(self.platform, staging, digest))
+                else:
+                    await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
             agent = await self.store.agent(principal.tenant_id, name)
             for graph_id in descriptor.get("graphs", {}):
                 existing = await self.store.assistant(principal.tenant_id,

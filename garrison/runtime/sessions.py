@@ -12,11 +12,18 @@ A session is sticky for its life: it ends after ``idle_timeout_s`` without an in
 (unless its /ping says ``HealthyBusy``) or at ``max_lifetime_s``. A sandbox killed under a
 session is noticed and reported (``last_sandbox``); the next invocation starts a fresh one.
 Sessions belong to the principal that opened them; anyone else gets 404.
+
+Session state survives its sandbox: ``GARRISON_SESSION_STATE`` names a file in the sandbox's
+workspace where the agent may keep what it must not lose. After each invocation garrison reads it
+(off the response path) and, when it changed, checkpoints it in the state layer's checkpointer
+under the session's thread; a fresh sandbox of the session gets the last checkpointed state
+written back to that file before the agent process starts (``state.restored_bytes``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -32,8 +39,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from garrison.core.clock import utcnow
 from garrison.core.errors import Conflict, NotFound, Problem, ServiceUnavailable
 from garrison.core.principal import Principal
+from garrison.runtime.deploy_sandbox import RUNNER_FILE
 from garrison.runtime.deps import AGENT_DIR, IN_SANDBOX
-from garrison.sandbox.relay import EgressPump, Relay, RelayError, RelayResponse, garrison_forwarder
+from garrison.sandbox.relay import (
+    EgressPump,
+    EgressRequest,
+    Relay,
+    RelayError,
+    RelayResponse,
+    garrison_forwarder,
+)
 
 if TYPE_CHECKING:
     from garrison.runtime.service import RuntimeService
@@ -42,6 +57,10 @@ log = logging.getLogger("garrison.runtime.sessions")
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 SESSION_NAMESPACE = uuid.UUID("0b9e4d4c-5d53-4a52-9d0c-7f3b8f6c2a11")
 SESSION_SCOPES = ("llm:invoke", "tools:call")
+# Workspace file an AgentCore agent keeps its session state in (restored into a fresh sandbox).
+STATE_FILE = "/workspace/.garrison/session-state"
+STATE_CHANNEL = "agentcore_session_state"
+ATTRIBUTION_HEADERS = ("x-garrison-agent", "x-garrison-agent-version")
 PASSED_HEADERS = ("content-type", "accept", "x-amzn-bedrock-agentcore-runtime-custom-", "traceparent",
                   "tracestate", "baggage", "x-amzn-trace-id")
 
@@ -62,6 +81,7 @@ class SessionSettings(BaseSettings):
     pids: int = Field(default=512, ge=32)
     token_ttl_s: int = Field(default=3600, ge=60)
     python: str = "/usr/bin/python3"
+    state_max_bytes: int = Field(default=1024 * 1024, ge=0)  # 0: session state is not kept
 
 
 class AgentFailed(Problem):
@@ -94,6 +114,13 @@ class Session:
     last_sandbox: dict[str, Any] | None = None
     token: str = ""
     token_expires: float = 0.0
+    scopes: tuple[str, ...] = SESSION_SCOPES
+    egress_port: int = 0
+    thread_id: str = ""  # the session's thread: its owner, and the checkpoints of its state
+    kind: str = "agentcore"
+    state_saved: bytes | None = None
+    state_restored_bytes: int | None = None
+    state_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def alive(self) -> bool:
@@ -107,6 +134,8 @@ class Session:
                 "sandbox_id": self.sandbox.id if self.alive() else None,
                 "backend": self.sandbox.backend if self.sandbox is not None else None,
                 "sandboxes_started": self.sandboxes_started, "last_sandbox": self.last_sandbox,
+                "saved_state": {"saved_bytes": len(self.state_saved) if self.state_saved is not None else None,
+                          "restored_bytes": self.state_restored_bytes},
                 "idle_s": round(time.monotonic() - self.last_active, 3), "invocations_in_flight": self.active}
 
 
@@ -117,6 +146,7 @@ class SessionManager:
         self.settings = settings or SessionSettings()
         self.sessions: dict[tuple[str, str, str, str], Session] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.app: Any = None  # garrison's ASGI app, where the sandboxes' egress goes
 
     def ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
@@ -140,7 +170,7 @@ class SessionManager:
             else:
                 owner = thread["owner"]
             sess = self.sessions.setdefault(key, Session(principal.tenant_id, agent, endpoint, session_id, owner,
-                                                         agent_id))
+                                                         agent_id, thread_id=thread_id))
         if sess.owner != principal.id and not principal.is_admin:
             raise NotFound(f"session {session_id!r} not found")
         return sess
@@ -158,6 +188,7 @@ class SessionManager:
     async def invoke(self, principal: Principal, app: Any, agent_id: str, agent: str, endpoint: str,
                      session_id: str, body: bytes, headers: list[tuple[str, str]]) -> RelayResponse:
         self.ensure_reaper()
+        self.app = self.app or app
         sess = await self.open(principal, agent_id, agent, endpoint, session_id)
         if not sess.alive():
             async with sess.lock:
@@ -184,9 +215,63 @@ class SessionManager:
                 yield chunk
         except RelayError as exc:
             raise self._failure(sess, sbx, exc) from None
+        else:
+            if sess.kind == "agentcore" and sess.thread_id and self.settings.state_max_bytes:
+                self.service.spawn(self._save_state(sess, sbx))  # off the response path
         finally:
             sess.active -= 1
             sess.last_active = sbx.last_used = time.monotonic()
+
+    # ------------------------------------------------------------------ session state
+
+    def _state_config(self, sess: Session) -> dict[str, Any]:
+        return {"configurable": {"thread_id": sess.thread_id, "checkpoint_ns": ""}}
+
+    async def _read_state(self, sbx: Any) -> bytes | None:
+        out, offset = b"", 0
+        while True:
+            try:
+                got = await sbx.runtime.conn.call("read", path=STATE_FILE, offset=offset,
+                                                  max_bytes=self.settings.state_max_bytes)
+            except Exception as exc:  # no state file (the agent keeps none), too large, or the sandbox went
+                log.debug("session state not read from %s: %s", sbx.id, exc)
+                return None
+            chunk = base64.b64decode(got["data"])
+            out += chunk
+            offset += len(chunk)
+            if got["eof"] or not chunk:
+                return out
+
+    async def _save_state(self, sess: Session, sbx: Any) -> None:
+        """The agent's state file, checkpointed under the session's thread when it changed."""
+        from langgraph.checkpoint.base import empty_checkpoint
+
+        async with sess.state_lock:
+            data = await self._read_state(sbx)
+            if data is None or data == sess.state_saved:
+                return
+            saver = self.service.state.saver(sess.tenant_id)
+            config = self._state_config(sess)
+            latest = await saver.aget_tuple(config)
+            version = int((latest.metadata or {}).get("step", 0)) + 1 if latest is not None else 1
+            if latest is not None:
+                config["configurable"]["checkpoint_id"] = latest.checkpoint["id"]
+            checkpoint = empty_checkpoint()
+            checkpoint["channel_values"] = {STATE_CHANNEL: data}
+            checkpoint["channel_versions"] = {STATE_CHANNEL: version}
+            await saver.aput(config, checkpoint, {"source": "agentcore", "step": version, "sandbox_id": sbx.id,
+                                                  "agent_version": sess.version}, {STATE_CHANNEL: version})
+            sess.state_saved = data
+
+    async def _restore_state(self, sess: Session, sbx: Any) -> None:
+        """The session's last checkpointed state, into the fresh sandbox's state file."""
+        if not sess.thread_id or not self.settings.state_max_bytes:
+            return
+        latest = await self.service.state.saver(sess.tenant_id).aget_tuple(self._state_config(sess))
+        data = latest.checkpoint["channel_values"].get(STATE_CHANNEL) if latest is not None else None
+        if isinstance(data, bytes):
+            await sbx.runtime.conn.call("write", path=STATE_FILE, data=base64.b64encode(data).decode())
+            sess.state_saved, sess.state_restored_bytes = data, len(data)
 
     def _failure(self, sess: Session, sbx: Any, exc: RelayError) -> Exception:
         if exc.kind == "SandboxGone" or not sess.alive():
@@ -201,6 +286,35 @@ class SessionManager:
             sess.last_sandbox = {"id": sbx.id, "killed_reason": reason, "ended_at": sbx.ended_at or utcnow()}
         return reason
 
+    # ------------------------------------------------------------------ sandboxed LangGraph threads
+
+    async def graph_session(self, run: dict[str, Any], agent: str) -> Session:
+        """The running session sandbox of ``run``'s thread and version (runtime/sandboxed_steps.py).
+
+        One per (tenant, agent, version, thread): the run was authorized when it was created,
+        and the thread's owner owns the session; its token carries the run's scopes.
+        """
+        self.ensure_reaper()
+        spec = run["spec"]
+        key = (run["tenant_id"], agent, f"v{spec['version']}", run["thread_id"])
+        sess = self.sessions.get(key)
+        if sess is None:
+            scopes = spec.get("scopes")
+            sess = self.sessions.setdefault(key, Session(
+                run["tenant_id"], agent, key[2], run["thread_id"], run.get("owner") or "", spec["agent_id"],
+                version=int(spec["version"]),
+                scopes=tuple(scopes) if scopes is not None else SESSION_SCOPES))
+        if not sess.alive():
+            async with sess.lock:
+                if not sess.alive():
+                    if self.app is None:
+                        from garrison.server import create_app
+
+                        self.app = create_app(platform=self.platform)  # routes only: the platform runs already
+                    await self._start(sess, self.app, spec["agent_id"])
+        sess.last_active = time.monotonic()
+        return sess
+
     # ------------------------------------------------------------------ start
 
     def _runtime_principal(self, sess: Session) -> Principal:
@@ -213,8 +327,8 @@ class SessionManager:
             identity = self.platform.identity
             ttl = min(self.settings.token_ttl_s, identity.token_max_ttl_s)
             minter = Principal(id=sess.owner, tenant_id=sess.tenant_id, kind="agent",
-                               scopes=frozenset(SESSION_SCOPES), name=f"agent {sess.agent}")
-            minted = identity.mint_token(minter, scopes=list(SESSION_SCOPES), ttl_s=ttl,
+                               scopes=frozenset(sess.scopes), name=f"agent {sess.agent}")
+            minted = identity.mint_token(minter, scopes=list(sess.scopes), ttl_s=ttl,
                                          session_id=sess.session_id[:256], name=f"agent {sess.agent}")
             sess.token, sess.token_expires = minted["token"], time.time() + ttl
         return sess.token
@@ -232,7 +346,7 @@ class SessionManager:
             sess.version = number
         version = await self.service.store.version(agent_id, sess.version)
         if version is None or "template" not in version["descriptor"]:
-            raise NotFound(f"version {sess.version} of agent {sess.agent!r} is not an AgentCore agent")
+            raise NotFound(f"version {sess.version} of agent {sess.agent!r} runs in no sandbox")
         descriptor = version["descriptor"]
         sandbox = self.platform.services.get("sandbox")
         if sandbox is None:
@@ -252,20 +366,37 @@ class SessionManager:
         sess.sandboxes_started += 1
         sess.ended_reason = None
         try:
-            sess.pump = EgressPump(sbx.runtime.conn, garrison_forwarder(app, lambda: self.current_token(sess)))
-            egress = await sess.pump.start(s.egress_port)
+            sess.pump = EgressPump(sbx.runtime.conn, self._forwarder(sess, app))
+            egress = sess.egress_port = await sess.pump.start(s.egress_port)
             env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{egress}/v1", "OPENAI_API_KEY": self.current_token(sess),
                    "GARRISON_MCP_URL": f"http://127.0.0.1:{egress}/mcp/", "PORT": str(s.agent_port),
                    "GARRISON_AGENT": sess.agent, "GARRISON_SESSION_ID": sess.session_id}
-            entry = descriptor.get("entrypoint") or "main.py"
-            spawned = await sbx.runtime.conn.call("spawn", cmd=[s.python, f"{IN_SANDBOX}/{AGENT_DIR}/{entry}"],
-                                                  env=env)
+            sess.kind = descriptor.get("kind") or "agentcore"
+            if sess.kind == "langgraph":  # runtime/sandbox_runner.py serves the graph's steps
+                script = f"{IN_SANDBOX}/{RUNNER_FILE}"
+                env["GARRISON_AGENT_ROOT"] = f"{IN_SANDBOX}/{AGENT_DIR}"
+            else:
+                script = f"{IN_SANDBOX}/{AGENT_DIR}/{descriptor.get('entrypoint') or 'main.py'}"
+                env["GARRISON_SESSION_STATE"] = STATE_FILE
+                await self._restore_state(sess, sbx)
+            spawned = await sbx.runtime.conn.call("spawn", cmd=[s.python, script], env=env)
             sess.pid = int(spawned["pid"])
             await self._wait_ready(sess)
         except BaseException:
             await self._drop_sandbox(sess, "agent_failed_to_start")
             raise
         sess.last_active = time.monotonic()
+
+    def _forwarder(self, sess: Session, app: Any) -> Any:
+        """garrison_forwarder, with garrison (not the sandbox) naming the agent and version each call is for."""
+        forward = garrison_forwarder(app, lambda: self.current_token(sess))
+        named = [("x-garrison-agent", sess.agent), ("x-garrison-agent-version", str(sess.version))]
+
+        async def attributed(req: EgressRequest) -> RelayResponse:
+            req.headers = [(k, v) for k, v in req.headers if k.lower() not in ATTRIBUTION_HEADERS] + named
+            return await forward(req)
+
+        return attributed
 
     async def _wait_ready(self, sess: Session) -> None:
         assert sess.relay is not None and sess.sandbox is not None

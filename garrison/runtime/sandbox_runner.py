@@ -1,0 +1,173 @@
+"""The in-sandbox runner of a deployed LangGraph graph: one superstep (or one state read) per request.
+
+This file is copied into the version's sandbox template and runs there, under the sandbox's
+Python, with the template's site-packages (garrison's own LangGraph and the version's code and
+dependencies). It imports nothing from garrison. It serves port 8080 inside the sandbox, which
+garrison reaches only through the relay:
+
+``GET /ping``: ready. ``POST /invocations`` with one request serialized by LangGraph's
+JsonPlusSerializer (``<type>\\n<bytes>``): ``{"op": "step"|"history", "ref", "config",
+"checkpoints", ...}``. ``checkpoints`` are the thread's checkpoint tuples that garrison read from
+its own checkpointer (newest first). They seed an in-memory saver; the graph runs against it; the
+answer is a stream of frames (one per line, ``<type>:<base64>``): the stream items as they come,
+then ``{"done": ..., "ops": [...], "states": [...]}`` with every checkpoint and write the step made,
+in order, for garrison to write into its own checkpointer. Durability stays in garrison's store:
+a sandbox killed mid-step loses nothing that was not already lost with the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import os
+import sys
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+SERDE = JsonPlusSerializer()
+ROOT = Path(os.environ.get("GARRISON_AGENT_ROOT") or Path(__file__).resolve().parent / "__garrison_agent__")
+_graphs: dict[str, Any] = {}
+_lock = threading.Lock()
+_loop = asyncio.new_event_loop()
+
+
+def dumps(value: Any) -> bytes:
+    kind, data = SERDE.dumps_typed(value)
+    return kind.encode() + b":" + base64.b64encode(data) + b"\n"
+
+
+def loads_request(body: bytes) -> Any:
+    kind, _, data = body.partition(b"\n")
+    return SERDE.loads_typed((kind.decode(), data))
+
+
+def load(ref: str) -> Any:
+    with _lock:
+        if ref in _graphs:
+            return _graphs[ref]
+        file, _, variable = ref.partition(":")
+        path = (ROOT / file).resolve()
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))  # the bundle's helper modules import by plain name
+        spec = importlib.util.spec_from_file_location(f"garrison_agent_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        graph = getattr(module, variable)
+        if hasattr(graph, "compile") and not hasattr(graph, "astream"):
+            graph = graph.compile()
+        _graphs[ref] = graph
+        return graph
+
+
+def _where(config: Any) -> dict[str, Any]:
+    """Only what a checkpointer reads of a config (the step's own holds live objects)."""
+    conf = config.get("configurable") or {}
+    return {"configurable": {k: conf[k] for k in ("thread_id", "checkpoint_ns", "checkpoint_id") if k in conf}}
+
+
+class RecordingSaver(InMemorySaver):
+    """An in-memory saver that remembers, in order, what the step wrote (not what seeded it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[Any, ...]] = []
+        self.recording = False
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        out = super().put(config, checkpoint, metadata, new_versions)
+        if self.recording:
+            self.ops.append(("put", _where(config), checkpoint, metadata, dict(new_versions)))
+        return out
+
+    def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        super().put_writes(config, writes, task_id, task_path)
+        if self.recording:
+            self.ops.append(("writes", _where(config), list(writes), task_id, task_path))
+
+    def seed(self, thread_id: str, tuples: list[dict[str, Any]]) -> None:
+        for tup in reversed(tuples):  # oldest first: a parent before its child
+            cp = tup["checkpoint"]
+            conf: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": tup.get("checkpoint_ns", "")}
+            if tup.get("parent_id"):
+                conf["checkpoint_id"] = tup["parent_id"]
+            self.put({"configurable": conf}, cp, tup["metadata"], dict(cp.get("channel_versions") or {}))
+            own = {**conf, "checkpoint_id": cp["id"]}
+            by_task: dict[str, list[tuple[str, Any]]] = {}
+            for task_id, channel, value in tup.get("writes") or []:
+                by_task.setdefault(task_id, []).append((channel, value))
+            for task_id, writes in by_task.items():
+                self.put_writes({"configurable": own}, writes, task_id)
+
+
+async def run(req: dict[str, Any], emit: Any) -> None:
+    graph = load(req["ref"])
+    saver = RecordingSaver()
+    config = req["config"]
+    saver.seed(config["configurable"]["thread_id"], req.get("checkpoints") or [])
+    bound = graph.copy(update={"checkpointer": saver})
+    if req["op"] == "history":
+        states = [s async for s in bound.aget_state_history(config, limit=req.get("limit") or 2)]
+        emit({"done": True, "ops": [], "states": states})
+        return
+    saver.recording = True
+    try:
+        async for item in bound.astream(req.get("input"), config, stream_mode=req["stream_mode"],
+                                        interrupt_after="*", subgraphs=bool(req.get("subgraphs")),
+                                        context=req.get("context")):
+            emit({"item": item})
+        state = await bound.aget_state(config)
+    except Exception as exc:  # the agent's own error: garrison records it on the run
+        emit({"error": {"type": type(exc).__name__, "message": str(exc),
+                        "traceback": traceback.format_exc()[-4000:]}, "ops": saver.ops})
+        return
+    emit({"done": True, "ops": saver.ops, "states": [state]})
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"  # the body ends when the connection closes: frames stream as made
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"status": "Healthy"}')
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-garrison-frames")
+        self.end_headers()
+
+        def emit(frame: Any) -> None:
+            self.wfile.write(dumps(frame))
+            self.wfile.flush()
+
+        try:
+            asyncio.run_coroutine_threadsafe(run(loads_request(body), emit), _loop).result()
+        except BaseException as exc:  # loading failed, or a BaseException out of the graph
+            # Not an Exception (a worker lost, as in-process): garrison retries the step.
+            emit({"error": {"type": type(exc).__name__, "message": str(exc), "retry": not isinstance(exc, Exception),
+                            "traceback": traceback.format_exc()[-4000:]}, "ops": []})
+
+
+def main() -> None:
+    threading.Thread(target=_loop.run_forever, daemon=True).start()
+    port = int(os.environ.get("PORT") or 8080)
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Steps of a sandboxed LangGraph version: the graph's code runs in the thread's session sandbox.
+
+A version deployed with ``isolation = "sandbox"`` (agent.toml, or GARRISON_RUNTIME_GRAPH_ISOLATION
+for every LangGraph version) never has its graph imported by a durable step in garrison's
+process. Each (tenant, agent version, thread) gets a session sandbox (runtime/sessions.py: sticky,
+idle and lifetime limits, a token scoped to the thread, egress only to garrison's /v1 and /mcp)
+running runtime/sandbox_runner.py. ``SandboxedGraph`` stands in for the compiled graph in the
+step activity (runtime/executor.py): it reads the thread's checkpoints from garrison's
+checkpointer, sends them in with the step, streams the items back, and writes the step's
+checkpoints and writes into garrison's checkpointer before the step returns, so durability and
+the "no completed step twice" rule stay garrison's. What comes back from the sandbox is decoded
+with LangGraph's strict allowlist (messages, LangGraph types), never arbitrary classes.
+
+A sandbox that dies under a step (SIGKILL, OOM, its lifetime) raises ``SandboxLost``, which is
+not an agent error: Temporal retries the step, and the retry starts a fresh sandbox.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from garrison.sandbox.relay import RelayError
+
+if TYPE_CHECKING:
+    from garrison.runtime.service import RuntimeService
+    from garrison.runtime.sessions import Session, SessionManager
+
+log = logging.getLogger("garrison.runtime.sandboxed_steps")
+TRUSTED = JsonPlusSerializer()  # what garrison sends in (its own checkpoints)
+STRICT = JsonPlusSerializer(allowed_msgpack_modules=None)  # what the sandbox sends back
+
+
+class GraphIsolationSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_GRAPH_", extra="ignore")
+
+    # The default for LangGraph versions whose agent.toml does not say: "process" runs the graph
+    # in garrison's worker (trusted first-party graphs); "sandbox" runs it in a session sandbox.
+    isolation: Literal["process", "sandbox"] = "process"
+
+
+class SandboxLost(BaseException):  # noqa: N818 (what happened, not an error of the agent)
+    """The step's sandbox died under it: not the agent's error, so the step is retried."""
+
+
+def _agent_error(kind: str, message: str) -> Exception:
+    # Named as the agent's own exception, so the run's error reads the same as in-process.
+    cls = type(kind if kind.isidentifier() else "AgentError", (Exception,), {})
+    return cls(message)
+
+
+def _encode(value: Any) -> bytes:
+    kind, data = TRUSTED.dumps_typed(value)
+    return kind.encode() + b"\n" + data
+
+
+def _decode(line: bytes) -> Any:
+    kind, _, data = line.strip().partition(b":")
+    return STRICT.loads_typed((kind.decode(), base64.b64decode(data)))
+
+
+def _tuple_in(tup: Any) -> dict[str, Any]:
+    parent = (tup.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    return {"checkpoint": tup.checkpoint, "metadata": tup.metadata, "parent_id": parent,
+            "checkpoint_ns": tup.config["configurable"].get("checkpoint_ns", ""),
+            "writes": [list(w) for w in tup.pending_writes or []]}
+
+
+def _item(raw: Any) -> tuple[Any, ...]:
+    """A stream item as LangGraph yields it (the wire made its tuples lists)."""
+    item = tuple(raw)
+    chunk = item[-1]
+    if isinstance(chunk, dict) and isinstance(chunk.get("__interrupt__"), list):
+        chunk = {**chunk, "__interrupt__": tuple(chunk["__interrupt__"])}
+    if len(item) == 3:
+        return tuple(item[0]), item[1], chunk
+    return item[0], chunk
+
+
+class SandboxedGraph:
+    """What the step activity needs of a compiled graph, executed in the session sandbox."""
+
+    def __init__(self, manager: SessionManager, sess: Session, saver: Any, ref: str) -> None:
+        self.manager = manager
+        self.sess = sess
+        self.saver = saver
+        self.ref = ref
+        self._state: Any = None
+
+    async def _call(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        sess, sbx = self.sess, self.sess.sandbox
+        if sess.relay is None or not sess.alive():
+            raise SandboxLost(f"the sandbox of thread {sess.session_id} is gone")
+        sess.active += 1
+        try:
+            resp = await sess.relay.request(self.manager.settings.agent_port, "POST", "/invocations",
+                                            [("content-type", "application/x-garrison-request")],
+                                            _encode(request), self.manager.settings.invoke_timeout_s)
+            buf = b""
+            async for chunk in resp.body:
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line:
+                        yield _decode(line)
+            if buf.strip():
+                yield _decode(buf)
+        except RelayError as exc:
+            reason = self.manager._note_ended(sess, sbx) if not sess.alive() or exc.kind == "SandboxGone" else None
+            raise SandboxLost(f"the sandbox {sbx.id} of thread {sess.session_id} ended ({reason or exc}); "
+                              "the step is retried in a fresh one") from None
+        finally:
+            sess.active -= 1
+
+    async def _finish(self, frame: dict[str, Any]) -> None:
+        """The step's checkpoints and writes, in the order it made them, into garrison's checkpointer."""
+        for op in frame.get("ops") or []:
+            if op[0] == "put":
+                await self.saver.aput(op[1], op[2], op[3], op[4])
+            else:
+                await self.saver.aput_writes(op[1], op[2], op[3], op[4])
+
+    async def _run(self, request: dict[str, Any]) -> AsyncIterator[Any]:
+        ended = False
+        try:
+            async for frame in self._call(request):
+                if "item" in frame:
+                    yield _item(frame["item"])
+                    continue
+                ended = True
+                await self._finish(frame)
+                if "error" in frame:
+                    err = frame["error"]
+                    log.info("sandboxed step failed: %s", err.get("traceback", ""))
+                    if err.get("retry"):
+                        raise SandboxLost(f"{err['type']}: {err['message']}")
+                    raise _agent_error(err["type"], err["message"])
+                states = frame.get("states") or []
+                self._state = states[0] if states else None
+                yield ("__states__", states)
+        finally:
+            if not ended and self.sess.alive():
+                # Cancelled, or the caller stopped reading: the step must not go on in the sandbox.
+                await self.manager.end(self.sess, "step_cancelled")
+        if not ended:
+            raise SandboxLost("the sandbox answered without finishing the step")
+
+    async def astream(self, graph_input: Any, config: dict[str, Any], *, stream_mode: list[str],
+                      interrupt_after: Any = "*", subgraphs: bool = False,
+                      context: Any = None) -> AsyncIterator[Any]:
+        tup = await self.saver.aget_tuple(config)
+        request = {"op": "step", "ref": self.ref, "config": config, "input": graph_input,
+                   "stream_mode": stream_mode, "subgraphs": subgraphs, "context": context,
+                   "checkpoints": [_tuple_in(tup)] if tup is not None else []}
+        async for item in self._run(request):
+            if item[0] != "__states__":
+                yield item
+
+    async def aget_state(self, config: dict[str, Any]) -> Any:
+        if self._state is not None:
+            return self._state  # computed in the sandbox at the end of the step
+        states = [s async for s in self.aget_state_history(config, limit=1)]
+        return states[0] if states else None
+
+    async def aget_state_history(self, config: dict[str, Any], *, limit: int = 2) -> AsyncIterator[Any]:
+        tuples = [t async for t in self.saver.alist(config, limit=limit)]
+        if not tuples:
+            return
+        request = {"op": "history", "ref": self.ref, "config": config, "limit": limit,
+                   "checkpoints": [_tuple_in(t) for t in tuples]}
+        async for item in self._run(request):
+            if item[0] == "__states__":
+                for state in item[1]:
+                    yield state
+
+
+class StepIsolation:
+    """The executor's hook: a sandboxed stand-in for the graph of a sandboxed version's run, else None."""
+
+    def __init__(self, service: RuntimeService) -> None:
+        self.service = service
+        self._descriptors: dict[tuple[str, int], dict[str, Any]] = {}  # versions are immutable
+
+    async def descriptor(self, agent_id: str, number: int) -> dict[str, Any]:
+        found = self._descriptors.get((agent_id, number))
+        if found is None:
+            row = await self.service.store.version(agent_id, number)
+            found = self._descriptors[(agent_id, number)] = dict(row["descriptor"]) if row else {}
+        return found
+
+    async def graph_for(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+        from garrison.runtime.sessions import manager
+
+        spec = run["spec"]
+        descriptor = await self.descriptor(spec["agent_id"], spec["version"])
+        if descriptor.get("isolation") != "sandbox":
+            return None
+        sessions = manager(self.service)
+        credentials = self.service.runs.credentials
+        agent = await credentials.agent_name(spec["agent_id"])
+        sess = await sessions.graph_session(run, agent)
+        config = dict(spec.get("config") or {})
+        configurable = {**(config.get("configurable") or {}), "thread_id": run["thread_id"]}
+        if spec.get("checkpoint_id"):
+            configurable["checkpoint_id"] = spec["checkpoint_id"]
+        garrison = await credentials.for_run(run)
+        # Inside the sandbox garrison is the egress listener, and the credential is the session's token.
+        garrison.update(llm_base_url=f"http://127.0.0.1:{sess.egress_port}/v1",
+                        mcp_url=f"http://127.0.0.1:{sess.egress_port}/mcp/", token=sessions.current_token(sess))
+        configurable["garrison"] = garrison
+        config["configurable"] = configurable
+        config["metadata"] = {**(config.get("metadata") or {}), **(run["metadata"] or {}), "run_id": run["run_id"],
+                              "thread_id": run["thread_id"], "assistant_id": run["assistant_id"],
+                              "graph_id": spec["graph_id"]}
+        saver = self.service.state.saver(run["tenant_id"])
+        return SandboxedGraph(sessions, sess, saver, spec["ref"]), config

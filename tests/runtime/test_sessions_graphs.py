@@ -1,0 +1,131 @@
+"""Sandboxed LangGraph agents: a version deployed with ``isolation = "sandbox"`` runs its graph's code in
+its thread's session sandbox (not in garrison's process), calls the model through the gateway with the
+thread's scoped token, and a SIGKILL of that sandbox in the middle of a step is retried in a fresh one."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from garrison.runtime.bundles import pack
+from garrison.runtime.sessions import manager
+from runtime.helpers import AGENTS, deploy
+from runtime.test_sessions import backend, deps_cache, upstream  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def graph_env(monkeypatch: pytest.MonkeyPatch, deps_cache: Path, backend: str) -> None:  # noqa: F811
+    monkeypatch.setenv("GARRISON_RUNTIME_DEPS_CACHE", str(deps_cache))
+    monkeypatch.setenv("GARRISON_RUNTIME_SESSION_BACKEND", backend)
+    monkeypatch.setenv("GARRISON_TEST_SECRET", "garrison's own environment")
+
+
+def _probe(tmp_path: Path) -> Path:
+    probe = tmp_path / "garrison-only.txt"
+    probe.write_text("a file garrison can read")
+    probe.chmod(0o644)
+    return probe
+
+
+def _graph_session(platform, thread_id: str):  # type: ignore[no-untyped-def]
+    found = [s for s in manager(platform.services["runtime"]).sessions.values() if s.session_id == thread_id]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def _run_wait(client, tid: str, body: dict) -> dict:  # type: ignore[no-untyped-def]
+    r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "isolated", **body}, timeout=300)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.slow
+async def test_graph_code_runs_in_the_thread_sandbox(graph_env, client, platform, upstream, tmp_path, backend):  # noqa: F811
+    described = await deploy(client, "isolated")
+    assert described["versions"][0]["kind"] == "langgraph"
+    probe = _probe(tmp_path)
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    values = await _run_wait(client, tid, {"input": {"probe": str(probe)}})
+
+    assert "seen" in values, values
+    seen = values["seen"]
+    assert seen["read"].startswith("denied"), seen  # garrison's file is not in the sandbox
+    assert seen["hostname"] != socket.gethostname()
+    assert seen["secret"] is None  # nor is garrison's environment
+    assert seen["openai_base_url"].startswith("http://127.0.0.1:")  # its way out is garrison's egress
+    assert values["slow_runs"] == 1 and values["answer"]
+    assert upstream.stats.completed == 1  # the model call left the sandbox through the gateway
+    sess = _graph_session(platform, tid)
+    assert sess.alive() and sess.sandboxes_started == 1 and sess.sandbox.backend == backend
+
+    # Durability stays in garrison's checkpointer: the thread's state and history read there.
+    state = (await client.get(f"/threads/{tid}/state")).json()
+    assert state["values"]["slow_runs"] == 1 and state["next"] == []
+    history = (await client.post(f"/threads/{tid}/history", json={"limit": 10})).json()
+    assert len(history) >= 3
+
+    # A second run on the thread continues from the checkpoint, in the same (sticky) sandbox.
+    again = await _run_wait(client, tid, {"input": {"probe": str(probe), "no_model": True}})
+    assert again["slow_runs"] == 2 and again["seen"]["pid"] == seen["pid"]
+    assert sess.sandboxes_started == 1
+
+    # The usage of the sandboxed call is attributed to the agent's version and the thread.
+    entries = (await client.get("/api/usage/entries")).json()["entries"]
+    mine = [e for e in entries if e["agent"] == "isolated"]
+    assert len(mine) == 1 and mine[0]["session_id"] == tid and mine[0]["agent_version"] == "1"
+    r = await client.get("/api/usage", params={"by": "agent_version"})
+    assert r.status_code == 200, r.text
+    rows = [row for row in r.json()["rows"] if row["agent"] == "isolated"]
+    assert [(row["agent_version"], row["requests"]) for row in rows] == [("1", 1)]
+
+
+@pytest.mark.slow
+async def test_the_same_graph_in_process_can_read_garrisons_file(client, tmp_path, monkeypatch):
+    """The control: with isolation = "process" the very same code reads the file and the environment."""
+    monkeypatch.setenv("GARRISON_TEST_SECRET", "garrison's own environment")
+    bundle = tmp_path / "inproc"
+    shutil.copytree(AGENTS / "isolated", bundle)
+    toml = bundle / "agent.toml"
+    toml.write_text(toml.read_text().replace('isolation = "sandbox"', 'isolation = "process"'))
+    r = await client.post("/api/runtime/agents/inproc/versions", content=pack(bundle),
+                          headers={"content-type": "application/gzip"})
+    assert r.status_code == 201, r.text
+    probe = _probe(tmp_path)
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    values = await _run_wait(client, tid, {"input": {"probe": str(probe), "no_model": True}})
+    assert values["seen"]["read"] == "a file garrison can read"
+    assert values["seen"]["secret"] == "garrison's own environment"
+
+
+@pytest.mark.slow
+async def test_sigkill_of_the_sandbox_mid_step_is_retried_in_a_fresh_one(graph_env, client, platform, upstream,  # noqa: F811
+                                                                      tmp_path):
+    await deploy(client, "isolated")
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    run = (await client.post(f"/threads/{tid}/runs", json={
+        "assistant_id": "isolated", "input": {"probe": str(_probe(tmp_path)), "sleep_s": 3},
+        "stream_mode": ["values", "custom"]})).json()
+    runtime = platform.services["runtime"]
+    for _ in range(1200):  # the slow step has started in the sandbox
+        events = await runtime.events.read(run["run_id"])
+        if any(e.event == "custom" for e in events):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the slow step never started")
+    sess = _graph_session(platform, tid)
+    killed = sess.sandbox
+    await killed.runtime.kill()  # SIGKILL to every process of the sandbox, mid-step
+
+    r = await client.get(f"/threads/{tid}/runs/{run['run_id']}/join", timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.json()["slow_runs"] == 1  # the killed step's work was not kept; the retry's was, once
+    final = (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()
+    assert final["status"] == "success", final
+    assert sess.sandboxes_started == 2 and sess.sandbox.id != killed.id
+    assert sess.last_sandbox is not None and sess.last_sandbox["id"] == killed.id
+    assert upstream.stats.completed == 1  # the completed first step did not run (nor call the model) again
