@@ -3,8 +3,9 @@
 A LangGraph step costs one put and one or more put_writes, so these three run
 straight on the DBAPI connection that SQLAlchemy's pool hands out (no statement
 compilation or result wrapping per call): one statement and one commit per put on
-PostgreSQL (the blobs ride in a CTE, in autocommit), ``BEGIN IMMEDIATE`` on SQLite
-so concurrent writers queue on the busy timeout instead of failing. Rows and
+PostgreSQL (the blobs ride in a CTE, in autocommit); on SQLite one writer connection
+with group commit (``groupcommit``), ``BEGIN IMMEDIATE`` so other processes' writers
+queue on the busy timeout instead of failing. Rows and
 decoding are shared with the SQLAlchemy Core path in ``ops``.
 
 On SQLite, channel blobs are also kept in a bounded in-process cache (``blobcache``):
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from garrison.state.checkpoint import ops
 from garrison.state.checkpoint.blobcache import BlobCache, Inflated, decode_fast
+from garrison.state.checkpoint.groupcommit import GroupCommit, Statement
 
 CP_COLS = ["tenant_id", "thread_id", "checkpoint_ns", "checkpoint_id", "parent_checkpoint_id", "run_id",
            "created_at", "type", "checkpoint", "meta", "channel_versions"]
@@ -84,9 +86,9 @@ class DirectSQL:
         self.head_latest, self.head_by_id = head_latest, head_by_id
         self.blob_cache = BlobCache() if not self.pg else None
         self.inflated = Inflated()
-        # SQLite has one writer at a time; queueing on a lock here instead of in SQLite's
-        # busy handler (which sleeps in steps of milliseconds) keeps concurrent writers fast.
-        self._sqlite_writer = threading.Lock()
+        # SQLite has one writer at a time: writers of this process queue in process (SQLite's
+        # busy handler sleeps in steps of milliseconds) and commit in groups (one fsync each).
+        self.sqlite_writes = GroupCommit(self._open)
 
     def _open(self) -> tuple[Any, Any]:
         fairy = self.engine.raw_connection()
@@ -124,6 +126,8 @@ class DirectSQL:
         return rows  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        if not self.pg:
+            self.sqlite_writes.close()
         while self._idle:
             fairy, con = self._idle.pop()
             if self.pg:
@@ -165,35 +169,34 @@ class DirectSQL:
             new_versions: ChannelVersions) -> RunnableConfig:
         keep = self.inflated.keep if not self.pg else None
         thread_id, ns, row, blob_rows = ops.put_rows(s, config, checkpoint, metadata, new_versions, keep)
-        with self.connection() as con:
-            if self.pg:
+        if self.pg:
+            with self.connection() as con:
                 con.execute(*pg_put(row, blob_rows))
-            else:
-                with self._sqlite_writer:
-                    con.execute("BEGIN IMMEDIATE")
-                    if blob_rows:
-                        con.executemany(_SQLITE_BLOBS, blob_rows)
-                    con.execute(_SQLITE_CP, row)
-                    con.execute("COMMIT")
-                if self.blob_cache is not None and blob_rows:
-                    self.blob_cache.fill(s.tenant_id, thread_id, ns,
-                                         [(r["channel"], r["version"], r["type"], r["blob"]) for r in blob_rows])
+        else:
+            stmts: list[Statement] = []
+            if blob_rows:
+                stmts.append((_SQLITE_BLOBS, blob_rows, True) if len(blob_rows) > 1
+                             else (_SQLITE_BLOBS, blob_rows[0], False))
+            stmts.append((_SQLITE_CP, row, False))
+            self.sqlite_writes.write(stmts)
+            if self.blob_cache is not None and blob_rows:
+                self.blob_cache.fill(s.tenant_id, thread_id, ns,
+                                     [(r["channel"], r["version"], r["type"], r["blob"]) for r in blob_rows])
         return ops._config(thread_id, ns, checkpoint["id"])
 
     def put_writes(self, s: ops.Scope, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                    task_path: str) -> None:
         regular, special = ops.writes_rows(s, config, writes, task_id, task_path)
-        with self.connection() as con:
-            if self.pg:
+        if self.pg:
+            with self.connection() as con:
                 con.execute(*pg_writes(regular, special))
-            else:
-                with self._sqlite_writer:
-                    con.execute("BEGIN IMMEDIATE")
-                    if regular:
-                        con.executemany(_SQLITE_WRITES_NEW, regular)
-                    if special:
-                        con.executemany(_SQLITE_WRITES_REPLACE, special)
-                    con.execute("COMMIT")
+            return
+        stmts: list[Statement] = []
+        if regular:
+            stmts.append((_SQLITE_WRITES_NEW, regular, True))
+        if special:
+            stmts.append((_SQLITE_WRITES_REPLACE, special, True))
+        self.sqlite_writes.write(stmts)
 
 
 # -- PostgreSQL statements (shared with the asyncio saver's direct path) ---------------------

@@ -130,10 +130,12 @@ _local = threading.local()
 
 
 def _zstd() -> zstandard.ZstdCompressor:
-    # zstandard's (de)compressors must not be shared between threads.
+    # zstandard's (de)compressors must not be shared between threads. Level 1: on a ~1.5 KB
+    # checkpoint row it is ~3x faster than level 3 (9 vs 26 us, a put's biggest CPU cost)
+    # for about 1% more bytes.
     c = getattr(_local, "c", None)
     if c is None:
-        c = _local.c = zstandard.ZstdCompressor(level=3)
+        c = _local.c = zstandard.ZstdCompressor(level=1)
     return c
 
 
