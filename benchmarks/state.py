@@ -8,7 +8,19 @@ Same workload, same run, each saver on a fresh database:
   how many calls failed (e.g. "database is locked");
 - bytes on disk for a 100-step thread where one channel of ten changes per step.
 
+Durability is part of every put figure, so put latency is measured four ways in the
+same interleaved rounds: garrison and the upstream saver each at its own default
+("as shipped": garrison NORMAL, the upstream savers FULL), and both at equal
+durability, FULL (a commit waits for the flush to disk: SQLite synchronous=FULL,
+PostgreSQL synchronous_commit=on) and NORMAL (a commit survives the process being
+killed, not the host losing power: SQLite synchronous=NORMAL, PostgreSQL
+synchronous_commit=off). The disk's own flush latency (write 4 KB + fdatasync) is
+measured in the same run: at FULL no put can be faster than one flush.
+``--count-syncs`` also counts fsync/fdatasync calls per put on SQLite (under strace)
+and commits per put on PostgreSQL (each one waits for a WAL flush at FULL).
+
 Usage: python benchmarks/state.py [--pg postgresql://postgres@127.0.0.1:5432/test] [--puts 400]
+       [--count-syncs] [--memory-records 0]
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -50,12 +62,12 @@ class Thread:
 
     def __init__(self, saver: BaseCheckpointSaver, thread_id: str) -> None:
         self.saver = saver
-        self.config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        self.config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
         self.values: dict[str, Any] = {}
         self.versions: dict[str, Any] = {}
         self.step = -1
 
-    def next(self, changed: list[str]) -> tuple[dict, dict, dict, dict]:
+    def next(self, changed: list[str]) -> tuple[Any, Any, Any, Any]:
         self.step += 1
         new_versions = {}
         for ch in changed:
@@ -82,8 +94,11 @@ def pct(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
-def measure_latency(savers: dict[str, BaseCheckpointSaver], puts: int) -> dict[str, dict[str, float]]:
-    """Interleaved: each round does one call per saver, so machine noise hits all alike."""
+def measure_latency(savers: dict[str, BaseCheckpointSaver], puts: int,
+                    floor: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Interleaved: each round does one call per saver, so machine noise hits all alike.
+
+    ``floor``: the cheapest durable commit, timed once per round too ("_floor")."""
     threads = {name: Thread(saver, str(uuid.uuid4())) for name, saver in savers.items()}
     for t in threads.values():
         t.put(CHANNELS)
@@ -91,18 +106,26 @@ def measure_latency(savers: dict[str, BaseCheckpointSaver], puts: int) -> dict[s
             t.put([CHANNELS[i % 10]])
     put_s: dict[str, list[float]] = {n: [] for n in savers}
     get_s: dict[str, list[float]] = {n: [] for n in savers}
+    floor_s: list[float] = []
     for i in range(puts):
         for name, t in threads.items():
             put_s[name].append(t.put([CHANNELS[i % 10]]))
+        if floor is not None:
+            t0 = time.perf_counter()
+            floor()
+            floor_s.append(time.perf_counter() - t0)
     for _ in range(puts):
         for name, t in threads.items():
-            cfg = {"configurable": {"thread_id": t.config["configurable"]["thread_id"], "checkpoint_ns": ""}}
+            cfg: Any = {"configurable": {"thread_id": t.config["configurable"]["thread_id"], "checkpoint_ns": ""}}
             t0 = time.perf_counter()
             tup = savers[name].get_tuple(cfg)
             get_s[name].append(time.perf_counter() - t0)
             assert tup is not None and len(tup.checkpoint["channel_values"]) == 10
-    return {n: {"put_p50": pct(put_s[n], 0.5), "put_p95": pct(put_s[n], 0.95),
-                "get_p50": pct(get_s[n], 0.5), "get_p95": pct(get_s[n], 0.95)} for n in savers}
+    out = {n: {"put_p50": pct(put_s[n], 0.5), "put_p95": pct(put_s[n], 0.95),
+               "get_p50": pct(get_s[n], 0.5), "get_p95": pct(get_s[n], 0.95)} for n in savers}
+    if floor_s:
+        out["_floor"] = {"put_p50": pct(floor_s, 0.5)}
+    return out
 
 
 async def measure_async_latency(savers: dict[str, Any], puts: int) -> dict[str, dict[str, float]]:
@@ -153,7 +176,7 @@ def run_async(args: argparse.Namespace, tmp: Path, backend: str) -> None:
             from psycopg_pool import AsyncConnectionPool
 
             g = await stack.enter_async_context(AsyncGarrisonSaver.from_conn_string(url))
-            pool = await stack.enter_async_context(AsyncConnectionPool(
+            pool: Any = await stack.enter_async_context(AsyncConnectionPool(
                 upstream_url, max_size=16, open=False,
                 kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}))
             u = AsyncPostgresSaver(pool)
@@ -170,14 +193,15 @@ def run_async(args: argparse.Namespace, tmp: Path, backend: str) -> None:
         upstream_url = dbs.enter_context(fresh_pg(args.pg)) if backend == "postgresql" else ""
         res = asyncio.run(run())
     g, p = res["garrison"], res[peer]
-    print(f"\n## {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}, asyncio savers: AsyncGarrisonSaver vs {peer}\n")
+    print(f"\n## {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}, asyncio savers: AsyncGarrisonSaver vs {peer} "
+          f"(as shipped, UNEQUAL durability: garrison NORMAL, {peer} FULL; load {load()})\n")
     print(f"| metric | garrison | {peer} | ratio |")
     print("|---|---|---|---|")
     for key, label in [("put_p50", "aput p50"), ("get_p50", "aget_tuple p50"), ("get_p95", "aget_tuple p95")]:
         print(f"| {label} | {g[key]:.3f} ms | {p[key]:.3f} ms | {g[key] / p[key]:.2f}x |")
 
 
-def measure_concurrency(saver: BaseCheckpointSaver, threads: int, per_thread: int) -> dict[str, float]:
+def measure_concurrency(saver: BaseCheckpointSaver, threads: int, per_thread: int) -> dict[str, Any]:
     errors: list[str] = []
     done = [0]
     lock = threading.Lock()
@@ -227,34 +251,56 @@ def sqlite_bytes(path: Path) -> int:
         con.close()
 
 
+def one(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> Any:
+    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
+
+
 def pg_bytes(url: str, tables: list[str]) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         for t in tables:
             conn.execute(f"VACUUM FULL {t}")
-        return sum(conn.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0] for t in tables)
+        return sum(int(one(conn, "SELECT pg_total_relation_size(%s)", (t,))) for t in tables)
 
 
 # -- saver factories ---------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def sqlite_upstream(path: Path) -> Iterator[BaseCheckpointSaver]:
+def sqlite_upstream(path: Path, synchronous: str | None = None) -> Iterator[BaseCheckpointSaver]:
+    """SqliteSaver as shipped (this SQLite's default synchronous, FULL), or set to ``synchronous``."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     with SqliteSaver.from_conn_string(str(path)) as saver:
         saver.setup()
+        if synchronous:
+            saver.conn.execute(f"PRAGMA synchronous={synchronous}")
         yield saver
 
 
+def sqlite_synchronous(saver: Any) -> str:
+    """The synchronous level a saver's SQLite connection actually runs with."""
+    if hasattr(saver, "conn"):
+        level = saver.conn.execute("PRAGMA synchronous").fetchone()[0]
+    else:
+        with saver._direct.connection() as con:
+            level = con.execute("PRAGMA synchronous").fetchone()[0]
+    return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[level]
+
+
 @contextlib.contextmanager
-def pg_upstream(url: str) -> Iterator[BaseCheckpointSaver]:
+def pg_upstream(url: str, synchronous: str | None = None) -> Iterator[BaseCheckpointSaver]:
+    """PostgresSaver as shipped (the server's synchronous_commit), or NORMAL: synchronous_commit=off."""
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    with ConnectionPool(url, max_size=16, kwargs={"autocommit": True, "prepare_threshold": 0,
-                                                   "row_factory": dict_row}) as pool:
-        saver = PostgresSaver(pool)
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    if synchronous == "NORMAL":
+        kwargs["options"] = "-c synchronous_commit=off"
+    with ConnectionPool(url, max_size=16, kwargs=kwargs) as pool:
+        saver = PostgresSaver(cast(Any, pool))
         saver.setup()
         yield saver
 
@@ -271,53 +317,261 @@ def fresh_pg(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The put grid: {garrison, upstream} x {default, FULL, NORMAL}, measured in the same rounds.
+# Keys: (saver, durability); "default" is each saver as shipped.
+
+
+PASSES = {  # pass -> (garrison's saver, the peer's saver): each pass has rounds of its own
+    "shipped": ("garrison", "{peer}"),
+    "full": ("garrison FULL", "{peer}"),
+    "normal": ("garrison", "{peer} NORMAL"),
+}
+
+
+def latency_passes(puts: int, peer: str, make: Callable[[str], Any], level: Callable[[Any], str],
+                   floor: Callable[[], Any]) -> dict[str, dict[str, Any]]:
+    """put / get_tuple latency in three passes, each on fresh databases with its own rounds.
+
+    FULL and NORMAL savers never share rounds in the equal-durability passes: a flush
+    (fdatasync on SQLite, the WAL flush on PostgreSQL) also writes out what the other
+    savers left unflushed, which would bill one saver for another's writes. The
+    floor (the cheapest durable commit) runs in the FULL pass's rounds."""
+    out: dict[str, dict[str, Any]] = {}
+    for pass_name, pair in PASSES.items():
+        names = [n.format(peer=peer) for n in pair]
+        with contextlib.ExitStack() as stack:
+            savers = {n: stack.enter_context(make(n)) for n in names}
+            probe = stack.enter_context(floor()) if pass_name == "full" else None
+            res = measure_latency(savers, puts, probe)
+            for n, sv in savers.items():
+                res[n]["synchronous"] = level(sv)
+        out[pass_name] = res
+        if "_floor" in res:
+            out["_floor"] = res.pop("_floor")
+    # The saver-level rows (concurrency, bytes) hang off these keys.
+    out["garrison"] = dict(out["shipped"]["garrison"])
+    out[peer] = dict(out["shipped"][peer])
+    out["garrison FULL"] = dict(out["full"]["garrison FULL"])
+    out[f"{peer} NORMAL"] = dict(out["normal"][f"{peer} NORMAL"])
+    return out
+
+
 def run_sqlite(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
-    factories: dict[str, Callable[[Path], Any]] = {
+    grid: dict[str, Callable[[Path], Any]] = {
         "garrison": lambda p: GarrisonSaver.from_conn_string(str(p)),
         "SqliteSaver": sqlite_upstream,
+        "garrison FULL": lambda p: GarrisonSaver.from_conn_string(str(p), synchronous="FULL"),
+        "SqliteSaver NORMAL": lambda p: sqlite_upstream(p, "NORMAL"),
     }
-    full = {"garrison synchronous=FULL": lambda p: GarrisonSaver.from_conn_string(str(p), synchronous="FULL")}
-    with contextlib.ExitStack() as stack:
-        savers = {n: stack.enter_context(f(tmp / f"{n}-lat.db")) for n, f in {**factories, **full}.items()}
-        out: dict[str, dict[str, Any]] = measure_latency(savers, args.puts)
-    for name, factory in factories.items():
-        with factory(tmp / f"{name}-conc.db") as saver:
+    out = latency_passes(args.puts, "SqliteSaver", lambda n: grid[n](tmp / f"{n.replace(' ', '-')}-lat.db"),
+                         sqlite_synchronous, lambda: FsyncFloor(tmp / "floor-probe"))
+    out["_floor"]["text"] = (f"write 4 KB + fdatasync in this directory, p50 {out['_floor']['put_p50']:.3f} ms "
+                             "(same rounds as the FULL pass)")
+    for name in ("garrison", "SqliteSaver", "garrison FULL"):
+        with grid[name](tmp / f"{name.replace(' ', '-')}-conc.db") as saver:
             out[name].update(measure_concurrency(saver, 16, args.per_thread))
+    for name in ("garrison", "SqliteSaver"):
         p = tmp / f"{name}-bytes.db"
-        with factory(p) as saver:
+        with grid[name](p) as saver:
             hundred_steps(saver)
         out[name]["bytes_100"] = sqlite_bytes(p)
+    if args.count_syncs:
+        for name in grid:
+            out[name]["syncs_per_put"] = count_sqlite_syncs(name, tmp)
     return out
 
 
 def run_pg(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    factories = {
-        "garrison": (GarrisonSaver.from_conn_string, ["state_checkpoints", "state_blobs", "state_writes"]),
-        "PostgresSaver": (pg_upstream, ["checkpoints", "checkpoint_blobs", "checkpoint_writes"]),
+    tables = {"garrison": ["state_checkpoints", "state_blobs", "state_writes"],
+              "PostgresSaver": ["checkpoints", "checkpoint_blobs", "checkpoint_writes"]}
+    # garrison's default: synchronous_commit=off on its own sessions; PostgresSaver as shipped
+    # keeps the server's setting (on here), so its commit waits for the WAL flush.
+    grid: dict[str, Callable[[str], Any]] = {
+        "garrison": GarrisonSaver.from_conn_string,
+        "PostgresSaver": pg_upstream,
+        "garrison FULL": lambda u: GarrisonSaver.from_conn_string(u, synchronous="FULL"),
+        "PostgresSaver NORMAL": lambda u: pg_upstream(u, "NORMAL"),
     }
-    # Default garrison: synchronous_commit=off on its sessions (a commit survives the agent
-    # process, like SQLite NORMAL); the FULL row waits for the WAL flush like PostgresSaver.
-    full = {"garrison synchronous=FULL": lambda u: GarrisonSaver.from_conn_string(u, synchronous="FULL")}
-    with contextlib.ExitStack() as stack:
-        savers = {n: stack.enter_context(f(stack.enter_context(fresh_pg(args.pg))))
-                  for n, f in {**{n: f for n, (f, _t) in factories.items()}, **full}.items()}
-        out: dict[str, dict[str, Any]] = measure_latency(savers, args.puts)
-    for name, (factory, tables) in factories.items():
-        with fresh_pg(args.pg) as url, factory(url) as saver:
+    @contextlib.contextmanager
+    def make(name: str) -> Iterator[Any]:
+        with fresh_pg(args.pg) as url, grid[name](url) as saver:
+            yield saver
+
+    @contextlib.contextmanager
+    def floor() -> Iterator[Callable[[], None]]:
+        with fresh_pg(args.pg) as url, pg_commit_floor(url) as commit:
+            yield commit
+
+    out = latency_passes(args.puts, "PostgresSaver", make,
+                         lambda sv: f"synchronous_commit={pg_synchronous_commit(sv)}", floor)
+    out["_floor"]["text"] = (f"a one-row INSERT in autocommit at synchronous_commit=on on this server, "
+                             f"p50 {out['_floor']['put_p50']:.3f} ms (same rounds as the FULL pass)")
+    for name in ("garrison", "PostgresSaver", "garrison FULL"):
+        with fresh_pg(args.pg) as url, grid[name](url) as saver:
             out[name].update(measure_concurrency(saver, 16, args.per_thread))
+    for name in ("garrison", "PostgresSaver"):
         with fresh_pg(args.pg) as url:
-            with factory(url) as saver:
+            with grid[name](url) as saver:
                 hundred_steps(saver)
-            out[name]["bytes_100"] = pg_bytes(url, tables)
+            out[name]["bytes_100"] = pg_bytes(url, tables[name])
+    if args.count_syncs:
+        for name, factory in grid.items():
+            out[name]["syncs_per_put"] = count_pg_commits(args.pg, factory)
     return out
 
 
-def report(title: str, peer: str, res: dict[str, dict[str, Any]]) -> None:
+def pg_synchronous_commit(saver: Any) -> str:
+    """synchronous_commit as the saver's own sessions see it."""
+    if isinstance(saver, GarrisonSaver):
+        with saver._direct.connection() as con:
+            return str(con.execute("SHOW synchronous_commit").fetchone()[0])
+    with saver.conn.connection() as con:
+        return str(con.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"])
+
+
+@contextlib.contextmanager
+def pg_commit_floor(url: str) -> Iterator[Callable[[], None]]:
+    """The cheapest durable commit: one small row, one round trip, waiting for the WAL flush."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE floor_probe (id bigint PRIMARY KEY, v text)")
+        conn.execute("SET synchronous_commit = on")
+        n = iter(range(1 << 62))
+
+        def commit() -> None:
+            conn.execute("INSERT INTO floor_probe VALUES (%s, %s)", (next(n), "x" * 64))
+
+        yield commit
+
+
+class FsyncFloor:
+    """The cheapest durable commit on a disk: write 4 KB into a preallocated file, fdatasync."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.i = path, 0
+
+    def __enter__(self) -> FsyncFloor:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.pwrite(self.fd, bytes(64 * 4096), 0)
+        os.fsync(self.fd)
+        return self
+
+    def __call__(self) -> None:
+        self.i += 1
+        os.pwrite(self.fd, os.urandom(4096), (self.i % 64) * 4096)
+        os.fdatasync(self.fd)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+SYNC_PROBE_PUTS = 300
+
+
+def sync_probe(name: str, path: str) -> None:
+    """Child of --count-syncs (runs under strace): warm up, then SYNC_PROBE_PUTS puts between markers."""
+    factory = {
+        "garrison": lambda: GarrisonSaver.from_conn_string(path),
+        "garrison FULL": lambda: GarrisonSaver.from_conn_string(path, synchronous="FULL"),
+        "SqliteSaver": lambda: sqlite_upstream(Path(path)),
+        "SqliteSaver NORMAL": lambda: sqlite_upstream(Path(path), "NORMAL"),
+    }[name]
+    with factory() as saver:
+        t = Thread(saver, str(uuid.uuid4()))
+        t.put(CHANNELS)
+        for i in range(20):
+            t.put([CHANNELS[i % 10]])
+        os.write(2, b"SYNC-PROBE-START\n")
+        for i in range(SYNC_PROBE_PUTS):
+            t.put([CHANNELS[i % 10]])
+        os.write(2, b"SYNC-PROBE-END\n")
+
+
+def count_sqlite_syncs(name: str, tmp: Path) -> float | None:
+    """fsync + fdatasync calls per put, counted by strace between the probe's markers."""
+    import re
+    import shutil
+    import subprocess
+
+    if not shutil.which("strace"):
+        return None
+    db = tmp / f"sync-{name.replace(' ', '-')}.db"
+    proc = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,write", "-e", "signal=none",
+         sys.executable, __file__, "--sync-probe", name, str(db)],
+        capture_output=True, text=True, check=True)
+    lines = proc.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if "SYNC-PROBE-START" in line)
+    end = next(i for i, line in enumerate(lines) if "SYNC-PROBE-END" in line)
+    syncs = sum(1 for line in lines[start:end] if re.search(r"\bf(data)?sync\(", line))
+    return syncs / SYNC_PROBE_PUTS
+
+
+def count_pg_commits(admin_url: str, factory: Callable[[str], Any]) -> float:
+    """Transactions committed per put, from the database's own counter (only the saver uses it).
+
+    Two fresh databases, the same set-up and warm-up, one with SYNC_PROBE_PUTS more puts;
+    the counters are read after the saver's sessions have closed (a backend flushes its
+    statistics when it exits)."""
+    def commits(puts: int) -> int:
+        with fresh_pg(admin_url) as url:
+            with factory(url) as saver:
+                t = Thread(saver, str(uuid.uuid4()))
+                t.put(CHANNELS)
+                for i in range(20 + puts):
+                    t.put([CHANNELS[i % 10]])
+            db = url.rsplit("/", 1)[1]
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                last = -1
+                for _ in range(50):  # until the exited backends' counts have landed
+                    time.sleep(0.1)
+                    conn.execute("SELECT pg_stat_clear_snapshot()")
+                    n = one(conn, "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (db,))
+                    busy = one(conn, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (db,))
+                    if n == last and not busy:
+                        return int(n)
+                    last = n
+                return int(last)
+
+    return (commits(SYNC_PROBE_PUTS) - commits(0)) / SYNC_PROBE_PUTS
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+
+
+def report(title: str, peer: str, res: dict[str, dict[str, Any]], load_before: str) -> None:
     g, p = res["garrison"], res[peer]
-    print(f"\n## {title}: garrison vs {peer}\n")
+    gf, pn = res["garrison FULL"], res[f"{peer} NORMAL"]
+    print(f"\n## {title}: garrison vs {peer} (load before / after: {load_before} / {load()})\n")
+    print("### put p50 by durability (each row: the two savers in the same interleaved rounds)\n")
+    counted = "syncs_per_put" in g
+    what = "fsync calls per put" if title == "SQLite" else "commits per put (each waits for a WAL flush at FULL)"
+    print(f"| durability | garrison | {peer} | ratio |" + (f" {what}: garrison / {peer} |" if counted else ""))
+    print("|---|---|---|---|" + ("---|" if counted else ""))
+
+    def syncs(a: str, b: str) -> str:
+        if not counted:
+            return ""
+        va, vb = (("n/a (no strace)" if v is None else f"{v:.2f}") for v in (res[a]["syncs_per_put"], res[b]["syncs_per_put"]))
+        return f" {va} / {vb} |"
+
+    sh, fu, no = res["shipped"], res["full"], res["normal"]
+    rows = [(f"as shipped, UNEQUAL: garrison {g['synchronous']} vs {peer} {p['synchronous']}",
+             sh["garrison"], sh[peer], "garrison", peer),
+            (f"equal, FULL: commit waits for the disk flush ({gf['synchronous']} / {fu[peer]['synchronous']})",
+             fu["garrison FULL"], fu[peer], "garrison FULL", peer),
+            (f"equal, NORMAL: survives a killed process, not power loss ({no['garrison']['synchronous']} / "
+             f"{pn['synchronous']})", no["garrison"], no[f"{peer} NORMAL"], "garrison", f"{peer} NORMAL")]
+    for label, a, b, name_a, name_b in rows:
+        print(f"| {label} | {a['put_p50']:.3f} ms | {b['put_p50']:.3f} ms | {a['put_p50'] / b['put_p50']:.2f}x |"
+              + syncs(name_a, name_b))
+    print(f"\nFloor of one durable commit: {res['_floor']['text']}. Each saver commits once per put, so "
+          "no put at FULL can be faster than this.")
+    print(f"\n### garrison (default durability) vs {peer} (as shipped)\n")
     print(f"| metric | garrison | {peer} | ratio |")
     print("|---|---|---|---|")
-    for key, label, unit in [("put_p50", "put p50", "ms"), ("put_p95", "put p95", "ms"),
+    for key, label, unit in [("put_p50", "put p50 (unequal durability: see above)", "ms"),
+                             ("put_p95", "put p95", "ms"),
                              ("get_p50", "get_tuple p50", "ms"), ("get_p95", "get_tuple p95", "ms"),
                              ("puts_per_s", "16 threads writing", "puts/s"),
                              ("errors", "16 threads: failed calls", ""),
@@ -326,12 +580,11 @@ def report(title: str, peer: str, res: dict[str, dict[str, Any]]) -> None:
         ratio = f"{gv / pv:.2f}x" if pv else "-"
         fmt = (lambda v: f"{v:.3f}") if unit == "ms" else (lambda v: f"{v:,.0f}")
         print(f"| {label} | {fmt(gv)} {unit} | {fmt(pv)} {unit} | {ratio} |")
-    for name in [n for n in res if n not in (peer, "garrison")]:
-        r = res[name]
-        print(f"\n{name} (same rounds): put p50 {r['put_p50']:.3f} ms ({r['put_p50'] / p['put_p50']:.2f}x), "
-              f"get_tuple p50 {r['get_p50']:.3f} ms")
-    for name in (peer, "garrison"):
-        if res[name]["first_error"]:
+    print(f"\nEqual durability FULL: 16 threads writing, garrison {gf['puts_per_s']:,.0f} puts/s vs "
+          f"{peer} {p['puts_per_s']:,.0f} ({gf['puts_per_s'] / p['puts_per_s']:.2f}x), "
+          f"failed calls {gf['errors']} / {p['errors']}; get_tuple p50 {gf['get_p50']:.3f} ms.")
+    for name in (peer, "garrison", "garrison FULL"):
+        if res[name].get("first_error"):
             print(f"\n{name} first concurrent error: {res[name]['first_error']}")
 
 
@@ -393,14 +646,24 @@ def main() -> None:
     ap.add_argument("--puts", type=int, default=400)
     ap.add_argument("--per-thread", type=int, default=40)
     ap.add_argument("--memory-records", type=int, default=100_000, help="0 skips the memory search part")
+    ap.add_argument("--count-syncs", action="store_true",
+                    help="also count fsyncs per put on SQLite (needs strace) and commits per put on PostgreSQL")
+    ap.add_argument("--sync-probe", nargs=2, metavar=("SAVER", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.sync_probe:
+        sync_probe(*args.sync_probe)
+        return
+    print(f"state benchmark: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load {load()}, {os.cpu_count()} CPUs, "
+          f"--puts {args.puts}")
     with tempfile.TemporaryDirectory() as d:
-        report("SQLite", "SqliteSaver", run_sqlite(args, Path(d)))
+        before = load()
+        report("SQLite", "SqliteSaver", run_sqlite(args, Path(d)), before)
         run_async(args, Path(d), "sqlite")
         if args.memory_records:
             run_memory(args, Path(d))
     if not args.no_pg:
-        report("PostgreSQL", "PostgresSaver", run_pg(args))
+        before = load()
+        report("PostgreSQL", "PostgresSaver", run_pg(args), before)
         run_async(args, Path("."), "postgresql")
 
 
