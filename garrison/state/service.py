@@ -21,13 +21,13 @@ from garrison.state.checkpoint.engine import SYNCHRONOUS, create_async, create_s
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
 from garrison.state.kv import SessionKV, session_kv
 from garrison.state.memory.embedder import MiniLMEmbedder
-from garrison.state.memory.store import GarrisonStore
 from garrison.state.memory.strategies import StrategyJobs
 from garrison.state.tables import retention as R
 
 if TYPE_CHECKING:
     from garrison.config import Settings
     from garrison.db import Database
+    from garrison.state.memory.store import GarrisonStore  # (numpy) imported on first use, see store()
 
 log = logging.getLogger("garrison.state")
 KEY_FILE = "state.key"
@@ -106,6 +106,8 @@ class StateService:
     def store(self, tenant_id: str) -> GarrisonStore:
         """The tenant's long-term memory store (LangGraph BaseStore, MiniLM semantic search)."""
         if self._store is None:
+            from garrison.state.memory.store import GarrisonStore
+
             self._store_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8)
             store = GarrisonStore(self._store_engine, tenant_id=tenant_id,
                                   index={"dims": self.embedder.dims, "embed": self.embedder, "fields": ["$"]},

@@ -13,11 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import numpy as np
 from langchain_core.embeddings import Embeddings
+
+if TYPE_CHECKING:  # numpy is imported on first embed, not at garrison start (about 0.4 s)
+    import numpy as np
 
 MINILM_DIMS = 384
 MAX_TOKENS = 256
@@ -65,6 +67,8 @@ class MiniLMEmbedder(Embeddings):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors, one row per text (float32)."""
+        import numpy as np
+
         self._load()
         out = []
         for start in range(0, len(texts), self.batch_size):

@@ -7,15 +7,17 @@ time-ordered id and not embedded; callers cannot write that namespace as records
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.store.base import InvalidNamespaceError, Item
 
 from garrison.core.errors import BadRequest, NotFound, PayloadTooLarge
 from garrison.core.ids import new_id
 from garrison.state.checkpoint.errors import InvalidConfig, ValueTooLarge
-from garrison.state.memory.store import GarrisonStore
 from garrison.state.schemas import EventIn, EventOut, RecordIn, RecordOut, SearchIn
+
+if TYPE_CHECKING:  # the store module (numpy) is imported when a store is first used, not at start
+    from garrison.state.memory.store import GarrisonStore
 
 EVENTS = "_events"
 

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -34,8 +34,10 @@ from garrison.core.ids import new_id
 from garrison.core.principal import Principal
 from garrison.state.checkpoint.engine import WRITE_OPTION
 from garrison.state.memory import records
-from garrison.state.memory.store import GarrisonStore
 from garrison.state.tables import memory_jobs as J
+
+if TYPE_CHECKING:  # the store module (numpy) is imported when a store is first used, not at start
+    from garrison.state.memory.store import GarrisonStore
 
 log = logging.getLogger("garrison.state.memory")
 
