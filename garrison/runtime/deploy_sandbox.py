@@ -24,7 +24,9 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from garrison.core.errors import BadRequest, ServiceUnavailable
+from garrison.core.principal import Principal
 from garrison.runtime import deps
+from garrison.runtime.graphs import GraphLoadFailed
 
 RUNNER_FILE = "__garrison_runner__.py"
 ISOLATIONS = ("process", "sandbox")
@@ -149,8 +151,35 @@ def build_template(templates_root: Path, name: str, runtime: Path, installed: Pa
         shutil.rmtree(staging, ignore_errors=True)
 
 
-async def prepare(platform: Any, bundle: Path, digest: str) -> dict[str, Any]:
-    """Descriptor fields of a sandboxed LangGraph version (its template built now)."""
+async def check_in_sandbox(platform: Any, template: str, principal: Principal, refs: list[str]) -> None:
+    """Import every graph of the version once, in a throwaway sandbox of its template (never in
+    garrison's process), so a broken bundle never becomes a version."""
+    from garrison.runtime.sessions import SessionSettings
+    from garrison.sandbox.schemas import CreateIn, LimitsIn
+
+    sandbox = platform.services["sandbox"]
+    settings = SessionSettings()
+    checker = Principal(id=f"runtime/deploy/{principal.id}"[:200], tenant_id=principal.tenant_id, kind="service",
+                        scopes=frozenset({"sandbox:create", "sandbox:delete", "sandbox:exec"}),
+                        name="agent deploy check")
+    sbx = await sandbox.create(checker, CreateIn(template=template, backend=settings.backend, timeout_s=600,
+                                                 idle_timeout_s=600, pooled=False,
+                                                 limits=LimitsIn(memory_mib=settings.memory_mib, pids=settings.pids),
+                                                 metadata={"runtime_deploy_check": template}))
+    try:
+        out = await sandbox.run_command(checker, sbx.id, [settings.python, f"{deps.IN_SANDBOX}/{RUNNER_FILE}",
+                                                          "--check", *refs],
+                                        envs={"GARRISON_AGENT_ROOT": f"{deps.IN_SANDBOX}/{deps.AGENT_DIR}"},
+                                        timeout_s=settings.start_timeout_s)
+    finally:
+        await sandbox.terminate(sbx, "deploy_check_done")
+    if out.get("exit_code") != 0:
+        raise GraphLoadFailed(f"the graph did not import in its sandbox: {(out.get('stderr') or '').strip()[-1500:]}")
+
+
+async def prepare(platform: Any, bundle: Path, digest: str, principal: Principal,
+                  graphs: dict[str, str]) -> dict[str, Any]:
+    """Descriptor fields of a sandboxed LangGraph version (its template built and checked now)."""
     settings = deps.DepsSettings()
     sandbox = platform.services.get("sandbox")
     if sandbox is None:
@@ -166,4 +195,5 @@ async def prepare(platform: Any, bundle: Path, digest: str) -> dict[str, Any]:
     # Named by the bundle and the runner: a garrison with another runner builds its own.
     name = "graph-" + hashlib.sha256(digest.encode() + runner).hexdigest()[:16]
     await asyncio.to_thread(build_template, sandbox.templates.root, name, runtime, installed, bundle, reqs)
+    await check_in_sandbox(platform, name, principal, sorted(set(graphs.values())))
     return {"isolation": "sandbox", "template": name, "requirements": reqs}

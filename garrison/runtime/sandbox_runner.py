@@ -6,7 +6,7 @@ dependencies). It imports nothing from garrison. It serves port 8080 inside the 
 garrison reaches only through the relay:
 
 ``GET /ping``: ready. ``POST /invocations`` with one request serialized by LangGraph's
-JsonPlusSerializer (``<type>\\n<bytes>``): ``{"op": "step"|"history", "ref", "config",
+JsonPlusSerializer (``<type>\\n<bytes>``): ``{"op": "step"|"history"|"update", "ref", "config",
 "checkpoints", ...}``. ``checkpoints`` are the thread's checkpoint tuples that garrison read from
 its own checkpointer (newest first). They seed an in-memory saver; the graph runs against it; the
 answer is a stream of frames (one per line, ``<type>:<base64>``): the stream items as they come,
@@ -116,8 +116,14 @@ async def run(req: dict[str, Any], emit: Any) -> None:
     saver.seed(config["configurable"]["thread_id"], req.get("checkpoints") or [])
     bound = graph.copy(update={"checkpointer": saver})
     if req["op"] == "history":
-        states = [s async for s in bound.aget_state_history(config, limit=req.get("limit") or 2)]
+        states = [s async for s in bound.aget_state_history(config, filter=req.get("filter"), before=req.get("before"),
+                                                            limit=req.get("limit") or 2)]
         emit({"done": True, "ops": [], "states": states})
+        return
+    if req["op"] == "update":
+        saver.recording = True
+        new_config = await bound.aupdate_state(config, req.get("values"), as_node=req.get("as_node"))
+        emit({"done": True, "ops": saver.ops, "states": [], "config": _where(new_config)})
         return
     saver.recording = True
     try:
@@ -163,7 +169,20 @@ class Handler(BaseHTTPRequestHandler):
                             "traceback": traceback.format_exc()[-4000:]}, "ops": []})
 
 
+def check(refs: list[str]) -> int:
+    """Deploy-time check, run in a throwaway sandbox: every graph of the version imports."""
+    for ref in refs:
+        try:
+            load(ref)
+        except BaseException as exc:  # noqa: BLE001 (reported to the deployer, whatever it is)
+            print(f"{ref}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--check"]:
+        sys.exit(check(sys.argv[2:]))
     threading.Thread(target=_loop.run_forever, daemon=True).start()
     port = int(os.environ.get("PORT") or 8080)
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

@@ -142,7 +142,7 @@ class SandboxedGraph:
                     raise _agent_error(err["type"], err["message"])
                 states = frame.get("states") or []
                 self._state = states[0] if states else None
-                yield ("__states__", states)
+                yield ("__done__", frame)
         finally:
             if not ended and self.sess.alive():
                 # Cancelled, or the caller stopped reading: the step must not go on in the sandbox.
@@ -158,29 +158,55 @@ class SandboxedGraph:
                    "stream_mode": stream_mode, "subgraphs": subgraphs, "context": context,
                    "checkpoints": [_tuple_in(tup)] if tup is not None else []}
         async for item in self._run(request):
-            if item[0] != "__states__":
+            if item[0] != "__done__":
                 yield item
 
-    async def aget_state(self, config: dict[str, Any]) -> Any:
+    async def _last(self, request: dict[str, Any]) -> dict[str, Any]:
+        frame: dict[str, Any] = {}
+        async for item in self._run(request):
+            if item[0] == "__done__":
+                frame = item[1]
+        return frame
+
+    async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
         if self._state is not None:
             return self._state  # computed in the sandbox at the end of the step
         states = [s async for s in self.aget_state_history(config, limit=1)]
-        return states[0] if states else None
+        if states:
+            return states[0]
+        from langgraph.types import StateSnapshot
 
-    async def aget_state_history(self, config: dict[str, Any], *, limit: int = 2) -> AsyncIterator[Any]:
-        tuples = [t async for t in self.saver.alist(config, limit=limit)]
+        return StateSnapshot({}, (), config, None, None, None, (), ())  # type: ignore[arg-type]  # no checkpoint yet
+
+    async def aget_state_history(self, config: dict[str, Any], *, filter: dict[str, Any] | None = None,
+                                 before: dict[str, Any] | None = None, limit: int | None = 2) -> AsyncIterator[Any]:
+        tuples = [t async for t in self.saver.alist(config, filter=filter, before=before, limit=limit)]
         if not tuples:
             return
-        request = {"op": "history", "ref": self.ref, "config": config, "limit": limit,
-                   "checkpoints": [_tuple_in(t) for t in tuples]}
-        async for item in self._run(request):
-            if item[0] == "__states__":
-                for state in item[1]:
-                    yield state
+        frame = await self._last({"op": "history", "ref": self.ref, "config": config, "limit": limit,
+                                  "filter": filter, "before": before, "checkpoints": [_tuple_in(t) for t in tuples]})
+        for state in frame.get("states") or []:
+            yield state
+
+    async def aupdate_state(self, config: dict[str, Any], values: Any, as_node: str | None = None) -> Any:
+        tup = await self.saver.aget_tuple(config)
+        frame = await self._last({"op": "update", "ref": self.ref, "config": config, "values": values,
+                                  "as_node": as_node, "checkpoints": [_tuple_in(tup)] if tup is not None else []})
+        return frame["config"]
+
+
+def isolation_for(service: RuntimeService) -> StepIsolation:
+    """The runtime service's StepIsolation, made on first use."""
+    found: StepIsolation | None = getattr(service, "_step_isolation", None)
+    if found is None:
+        found = StepIsolation(service)
+        service._step_isolation = found  # type: ignore[attr-defined]
+    return found
 
 
 class StepIsolation:
-    """The executor's hook: a sandboxed stand-in for the graph of a sandboxed version's run, else None."""
+    """The hooks: a sandboxed stand-in for the graph of a sandboxed version (its runs' steps, its
+    threads' state reads and updates), else None (the graph runs in garrison's process)."""
 
     def __init__(self, service: RuntimeService) -> None:
         self.service = service
@@ -219,3 +245,21 @@ class StepIsolation:
                               "graph_id": spec["graph_id"]}
         saver = self.service.state.saver(run["tenant_id"])
         return SandboxedGraph(sessions, sess, saver, spec["ref"]), config
+
+    async def thread_graph(self, tenant_id: str, assistant: dict[str, Any], number: int, ref: str,
+                           thread: dict[str, Any]) -> SandboxedGraph | None:
+        """For the threads API: reading or updating a sandboxed version's thread state imports its
+        graph in the thread's sandbox, never here."""
+        from garrison.runtime.attribution import RUN_SCOPES
+        from garrison.runtime.sessions import manager
+
+        descriptor = await self.descriptor(assistant["agent_id"], number)
+        if descriptor.get("isolation") != "sandbox":
+            return None
+        agent = await self.service.runs.credentials.agent_name(assistant["agent_id"])
+        # The thread's owner already passed the API's checks; the sandbox gets the thread's session.
+        run = {"tenant_id": tenant_id, "thread_id": thread["thread_id"], "owner": thread.get("owner"),
+               "spec": {"agent_id": assistant["agent_id"], "version": number, "scopes": list(RUN_SCOPES)}}
+        sessions = manager(self.service)
+        sess = await sessions.graph_session(run, agent)
+        return SandboxedGraph(sessions, sess, self.service.state.saver(tenant_id), ref)

@@ -67,9 +67,9 @@ class RuntimeService:
                 data_dir=self.platform.settings.data_dir, address=self.platform.settings.temporal_address,
                 namespace=self.settings.temporal_namespace, start_timeout_s=self.settings.temporal_start_timeout_s,
                 activities=self.executor.activities())
-            from garrison.runtime.sandboxed_steps import StepIsolation
+            from garrison.runtime.sandboxed_steps import isolation_for
 
-            self.executor.isolation = StepIsolation(self)
+            self.executor.isolation = isolation_for(self)
         return self._engine
 
     async def start(self) -> None:
@@ -132,7 +132,8 @@ class RuntimeService:
 
                 if deploy_sandbox.isolation_of(staging, GraphIsolationSettings().isolation) == "sandbox":
                     # Its graphs are imported only inside its sandboxes (runtime/sandboxed_steps.py).
-                    descriptor.update(await deploy_sandbox.prepare(self.platform, staging, digest))
+                    descriptor.update(await deploy_sandbox.prepare(self.platform, staging, digest,
+                                                                   principal, descriptor["graphs"]))
                 else:
                     await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
             agent = await self.store.agent(principal.tenant_id, name)

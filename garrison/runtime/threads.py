@@ -151,6 +151,12 @@ class ThreadManager:
         if assistant is None:
             return None
         number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant)
+        # Hook (runtime/sandboxed_steps.py): a sandboxed version's graph is read in its thread's sandbox.
+        from garrison.runtime.sandboxed_steps import isolation_for
+
+        isolated = await isolation_for(self.service).thread_graph(principal.tenant_id, assistant, number, ref, thread)
+        if isolated is not None:
+            return isolated
         graph = await asyncio.to_thread(self.service.load, assistant["agent_id"], number, path, ref)
         return graphs.bind(graph, self.service.state.saver(principal.tenant_id),
                            self.service.graph_store(principal.tenant_id))

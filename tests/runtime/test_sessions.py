@@ -184,3 +184,31 @@ async def test_missing_wheel_is_a_clear_4xx(session_env, client, tmp_path):
     r = await client.post("/api/runtime/agents/broken/versions", content=pack(bundle),
                           headers={"content-type": "application/gzip"})
     assert r.status_code == 400 and "requirements.txt line 1" in r.json()["detail"], r.text
+
+
+@pytest.mark.slow
+async def test_killed_sandbox_comes_back_with_the_sessions_state(session_env, client, live_url, admin_key, platform):
+    from garrison.runtime.sessions import manager
+
+    await deploy(client, "echo", "stateful")
+    ac = agentcore(live_url, admin_key)
+    session = _session()
+    assert (await _invoke(ac, session, {"prompt": "one"}))["turns"] == ["one"]
+    first = await _invoke(ac, session, {"prompt": "two"})
+    assert first["turns"] == ["one", "two"] and first["restored"] == 0
+    [sess] = [s for s in manager(platform.services["runtime"]).sessions.values() if s.session_id == session]
+    for _ in range(400):  # checkpointed off the response path
+        if sess.state_saved is not None and json.loads(sess.state_saved)["turns"] == ["one", "two"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the session state was not checkpointed: {sess.state_saved!r}")
+    killed = sess.sandbox
+    await killed.runtime.kill()  # SIGKILL to every process of the sandbox
+
+    again = await _invoke(ac, session, {"prompt": "three"})
+    assert again["instance"] != first["instance"]  # a fresh sandbox and process ...
+    assert again["restored"] == 2 and again["turns"] == ["one", "two", "three"]  # ... with the state restored
+    info = await _describe(client, session)
+    assert info["sandboxes_started"] == 2 and info["last_sandbox"]["id"] == killed.id
+    assert info["saved_state"]["restored_bytes"] == len(b'{"turns": ["one", "two"]}')

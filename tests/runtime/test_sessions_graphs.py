@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,9 @@ async def test_graph_code_runs_in_the_thread_sandbox(graph_env, client, platform
     assert state["values"]["slow_runs"] == 1 and state["next"] == []
     history = (await client.post(f"/threads/{tid}/history", json={"limit": 10})).json()
     assert len(history) >= 3
+    # Neither the steps nor those reads (nor the deploy check) imported the graph in garrison's process.
+    versions = str(platform.settings.data_dir / "runtime" / "agents")
+    assert not [m for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").startswith(versions)]
 
     # A second run on the thread continues from the checkpoint, in the same (sticky) sandbox.
     again = await _run_wait(client, tid, {"input": {"probe": str(probe), "no_model": True}})
@@ -129,3 +133,13 @@ async def test_sigkill_of_the_sandbox_mid_step_is_retried_in_a_fresh_one(graph_e
     assert sess.sandboxes_started == 2 and sess.sandbox.id != killed.id
     assert sess.last_sandbox is not None and sess.last_sandbox["id"] == killed.id
     assert upstream.stats.completed == 1  # the completed first step did not run (nor call the model) again
+
+
+async def test_a_sandboxed_graph_that_does_not_import_is_refused_at_deploy(graph_env, client, tmp_path):
+    bundle = tmp_path / "broken"
+    bundle.mkdir()
+    (bundle / "agent.toml").write_text('[agent]\nisolation = "sandbox"\n[graphs]\nbroken = "graph.py:graph"\n')
+    (bundle / "graph.py").write_text("raise RuntimeError('no graph today')\n")
+    r = await client.post("/api/runtime/agents/broken/versions", content=pack(bundle),
+                          headers={"content-type": "application/gzip"})
+    assert r.status_code == 422 and "no graph today" in r.json()["detail"], r.text
