@@ -1,7 +1,9 @@
 """The in-sandbox agent: the sandbox's first process, speaking JSON lines over stdio.
 
-Standard library only (it runs on whatever Python the sandbox template has) and
-self-contained: the host binds this one file read-only into the sandbox.
+Standard library only (it runs on whatever Python the sandbox template has). The host
+binds it read-only into the sandbox with its two extension modules, ``agent_relay``
+(HTTP relay, background processes) and ``agent_archive`` (archive upload and download),
+which it loads at first use (``extension``), so a cold start never pays for them.
 
 Everything here runs INSIDE the sandbox, so nothing it says is trusted by the host:
 code run by ``run_code`` shares this process and could forge replies. That only
@@ -15,17 +17,16 @@ one ``{"id": n, "type": "result", "value": {...}}`` or
 The relay ops (``http``, ``egress_*``, ``spawn``) carry HTTP over the same lines; see Relay.
 """
 
-from __future__ import annotations
-
-# Start-up time is every cold sandbox's latency: under gVisor the `ast` module (enum,
-# contextlib, collections...) costs ~40 ms and `base64` (re, struct) ~15 ms to import, so
-# the agent uses their C cores, `_ast` and `binascii`, which cost nothing to load.
+# Start-up time is every cold sandbox's latency and CPU: under gVisor the `ast` module
+# (enum, contextlib, collections...) costs ~40 ms and `base64` (re, struct) ~15 ms to
+# import, `json` (re, and regexes compiled at import) and `signal` (enum) more, so the
+# agent uses their C cores, `_ast`, `binascii`, `_json` and `_signal`, which load at no
+# cost. No `from __future__` either: it is one more module to find and read.
 import _ast
+import _signal
 import binascii
 import io
-import json
 import os
-import signal
 import stat
 import sys
 import threading
@@ -40,6 +41,46 @@ def _b64e(data: bytes) -> str:
 
 def _b64d(text: str) -> bytes:
     return binascii.a2b_base64(text)
+
+
+try:
+    import _json
+
+    class _ScanContext:
+        """What the C scanner reads from json.JSONDecoder: plain JSON, no hooks."""
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+
+    _scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]
+
+    def dumps(obj) -> str:
+        """json.dumps(obj, separators=(",", ":"), default=str, ensure_ascii=False)."""
+        return "".join(_json.make_encoder({}, str, _json.encode_basestring, None, ":", ",",
+                                          False, False, True)(obj, 0))
+
+    def loads(text: str):
+        text = text.strip(" \t\n\r")
+        try:
+            obj, end = _scan(text, 0)
+        except StopIteration as exc:
+            raise ValueError(f"Expecting value: char {exc.value}") from None
+        if end != len(text):
+            raise ValueError(f"Extra data: char {end}")
+        return obj
+
+    dumps({"probe": [1.5, None, True, "\u00e9"]})  # an interpreter whose _json differs falls back
+except (ImportError, AttributeError, TypeError):
+    import json
+
+    def dumps(obj) -> str:
+        return json.dumps(obj, separators=(",", ":"), default=str, ensure_ascii=False)
+
+    def loads(text: str):
+        return json.loads(text)
 
 
 WORKSPACE = os.environ.get("GARRISON_WORKSPACE", "/workspace")
@@ -71,6 +112,38 @@ class BadArgument(AgentError):
     kind = "BadRequest"
 
 
+class ConnectionRefused(AgentError):
+    kind = "ConnectionRefused"
+
+
+_extension_lock = threading.Lock()
+
+
+def extension(name: str):
+    """``agent_relay`` or ``agent_archive``, loaded at first use. In the sandbox they sit
+    beside this file, as bytecode when the agent runs from bytecode (agent_code)."""
+    with _extension_lock:
+        mod = sys.modules.get(name)
+        if mod is not None:
+            return mod
+        if __name__ != "__main__":  # imported on the host (garrison's checks, tests)
+            import importlib
+            return importlib.import_module(f"garrison.sandbox.{name}")
+        path = os.path.join(os.path.dirname(__file__), name + os.path.splitext(__file__)[1])
+        with open(path, "rb") as f:
+            data = f.read()
+        if path.endswith(".pyc"):
+            import marshal
+            code = marshal.loads(data[16:])  # after the 16-byte header (magic, flags, source stamp)
+        else:
+            code = compile(data, path, "exec")
+        mod = type(sys)(name)
+        mod.__file__ = path
+        exec(code, mod.__dict__)
+        sys.modules[name] = mod
+        return mod
+
+
 # ---------------------------------------------------------------- output channel
 
 
@@ -82,7 +155,7 @@ class Channel:
         self._lock = threading.Lock()
 
     def send(self, msg: dict) -> None:
-        line = json.dumps(msg, separators=(",", ":"), default=str, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+        line = dumps(msg).encode("utf-8", "replace") + b"\n"
         view = memoryview(line)
         with self._lock:
             # A raw write may be partial (gVisor writes host pipes up to the pipe buffer):
@@ -202,8 +275,9 @@ def run_code(ctx: Context, code: str, stream) -> dict:
             error = {"name": "SystemExit", "value": str(exc.code), "traceback": ""}
         else:
             tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            # Drop the agent's own frame so the traceback starts at the cell.
-            tb = [line for line in tb if __file__ not in line]
+            # Drop the agent's own frame so the traceback starts at the cell (by the name its
+            # code was compiled under, which need not be where the file sits).
+            tb = [line for line in tb if run_code.__code__.co_filename not in line]
             error = {"name": type(exc).__name__, "value": str(exc), "traceback": "".join(tb)}
     finally:
         sys.stdout, sys.stderr = old
@@ -286,7 +360,7 @@ def run_command(req: dict, stream) -> dict:
     except subprocess.TimeoutExpired:
         timed_out = True
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, _signal.SIGKILL)
         except OSError:
             pass
         proc.wait()
@@ -514,436 +588,6 @@ def op_remove(req: dict) -> dict:
     return {}
 
 
-# ---------------------------------------------------------------- archives
-
-
-def check_member_name(name: str) -> list[str]:
-    """The components of an archive member name; refuses absolute paths and '..'."""
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        raise PathEscape(f"archive member {name!r} has an absolute path")
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise PathEscape(f"archive member {name!r} contains '..'")
-    return parts
-
-
-def _link_target_ok(member_parts: list[str], target: str) -> bool:
-    if target.startswith("/"):
-        return False
-    depth = len(member_parts) - 1
-    for p in target.split("/"):
-        if p == "..":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif p not in ("", "."):
-            depth += 1
-    return True
-
-
-def plan_archive(data: bytes, fmt: str, max_total: int) -> list[tuple]:
-    """Validates an archive and returns what to create, without touching the disk:
-    (kind, parts, payload-reader, mode) tuples. Refuses escapes and bombs."""
-    import tarfile
-    import zipfile
-
-    plan: list[tuple] = []
-    total = 0
-    if fmt == "zip":
-        try:
-            zf = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile as exc:
-            raise BadArgument(f"not a zip archive: {exc}") from None
-        infos = zf.infolist()
-        if len(infos) > MAX_ARCHIVE_MEMBERS:
-            raise FileTooLarge(f"archive has more than {MAX_ARCHIVE_MEMBERS} members")
-        for info in infos:
-            parts = check_member_name(info.filename)
-            if not parts:
-                continue
-            mode = (info.external_attr >> 16) & 0o170000
-            if mode == stat.S_IFLNK:
-                raise PathEscape(f"archive member {info.filename!r} is a symlink; links are refused in zip uploads")
-            total += info.file_size
-            if total > max_total:
-                raise FileTooLarge(f"archive expands past {max_total} bytes")
-            if info.is_dir():
-                plan.append(("dir", parts, None, 0o755))
-            else:
-                plan.append(("file", parts, (lambda i=info: zf.open(i)), 0o644))
-        return plan
-    try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        members = tf.getmembers()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BadArgument(f"not a tar archive: {exc}") from None
-    if len(members) > MAX_ARCHIVE_MEMBERS:
-        raise FileTooLarge(f"archive has more than {MAX_ARCHIVE_MEMBERS} members")
-    for m in members:
-        parts = check_member_name(m.name)
-        if not parts:
-            continue
-        if m.issym() or m.islnk():
-            if m.islnk():
-                raise PathEscape(f"archive member {m.name!r} is a hard link; hard links are refused")
-            if not _link_target_ok(parts, m.linkname):
-                raise PathEscape(f"symlink {m.name!r} points outside the target: {m.linkname!r}")
-            plan.append(("symlink", parts, m.linkname, 0))
-        elif m.isdir():
-            plan.append(("dir", parts, None, 0o755))
-        elif m.isfile():
-            total += m.size
-            if total > max_total:
-                raise FileTooLarge(f"archive expands past {max_total} bytes")
-            plan.append(("file", parts, (lambda mm=m: tf.extractfile(mm)), m.mode & 0o755 or 0o644))
-        else:
-            raise PathEscape(f"archive member {m.name!r} is a device, fifo or other special file")
-    return plan
-
-
-def op_upload_archive(req: dict) -> dict:
-    dest = split_path(req.get("path") or "")
-    src = split_path(req["archive"])
-    max_total = int(req.get("max_total") or 512 * 1024 * 1024)
-    fd = _open_file("/".join(src), os.O_RDONLY)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read()
-    plan = plan_archive(data, req.get("format") or "tar", max_total)
-    written = 0
-    symlinks = []
-    for kind, parts, payload, mode in plan:
-        full = dest + parts
-        if kind == "dir":
-            os.close(_open_dir_chain(full, create=True))
-        elif kind == "symlink":
-            symlinks.append((full, payload))
-        else:
-            out = _open_file("/".join(full), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_dirs=True)
-            with os.fdopen(out, "wb") as fo, payload() as fi:
-                while True:
-                    block = fi.read(65536)
-                    if not block:
-                        break
-                    written += len(block)
-                    if written > max_total:  # declared sizes lied
-                        raise FileTooLarge(f"archive expands past {max_total} bytes")
-                    fo.write(block)
-            os.chmod("/".join([WORKSPACE] + full), mode or 0o644, follow_symlinks=False)
-    # Symlinks last, so no file of this archive is ever written through one.
-    for full, target in symlinks:
-        dfd = _open_dir_chain(full[:-1], create=True)
-        try:
-            os.symlink(target, full[-1], dir_fd=dfd)
-        finally:
-            os.close(dfd)
-    os.unlink(os.path.join(WORKSPACE, *src))
-    return {"files": sum(1 for p in plan if p[0] == "file"), "bytes": written}
-
-
-def op_download_archive(req: dict) -> dict:
-    import tarfile
-
-    parts = split_path(req.get("path") or "")
-    max_total = int(req.get("max_total") or 100 * 1024 * 1024)
-    out_parts = split_path(req["archive"])
-    buf = io.BytesIO()
-    total = 0
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        def add(rel: list[str]) -> None:
-            nonlocal total
-            dfd = _open_dir_chain(rel)
-            try:
-                for name in sorted(os.listdir(dfd)):
-                    if rel + [name] == out_parts:
-                        continue
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                    arcname = "/".join(rel[len(parts):] + [name])
-                    info = tarfile.TarInfo(arcname)
-                    info.mtime = int(st.st_mtime)
-                    info.mode = stat.S_IMODE(st.st_mode)
-                    if stat.S_ISDIR(st.st_mode):
-                        info.type = tarfile.DIRTYPE
-                        tf.addfile(info)
-                        add(rel + [name])
-                    elif stat.S_ISLNK(st.st_mode):
-                        info.type = tarfile.SYMTYPE
-                        info.linkname = os.readlink(name, dir_fd=dfd)
-                        tf.addfile(info)
-                    elif stat.S_ISREG(st.st_mode):
-                        total += st.st_size
-                        if total > max_total:
-                            raise FileTooLarge(f"download exceeds {max_total} bytes")
-                        ffd = _open_nofollow(dfd, name, os.O_RDONLY)
-                        with os.fdopen(ffd, "rb") as f:
-                            info.size = st.st_size
-                            tf.addfile(info, f)
-            finally:
-                os.close(dfd)
-
-        add(parts)
-    data = buf.getvalue()
-    fd = _open_file("/".join(out_parts), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_dirs=True)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return {"archive": "/".join(out_parts), "size": len(data)}
-
-
-# ---------------------------------------------------------------- relay: HTTP over this channel
-#
-# The sandbox has no network, only its own loopback. Ingress: the host asks for ``http``
-# (a request to 127.0.0.1:PORT here); the answer streams back as events on the request id:
-# "stdout" data "H{json head}" once, then "B<base64>" chunks, then the result. Egress: a
-# listener on 127.0.0.1:PORT here (``egress_listen``); each request it accepts waits for a
-# host poll (``egress_next``, answered when a request arrives) and the host answers it
-# piece by piece (``egress_reply``). Workers are reused threads: a thread start costs
-# milliseconds under gVisor.
-
-class ConnectionRefused(AgentError):
-    kind = "ConnectionRefused"
-
-
-HOP_HEADERS = ("connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
-               "proxy-connection", "te", "trailer")
-MAX_EGRESS_HEAD = 64 * 1024
-
-
-class Relay:
-    def __init__(self, agent) -> None:
-        import queue
-        self.agent = agent
-        self.lock = threading.Lock()
-        self.jobs: queue.Queue = queue.Queue()
-        self.idle = 0
-        self.local = threading.local()
-        self.inflight: dict = {}
-        self.waiting: list = []
-        self.pending: list = []
-        self.answers: dict = {}
-        self.next_eid = 0
-        self.procs: dict = {}
-
-    # -- reused worker threads
-    def submit(self, fn, *args) -> None:
-        with self.lock:
-            spawn = self.idle == 0
-            if not spawn:
-                self.idle -= 1
-        if spawn:
-            threading.Thread(target=self._worker, args=((fn, args),), daemon=True).start()
-        else:
-            self.jobs.put((fn, args))
-
-    def _worker(self, job) -> None:
-        while True:
-            fn, args = job
-            try:
-                fn(*args)
-            except BaseException:
-                pass
-            with self.lock:
-                self.idle += 1
-            job = self.jobs.get()
-
-    # -- ingress
-    def _conn(self, port: int, timeout: float, fresh: bool):
-        import http.client
-        conns = self.local.__dict__.setdefault("conns", {})
-        conn = conns.get(port)
-        if conn is None or fresh:
-            if conn is not None:
-                conn.close()
-            conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        return conn
-
-    def http(self, rid, req: dict) -> None:
-        import http.client
-        try:
-            port = int(req["port"])
-            method, path = str(req.get("method") or "GET"), str(req.get("path") or "/")
-            if not path.startswith("/") or any(c in path for c in "\r\n "):
-                raise BadArgument("path must start with '/' and hold no spaces or line breaks")
-            headers = {str(k): str(v) for k, v in req.get("headers") or []}
-            body = _b64d(req.get("body") or "")
-            timeout = float(req.get("timeout") or 300)
-            for attempt in (0, 1):
-                conn = self._conn(port, timeout, fresh=attempt == 1)
-                reused = conn.sock is not None
-                try:
-                    conn.request(method, path, body=body if body or method not in ("GET", "HEAD") else None,
-                                 headers=headers)
-                    self.inflight[rid] = conn
-                    resp = conn.getresponse()
-                    break
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    conn.close()
-                    if attempt or not reused:  # only a stale kept-alive connection earns a retry
-                        raise
-                except ConnectionRefusedError:
-                    conn.close()
-                    raise ConnectionRefused(f"nothing listens on 127.0.0.1:{port} in the sandbox") from None
-            head = {"status": resp.status, "reason": resp.reason, "headers": resp.getheaders()}
-            send = self.agent.channel.send
-            send({"id": rid, "type": "stdout", "data": "H" + json.dumps(head)})
-            while True:
-                chunk = resp.read1(65536)
-                if not chunk:
-                    break
-                send({"id": rid, "type": "stdout", "data": "B" + _b64e(chunk)})
-            resp.close()  # read1 never closes a response whose Content-Length ran out: the connection stays busy
-            if resp.will_close:
-                conn.close()
-            self.agent.reply(rid, {"status": resp.status})
-        except BaseException as exc:
-            conns = self.local.__dict__.get("conns", {})
-            if req.get("port") in conns:
-                conns.pop(req.get("port")).close()
-            self.agent.fail(rid, exc)
-        finally:
-            self.inflight.pop(rid, None)
-
-    def cancel(self, req: dict) -> dict:
-        conn = self.inflight.pop(req.get("target"), None)
-        if conn is not None and conn.sock is not None:
-            import socket
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        return {"cancelled": conn is not None}
-
-    # -- egress
-    def listen(self, req: dict) -> dict:
-        import socket
-        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", int(req.get("port") or 0)))
-        srv.listen(128)
-        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
-        return {"port": srv.getsockname()[1]}
-
-    def _accept(self, srv) -> None:
-        while True:
-            sock, _ = srv.accept()
-            self.submit(self._egress, sock)
-
-    @staticmethod
-    def _read_request(f) -> dict:
-        line = f.readline(8192).decode("latin-1").rstrip("\r\n")
-        parts = line.split(" ")
-        if len(parts) != 3:
-            raise BadArgument("malformed request line")
-        headers, size = [], len(line)
-        while True:
-            raw = f.readline(8192)
-            size += len(raw)
-            if size > MAX_EGRESS_HEAD:
-                raise BadArgument("request head too large")
-            text = raw.decode("latin-1").rstrip("\r\n")
-            if not text:
-                break
-            name, _, value = text.partition(":")
-            headers.append([name.strip(), value.strip()])
-        lower = {k.lower(): v for k, v in headers}
-        if "chunked" in lower.get("transfer-encoding", "").lower():
-            body = b""
-            while True:
-                n = int(f.readline(1024).split(b";")[0].strip() or b"0", 16)
-                if n == 0:
-                    while f.readline(8192).strip():
-                        pass
-                    break
-                body += f.read(n)
-                f.readline(8)
-        else:
-            body = f.read(int(lower.get("content-length") or 0))
-        headers = [h for h in headers if h[0].lower() not in HOP_HEADERS]
-        return {"method": parts[0], "path": parts[1], "headers": headers, "body": _b64e(body)}
-
-    def _egress(self, sock) -> None:
-        import queue
-        f = sock.makefile("rb")
-        eid = None
-        try:
-            try:
-                item = self._read_request(f)
-            except (BadArgument, ValueError):
-                sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                return
-            answers: queue.Queue = queue.Queue()
-            with self.lock:
-                self.next_eid += 1
-                item["eid"] = eid = self.next_eid
-                self.answers[eid] = answers
-                rid = self.waiting.pop(0) if self.waiting else None
-                if rid is None:
-                    self.pending.append(item)
-            if rid is not None:
-                self.agent.reply(rid, item)
-            while True:
-                part = answers.get(timeout=900)
-                if part["part"] == "head":
-                    lines = ["HTTP/1.1 {} {}".format(int(part["status"]), part.get("reason") or "-")]
-                    lines += [f"{k}: {v}" for k, v in part.get("headers") or [] if k.lower() not in HOP_HEADERS]
-                    sock.sendall(("\r\n".join(lines + ["Connection: close", "", ""])).encode("latin-1"))
-                elif part["part"] == "body":
-                    sock.sendall(_b64d(part.get("data") or ""))
-                else:
-                    return
-        except Exception:
-            return
-        finally:
-            with self.lock:
-                self.answers.pop(eid, None)
-            f.close()
-            sock.close()
-
-    def next_request(self, rid) -> bool:
-        """Answers the poll now when a request waits; else later, from the connection's thread."""
-        with self.lock:
-            item = self.pending.pop(0) if self.pending else None
-            if item is None:
-                self.waiting.append(rid)
-        if item is not None:
-            self.agent.reply(rid, item)
-        return item is not None
-
-    def answer(self, req: dict) -> dict:
-        with self.lock:
-            answers = self.answers.get(req.get("eid"))
-        if answers is not None:
-            answers.put(req)
-        return {"open": answers is not None}
-
-    # -- background processes (the session's agent server)
-    def spawn(self, req: dict) -> dict:
-        import subprocess
-        cmd = req.get("cmd")
-        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
-            raise BadArgument("cmd must be a non-empty list of strings")
-        env = dict(os.environ)
-        env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
-        log_path = f"/tmp/garrison-proc-{len(self.procs) + 1}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=resolve_dir(req.get("cwd") or WORKSPACE), env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.procs[proc.pid] = (proc, log_path)
-        return {"pid": proc.pid}
-
-    def status(self, req: dict) -> dict:
-        entry = self.procs.get(req.get("pid"))
-        if entry is None:
-            raise NotFoundError("no such background process: {}".format(req.get("pid")))
-        proc, log_path = entry
-        code = proc.poll()
-        with open(log_path, "rb") as log:
-            log.seek(max(0, os.path.getsize(log_path) - 4096))
-            tail = log.read().decode("utf-8", "replace")
-        return {"running": code is None, "exit_code": code, "log_tail": tail}
-
-
 # ---------------------------------------------------------------- dispatch
 
 
@@ -957,7 +601,16 @@ class Agent:
         # The cell an interrupt was sent for: SIGINT is handled at the main thread's next
         # bytecode boundary, maybe after that cell ended, so the handler checks it still runs.
         self.interrupt_target: int | None = None
-        self.relay = Relay(self)
+        self._relay = None
+
+    @property
+    def relay(self):
+        if self._relay is None:
+            relay = extension("agent_relay").Relay(self)
+            with _extension_lock:
+                if self._relay is None:
+                    self._relay = relay
+        return self._relay
 
     def reply(self, rid, value: dict) -> None:
         self.channel.send({"id": rid, "type": "result", "value": value})
@@ -1006,9 +659,9 @@ class Agent:
             elif op == "remove":
                 value = op_remove(req)
             elif op == "upload_archive":
-                value = op_upload_archive(req)
+                value = extension("agent_archive").op_upload_archive(req)
             elif op == "download_archive":
-                value = op_download_archive(req)
+                value = extension("agent_archive").op_download_archive(req)
             elif op == "egress_reply":
                 value = self.relay.answer(req)
             elif op == "http_cancel":
@@ -1037,7 +690,7 @@ class Agent:
     def read_loop(self, stdin) -> None:
         for raw in stdin:
             try:
-                req = json.loads(raw)
+                req = loads(raw)
                 if not isinstance(req, dict):
                     raise ValueError("request must be an object")
             except ValueError as exc:
@@ -1051,7 +704,7 @@ class Agent:
             elif op == "interrupt":
                 if self.main_busy is not None and self.main_busy == req.get("target"):
                     self.interrupt_target = self.main_busy
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                    _signal.pthread_kill(threading.main_thread().ident or 0, _signal.SIGINT)
                 self.reply(req.get("id"), {"interrupted": self.main_busy == req.get("target")})
             elif op == "http":
                 self.relay.submit(self.relay.http, req.get("id"), req)
@@ -1133,10 +786,12 @@ def main() -> None:
             agent.interrupt_target = None
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    _signal.signal(_signal.SIGINT, on_sigint)
     agent.main_loop()
     os._exit(0)
 
 
 if __name__ == "__main__":
+    # The extension modules find this module under this name (it runs as __main__).
+    sys.modules["garrison_agent"] = sys.modules[__name__]
     main()

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from garrison.core.errors import BadRequest, NotFound
 from garrison.core.principal import Principal
 from garrison.sandbox import agent as agent_rules
-from garrison.sandbox import metrics
+from garrison.sandbox import agent_archive, metrics
 from garrison.sandbox.errors import (
     CommandTimeout,
     DiskFull,
@@ -245,7 +245,7 @@ class Execution:
             raise FileTooLarge(f"{len(data)} bytes is over the {cap} byte upload limit")
         limit = sbx.runtime.spec.workspace_bytes
         try:
-            await asyncio.to_thread(agent_rules.plan_archive, data, fmt, limit)
+            await asyncio.to_thread(agent_archive.plan_archive, data, fmt, limit)
         except agent_rules.PathEscape as exc:
             raise PathEscape(str(exc)) from None
         except agent_rules.FileTooLarge as exc:

@@ -110,9 +110,10 @@ def test_client_flow_and_sigkill_leaves_no_sandbox(tmp_path: Path) -> None:
                 # Only the new process's own bundles may remain (its start-up self-test's bundle
                 # is deleted off the request path, maybe after this check).
                 mine = str(again.proc.pid)
-                left_bundles = [b.name for b in (data / "sandbox" / "gvisor" / "bundles").glob("*")
-                                if not (b / "owner.pid").is_file() or (b / "owner.pid").read_text().strip() != mine]
-                assert left_bundles == [], left_bundles
+                owners = {b.name: (b / "owner.pid").read_text().strip() if (b / "owner.pid").is_file() else None
+                          for b in (data / "sandbox" / "gvisor" / "bundles").glob("*")}
+                left_bundles = {name: owner for name, owner in owners.items() if owner != mine}
+                assert left_bundles == {}, f"{left_bundles} (garrison before the restart: {server.proc.pid}, after: {mine})"
             for ctrl in ("pids", "memory", "cpu"):
                 for kind in ("bwrap", "gvisor"):
                     assert not Path(f"/sys/fs/cgroup/{ctrl}/garrison/{kind}-{server.proc.pid}").exists()

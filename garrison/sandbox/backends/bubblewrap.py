@@ -20,10 +20,8 @@ import threading
 from pathlib import Path
 
 from garrison.sandbox import cgroups
-from garrison.sandbox.agent_code import AGENT_PYC_IN_SANDBOX, compiled_agent
+from garrison.sandbox.agent_code import agent_files, source_files
 from garrison.sandbox.backends.base import (
-    AGENT_IN_SANDBOX,
-    AGENT_PATH,
     SANDBOX_GID,
     SANDBOX_UID,
     Backend,
@@ -142,7 +140,7 @@ class BubblewrapBackend(Backend):
         self.state_dir = state_dir
         self.uid_pool = HostUidPool(uid_base, uid_count) if os.geteuid() == 0 else None
         self.require_cgroups = require_cgroups
-        self._agent_bytes: dict[str, tuple[str, bytes]] = {}
+        self._agent_bytes: dict[str, list[tuple[str, bytes]]] = {}
 
     def check(self) -> tuple[bool, str]:
         if not os.path.exists(self.bwrap):
@@ -152,21 +150,21 @@ class BubblewrapBackend(Backend):
             return False, f"cannot enforce memory/CPU/pids limits: {why}"
         return True, "bubblewrap " + ("with cgroups" if ok else "without cgroups")
 
-    def _agent(self, python: str) -> tuple[str, bytes]:
-        """Where the agent goes in the sandbox and its bytes: precompiled bytecode for this
-        interpreter when it could be made (no compile at each start), else the source."""
+    def _agent(self, python: str) -> list[tuple[str, bytes]]:
+        """Where the agent's modules go in the sandbox and their bytes, the entry point
+        first: precompiled bytecode for this interpreter when it could be made (no compile
+        at each start), else the sources."""
         if python not in self._agent_bytes:
-            pyc = compiled_agent(python, self.state_dir / "agent")
-            self._agent_bytes[python] = (AGENT_PYC_IN_SANDBOX, pyc.read_bytes()) if pyc is not None \
-                else (AGENT_IN_SANDBOX, AGENT_PATH.read_bytes())
+            self._agent_bytes[python] = [(dest, host.read_bytes())
+                                         for dest, host in agent_files(python, self.state_dir / "agent")]
         return self._agent_bytes[python]
 
-    def _data_fds(self, agent: tuple[str, bytes] | None = None) -> dict[str, int]:
+    def _data_fds(self, agent: list[tuple[str, bytes]] | None = None) -> dict[str, int]:
         """/etc files and the agent as in-memory files handed to bwrap (--ro-bind-data), so
-        nothing on the host has to be readable by the unprivileged sandbox user."""
-        files = {f"/etc/{name}": text.encode() for name, text in ETC_FILES.items()}
-        where, code = agent or (AGENT_IN_SANDBOX, AGENT_PATH.read_bytes())
-        files[where] = code
+        nothing on the host has to be readable by the unprivileged sandbox user. The
+        agent's entry point is the first of them (dicts keep insertion order)."""
+        files = {dest: code for dest, code in agent or [(d, h.read_bytes()) for d, h in source_files()]}
+        files.update({f"/etc/{name}": text.encode() for name, text in ETC_FILES.items()})
         fds = {}
         for dest, data in files.items():
             fd = os.memfd_create("garrison-sbx", 0)
@@ -199,7 +197,7 @@ class BubblewrapBackend(Backend):
             args += ["--setenv", key, value]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]
-        agent = AGENT_PYC_IN_SANDBOX if AGENT_PYC_IN_SANDBOX in data_fds else AGENT_IN_SANDBOX
+        agent = next(iter(data_fds))  # the entry point (see _data_fds)
         args += ["--chdir", "/workspace", "--", t.python, "-I", "-S", "-u", agent]
         return args
 

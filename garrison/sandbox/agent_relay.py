@@ -1,0 +1,265 @@
+"""The in-sandbox agent's HTTP relay and background processes (ops ``http``, ``egress_*``,
+``spawn``, ``proc_status``), loaded by the agent at first use (``agent.extension``), so a
+cold start never pays for it. Standard library only; it runs inside the sandbox.
+
+The sandbox has no network, only its own loopback. Ingress: the host asks for ``http``
+(a request to 127.0.0.1:PORT here); the answer streams back as events on the request id:
+"stdout" data "H{json head}" once, then "B<base64>" chunks, then the result. Egress: a
+listener on 127.0.0.1:PORT here (``egress_listen``); each request it accepts waits for a
+host poll (``egress_next``, answered when a request arrives) and the host answers it
+piece by piece (``egress_reply``). Workers are reused threads: a thread start costs
+milliseconds under gVisor.
+"""
+
+import os
+import sys
+import threading
+
+if "garrison_agent" in sys.modules:  # in the sandbox: the agent (run as __main__) registered itself
+    _core = sys.modules["garrison_agent"]
+else:  # imported on the host (tests)
+    from garrison.sandbox import agent as _core  # type: ignore[no-redef]
+
+BadArgument, NotFoundError, ConnectionRefused = _core.BadArgument, _core.NotFoundError, _core.ConnectionRefused
+WORKSPACE, resolve_dir, dumps, _b64e, _b64d = _core.WORKSPACE, _core.resolve_dir, _core.dumps, _core._b64e, _core._b64d
+
+HOP_HEADERS = ("connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
+               "proxy-connection", "te", "trailer")
+MAX_EGRESS_HEAD = 64 * 1024
+
+
+class Relay:
+    def __init__(self, agent) -> None:
+        import queue
+        self.agent = agent
+        self.lock = threading.Lock()
+        self.jobs: queue.Queue = queue.Queue()
+        self.idle = 0
+        self.local = threading.local()
+        self.inflight: dict = {}
+        self.waiting: list = []
+        self.pending: list = []
+        self.answers: dict = {}
+        self.next_eid = 0
+        self.procs: dict = {}
+
+    # -- reused worker threads
+    def submit(self, fn, *args) -> None:
+        with self.lock:
+            spawn = self.idle == 0
+            if not spawn:
+                self.idle -= 1
+        if spawn:
+            threading.Thread(target=self._worker, args=((fn, args),), daemon=True).start()
+        else:
+            self.jobs.put((fn, args))
+
+    def _worker(self, job) -> None:
+        while True:
+            fn, args = job
+            try:
+                fn(*args)
+            except BaseException:
+                pass
+            with self.lock:
+                self.idle += 1
+            job = self.jobs.get()
+
+    # -- ingress
+    def _conn(self, port: int, timeout: float, fresh: bool):
+        import http.client
+        conns = self.local.__dict__.setdefault("conns", {})
+        conn = conns.get(port)
+        if conn is None or fresh:
+            if conn is not None:
+                conn.close()
+            conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def http(self, rid, req: dict) -> None:
+        import http.client
+        try:
+            port = int(req["port"])
+            method, path = str(req.get("method") or "GET"), str(req.get("path") or "/")
+            if not path.startswith("/") or any(c in path for c in "\r\n "):
+                raise BadArgument("path must start with '/' and hold no spaces or line breaks")
+            headers = {str(k): str(v) for k, v in req.get("headers") or []}
+            body = _b64d(req.get("body") or "")
+            timeout = float(req.get("timeout") or 300)
+            for attempt in (0, 1):
+                conn = self._conn(port, timeout, fresh=attempt == 1)
+                reused = conn.sock is not None
+                try:
+                    conn.request(method, path, body=body if body or method not in ("GET", "HEAD") else None,
+                                 headers=headers)
+                    self.inflight[rid] = conn
+                    resp = conn.getresponse()
+                    break
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    conn.close()
+                    if attempt or not reused:  # only a stale kept-alive connection earns a retry
+                        raise
+                except ConnectionRefusedError:
+                    conn.close()
+                    raise ConnectionRefused(f"nothing listens on 127.0.0.1:{port} in the sandbox") from None
+            head = {"status": resp.status, "reason": resp.reason, "headers": resp.getheaders()}
+            send = self.agent.channel.send
+            send({"id": rid, "type": "stdout", "data": "H" + dumps(head)})
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    break
+                send({"id": rid, "type": "stdout", "data": "B" + _b64e(chunk)})
+            resp.close()  # read1 never closes a response whose Content-Length ran out: the connection stays busy
+            if resp.will_close:
+                conn.close()
+            self.agent.reply(rid, {"status": resp.status})
+        except BaseException as exc:
+            conns = self.local.__dict__.get("conns", {})
+            if req.get("port") in conns:
+                conns.pop(req.get("port")).close()
+            self.agent.fail(rid, exc)
+        finally:
+            self.inflight.pop(rid, None)
+
+    def cancel(self, req: dict) -> dict:
+        conn = self.inflight.pop(req.get("target"), None)
+        if conn is not None and conn.sock is not None:
+            import socket
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return {"cancelled": conn is not None}
+
+    # -- egress
+    def listen(self, req: dict) -> dict:
+        import socket
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", int(req.get("port") or 0)))
+        srv.listen(128)
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+        return {"port": srv.getsockname()[1]}
+
+    def _accept(self, srv) -> None:
+        while True:
+            sock, _ = srv.accept()
+            self.submit(self._egress, sock)
+
+    @staticmethod
+    def _read_request(f) -> dict:
+        line = f.readline(8192).decode("latin-1").rstrip("\r\n")
+        parts = line.split(" ")
+        if len(parts) != 3:
+            raise BadArgument("malformed request line")
+        headers, size = [], len(line)
+        while True:
+            raw = f.readline(8192)
+            size += len(raw)
+            if size > MAX_EGRESS_HEAD:
+                raise BadArgument("request head too large")
+            text = raw.decode("latin-1").rstrip("\r\n")
+            if not text:
+                break
+            name, _, value = text.partition(":")
+            headers.append([name.strip(), value.strip()])
+        lower = {k.lower(): v for k, v in headers}
+        if "chunked" in lower.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                n = int(f.readline(1024).split(b";")[0].strip() or b"0", 16)
+                if n == 0:
+                    while f.readline(8192).strip():
+                        pass
+                    break
+                body += f.read(n)
+                f.readline(8)
+        else:
+            body = f.read(int(lower.get("content-length") or 0))
+        headers = [h for h in headers if h[0].lower() not in HOP_HEADERS]
+        return {"method": parts[0], "path": parts[1], "headers": headers, "body": _b64e(body)}
+
+    def _egress(self, sock) -> None:
+        import queue
+        f = sock.makefile("rb")
+        eid = None
+        try:
+            try:
+                item = self._read_request(f)
+            except (BadArgument, ValueError):
+                sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            answers: queue.Queue = queue.Queue()
+            with self.lock:
+                self.next_eid += 1
+                item["eid"] = eid = self.next_eid
+                self.answers[eid] = answers
+                rid = self.waiting.pop(0) if self.waiting else None
+                if rid is None:
+                    self.pending.append(item)
+            if rid is not None:
+                self.agent.reply(rid, item)
+            while True:
+                part = answers.get(timeout=900)
+                if part["part"] == "head":
+                    lines = ["HTTP/1.1 {} {}".format(int(part["status"]), part.get("reason") or "-")]
+                    lines += [f"{k}: {v}" for k, v in part.get("headers") or [] if k.lower() not in HOP_HEADERS]
+                    sock.sendall(("\r\n".join(lines + ["Connection: close", "", ""])).encode("latin-1"))
+                elif part["part"] == "body":
+                    sock.sendall(_b64d(part.get("data") or ""))
+                else:
+                    return
+        except Exception:
+            return
+        finally:
+            with self.lock:
+                self.answers.pop(eid, None)
+            f.close()
+            sock.close()
+
+    def next_request(self, rid) -> bool:
+        """Answers the poll now when a request waits; else later, from the connection's thread."""
+        with self.lock:
+            item = self.pending.pop(0) if self.pending else None
+            if item is None:
+                self.waiting.append(rid)
+        if item is not None:
+            self.agent.reply(rid, item)
+        return item is not None
+
+    def answer(self, req: dict) -> dict:
+        with self.lock:
+            answers = self.answers.get(req.get("eid"))
+        if answers is not None:
+            answers.put(req)
+        return {"open": answers is not None}
+
+    # -- background processes (the session's agent server)
+    def spawn(self, req: dict) -> dict:
+        import subprocess
+        cmd = req.get("cmd")
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
+            raise BadArgument("cmd must be a non-empty list of strings")
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (req.get("env") or {}).items()})
+        log_path = f"/tmp/garrison-proc-{len(self.procs) + 1}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=resolve_dir(req.get("cwd") or WORKSPACE), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[proc.pid] = (proc, log_path)
+        return {"pid": proc.pid}
+
+    def status(self, req: dict) -> dict:
+        entry = self.procs.get(req.get("pid"))
+        if entry is None:
+            raise NotFoundError("no such background process: {}".format(req.get("pid")))
+        proc, log_path = entry
+        code = proc.poll()
+        with open(log_path, "rb") as log:
+            log.seek(max(0, os.path.getsize(log_path) - 4096))
+            tail = log.read().decode("utf-8", "replace")
+        return {"running": code is None, "exit_code": code, "log_tail": tail}
