@@ -38,6 +38,14 @@ def layer_modules() -> list[ModuleType]:
     return found
 
 
+def _import_quietly(names: list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # whoever needs it imports it again and reports the error there
+            log.warning("could not preload %s", name, exc_info=True)
+
+
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -45,6 +53,12 @@ class Platform:
         self.services: dict[str, Any] = {}
         self.bootstrap_key: str | None = None
         self._started: list[tuple[ModuleType, Any]] = []
+        # Modules to import on a worker thread while the layers start: the loop mostly waits
+        # then (the migration thread, the sandbox self-test), so work that follows start-up
+        # (the runtime's Temporal worker, when `garrison up` expects to recover runs) finds
+        # them imported.
+        self.preload: list[str] = []
+        self._preloading: asyncio.Future[None] | None = None
         data = settings.data_dir
         self.audit = AuditLog(self.db, data / "audit", flush_ms=settings.audit_flush_ms,
                               checkpoint_every=settings.audit_checkpoint_every,
@@ -56,6 +70,8 @@ class Platform:
     async def start(self, *, migrate: bool = True) -> None:
         began = time.monotonic()
         took: dict[str, float] = {}
+        if self.preload:
+            self._preloading = asyncio.ensure_future(asyncio.to_thread(_import_quietly, list(self.preload)))
         self.settings.ensure_data_dir()
         if migrate:
             from garrison.db.migrate import upgrade  # Alembic: imported only when it runs

@@ -57,7 +57,7 @@ def _banner(settings: Settings) -> Any:
     return show
 
 
-def _start_temporal_early(settings: Settings) -> None:
+def _start_temporal_early(settings: Settings) -> bool:
     """Start the embedded Temporal dev server before importing the platform, where durable runs were used.
 
     It boots on another core while Python imports the layers (seconds), so runs that a killed
@@ -65,19 +65,20 @@ def _start_temporal_early(settings: Settings) -> None:
     A data dir that never ran a durable run keeps the lazy start (no Temporal until needed).
     """
     if settings.temporal_address:
-        return
+        return False
     try:
         from garrison.runtime.settings import RuntimeSettings
         from garrison.runtime.temporal_server import prelaunch
     except ModuleNotFoundError:  # an installation without the runtime layer
-        return
+        return False
     directory = settings.data_dir / "temporal"
     if (directory / "temporal.db").exists() or RuntimeSettings().temporal_start == "eager":
-        prelaunch(directory)
+        return prelaunch(directory) is not None
+    return False
 
 
 def _serve(settings: Settings) -> None:
-    _start_temporal_early(settings)
+    temporal_early = _start_temporal_early(settings)
     import uvicorn
 
     from garrison.core.logs import configure
@@ -89,8 +90,11 @@ def _serve(settings: Settings) -> None:
         kwargs.update(ssl_certfile=str(settings.tls_certfile), ssl_keyfile=str(settings.tls_keyfile))
         if settings.tls_client_ca:
             kwargs.update(ssl_ca_certs=str(settings.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
-    config = uvicorn.Config(create_app(settings, on_started=_banner(settings)), host=settings.host,
-                            port=settings.port, log_level="warning", lifespan="on", **kwargs)
+    app = create_app(settings, on_started=_banner(settings))
+    if temporal_early:  # the runtime will start its Temporal worker right after the layers: import it meanwhile
+        app.state.platform.preload.append("garrison.runtime.engine")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on",
+                            **kwargs)
     uvicorn.Server(config).run()
 
 

@@ -121,8 +121,9 @@ class EmbeddedTemporal:
     def launch(self) -> str:
         """Start the server (or adopt the one ``prelaunch`` started) and return its gRPC address."""
         early = _PRELAUNCHED.pop(self.db_file, None)
-        if early is not None and early.exited() is None:
+        if early is not None and early.exited() is None and early._proc is not None:
             self.port, self._proc = early.port, early._proc
+            log.info("adopting the Temporal dev server started with garrison (pid %s)", self._proc.pid)
             return self.address
         binary = temporal_binary()
         if binary is None:

@@ -38,6 +38,14 @@ def _pid_alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
+def _is_dev_server(proc: Path, db: bytes) -> bool:
+    try:
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"start-dev" in cmdline and db in cmdline
+
+
 def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path):
     data = tmp_path / "data"
     log = tmp_path / "steps.log"
@@ -67,7 +75,7 @@ def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path):
     _wait_for(lambda: not _pid_alive(temporal_pid), 10, "the Temporal dev server to exit")
     assert log.read_text().split() == ["first"]
 
-    again = start_server(data, extra_env=env)
+    again = start_server(data, extra_env={**env, "GARRISON_LOG_LEVEL": "INFO"})
     try:
         with httpx.Client(base_url=again.url, headers=headers, timeout=30) as http:
             def finished():  # type: ignore[no-untyped-def]
@@ -76,7 +84,12 @@ def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path):
             assert _wait_for(finished, 60, "the recovered run") == "success"
             state = http.get(f"/threads/{tid}/state").json()
             assert state["values"]["log"] == ["first", "second", "third"]
+            # `garrison up` started Temporal before importing the platform, and the runtime used that one.
+            db = str((data / "temporal" / "temporal.db").resolve()).encode()
+            servers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_dev_server(p, db)]
+            assert [int(p.name) for p in servers] == [int((data / "temporal" / "temporal.pid").read_text())]
     finally:
-        stop_server(again)
+        out = stop_server(again)
+    assert "adopting the Temporal dev server started with garrison" in out
     # The step that had completed before the kill ran once; the interrupted one ran to completion once.
     assert log.read_text().split() == ["first", "second", "third"]
