@@ -245,7 +245,15 @@ class LLMService:
         ]
         return {"object": "list", "data": data}
 
+    # Set by the runtime layer (runtime/calls.py): a call from a durable run's step is recorded, and the
+    # same call from a retry of that step is answered from the record, not sent (nor metered) again.
+    call_journal: Any = None
+
     async def call(
         self, principal: Principal, op: str, raw: bytes, headers: Mapping[str, str], state: Any = None
     ) -> Response:
+        journal = self.call_journal
+        if journal is not None and "x-garrison-step" in headers:
+            return await journal.record_or_replay(  # type: ignore[no-any-return]
+                principal, op, raw, headers, lambda: self.gateway.call(principal, op, raw, headers, state))
         return await self.gateway.call(principal, op, raw, headers, state)

@@ -107,3 +107,18 @@ run_inputs = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Model calls made by durable run steps, recorded when they complete (runtime/calls.py): a step that
+# is retried gets the recorded answer for the same request instead of calling (and paying) again.
+calls = sa.Table(
+    "runtime_call_journal", metadata,
+    sa.Column("run_id", sa.String, primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("request_hash", sa.String, primary_key=True),  # sha-256 of the operation and request body
+    sa.Column("occurrence", sa.Integer, primary_key=True),  # the n-th identical request of the step
+    sa.Column("tenant_id", sa.String, nullable=False),
+    sa.Column("principal_id", sa.String, nullable=False),
+    sa.Column("media_type", sa.String, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
