@@ -145,10 +145,12 @@ async def in_process_and_durable(args: argparse.Namespace, work: Path) -> dict[s
 
         server_pid = runtime.engine.embedded._proc.pid
         cpu = CpuMeter(server_pid)
+        statements = StatementCounter(platform.db.engine.sync_engine)
         t = time.perf_counter()
         await asyncio.gather(*(one_run() for _ in range(args.sustained)))
         out["sustained_runs_per_s"] = args.sustained / (time.perf_counter() - t)
         out["garrison_cpu_ms"], out["server_cpu_ms"] = cpu.per_run(args.sustained)
+        out["db_reads"], out["db_writes"], out["db_commits"] = statements.per_run(args.sustained)
 
         # (c) raw Temporal on the same server: a workflow of two no-op activities (regular, then
         # local activities with eager start: what garrison's default step mode rests on).
@@ -161,6 +163,36 @@ async def in_process_and_durable(args: argparse.Namespace, work: Path) -> dict[s
 
 async def _admin(platform: Platform) -> Any:
     return await platform.identity.authenticate(platform.settings.admin_key_path.read_text().strip())
+
+
+class StatementCounter:
+    """Statements and commits on the platform database (runtime store, audit, telemetry) since creation.
+
+    The state layer's checkpointer writes through connections of its own, not counted here.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.engine, self.reads, self.writes, self.commits = engine, 0, 0, 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip()[:6].upper() == "SELECT":
+            self.reads += 1
+        else:
+            self.writes += 1
+
+    def _commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def per_run(self, runs: int) -> tuple[float, float, float]:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
+        return self.reads / runs, self.writes / runs, self.commits / runs
 
 
 class CpuMeter:
@@ -388,6 +420,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
           f"{r['raw_local_cpu_ms']:.1f} + {r['raw_local_server_cpu_ms']:.1f} |")
     print(f"| runs/s 2 cores could sustain (2000 / CPU ms per run) | {2000 / total:.1f} | - | "
           f"{2000 / raw['raw_temporal']:.1f} | {2000 / raw['raw_local']:.1f} |")
+    print(f"platform database per sustained run (checkpointer not included): {r['db_reads']:.1f} reads, "
+          f"{r['db_writes']:.1f} writes, {r['db_commits']:.1f} commits")
     print(f"durable overhead over in-process p50: {overhead:.1f} ms (target <= 100 ms)", flush=True)
 
 

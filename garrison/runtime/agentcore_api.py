@@ -111,7 +111,7 @@ async def invoke(agent_runtime: str, request: Request, qualifier: str = "DEFAULT
                 if event.event in ("values", "error"):
                     yield b"data: " + serde.dumpb(event.data) + b"\n\n"
         return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
-    final = await svc.runs.wait_final(run["run_id"])
+    final = await svc.runs.wait_final(run["run_id"], run=run)
     if final is not None and final["status"] == "error":
         # AgentCore answers an agent's own failure with 424 (RuntimeClientError), not a 5xx.
         return JSONResponse({"type": "https://garrison.dev/problems/agent-failed", "title": "The agent failed",

@@ -64,9 +64,9 @@ class StoreEvents:
         self.wake(stream)
         return seq
 
-    def fresh(self, stream: str) -> None:
-        """``stream`` was just created here and is empty: its first publish needs no look-up of the last seq."""
-        self._last[stream] = 0
+    def fresh(self, stream: str, last: int = 0) -> None:
+        """``stream`` was just created here with ``last`` events: its next publish needs no look-up of the last seq."""
+        self._last[stream] = last
 
     async def count_step(self, stream: str, step: int) -> int:
         """How many events ``step`` has published already (a retried step skips that many)."""

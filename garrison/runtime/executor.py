@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from opentelemetry import propagate, trace
 from temporalio import activity
 
+from garrison.runtime.calls import STEP_HEADER
 from garrison.runtime.events import StoreEvents
 from garrison.runtime.store import FINAL_RUN, RuntimeStore
 from garrison.runtime.workflows import FINISH_ACTIVITY, STEP_ACTIVITY, FinishParams, StepOutcome, StepParams
@@ -59,6 +60,8 @@ class RunExecutor:
         self._cancelled: set[str] = set()
         # The row of each run stepping here, read at its first step (its spec never changes).
         self._runs: dict[str, dict[str, Any]] = {}
+        self._alone: set[str] = set()  # runs on a thread of their own (see expect)
+        self.journal: Any = None  # the model-call journal (runtime/calls.py), set with the first step
         # Isolation hook (runtime/sandboxed_steps.py, set by the runtime service): the graph of a
         # version deployed with isolation = "sandbox" steps in its thread's sandbox, not here.
         self.isolation: Any = None
@@ -66,13 +69,22 @@ class RunExecutor:
     def activities(self) -> list[Callable[..., Any]]:
         return [self.run_step, self.finish_run]
 
-    def expect(self, run_id: str) -> None:
-        """``run_id`` was created by this process: its first step is new, not a re-execution."""
+    def expect(self, run_id: str, run: dict[str, Any] | None = None, *, alone: bool = False) -> None:
+        """``run_id`` was created by this process: its first step is new, not a re-execution.
+
+        ``run``: its row as inserted (the first step need not read it); ``alone``: its thread is new,
+        so no earlier run of the thread can be in progress (the first step need not look).
+        """
         self._expected[run_id] = 0
+        if run is not None:
+            self._runs[run_id] = run
+        if alone:
+            self._alone.add(run_id)
         if len(self._expected) > 10_000:
             oldest = next(iter(self._expected))
             self._expected.pop(oldest)
             self._runs.pop(oldest, None)
+            self._alone.discard(oldest)
 
     def final_values(self, run_id: str) -> Any:
         """The state snapshot a run ended with in this process, if it did (taken once)."""
@@ -83,13 +95,24 @@ class RunExecutor:
         return self._ended.get(run_id)
 
     def cancel_local(self, run_id: str) -> bool:
-        """Stop the step of ``run_id`` running in this process now (the run ends as cancelled)."""
+        """Stop ``run_id`` if it steps in this process: its running step now, else at its next step.
+
+        A local step has no heartbeat to carry the workflow's cancellation, and the workflow sees the
+        cancel signal only after its current workflow task, which runs the next local step first: so
+        the request is remembered here, and a step of a cancelled run ends the run instead of running.
+        """
         task = self._running.get(run_id)
-        if task is None:
-            return False
+        if task is None and run_id not in self._expected:
+            return False  # not stepping here: the workflow's cancellation reaches it
         self._cancelled.add(run_id)
-        task.cancel()
+        if task is not None:
+            task.cancel()
         return True
+
+    async def _end_cancelled(self, run: dict[str, Any], steps: int | None = None) -> StepOutcome:
+        self._cancelled.discard(run["run_id"])
+        await self._finish(run, "interrupted", "cancelled", steps=steps)
+        return StepOutcome("cancelled")
 
     async def _beat(self) -> None:
         if activity.info().is_local:
@@ -109,10 +132,14 @@ class RunExecutor:
             return StepOutcome("error")  # deleted meanwhile (rollback)
         if run["status"] in FINAL_RUN:
             return StepOutcome(run["status"])  # recorded before a crash; nothing left to do
+        if run["run_id"] in self._cancelled:
+            return await self._end_cancelled(run)
         if run["status"] == "pending":
-            active = await self.store.active_runs(run["thread_id"])
-            if active and active[0] != run["run_id"]:
-                return StepOutcome("wait")
+            if run["run_id"] not in self._alone:
+                active = await self.store.active_runs(run["thread_id"])
+                if active and active[0] != run["run_id"]:
+                    return StepOutcome("wait")
+            self._alone.discard(run["run_id"])
             await self.store.start_run(run["run_id"], run["thread_id"])
             run = {**run, "status": "running"}
         beat = asyncio.create_task(self._beat())
@@ -120,6 +147,8 @@ class RunExecutor:
         assert task is not None
         self._running[run["run_id"]] = task
         try:
+            if run["run_id"] in self._cancelled:  # while the row was read or written above
+                return await self._end_cancelled(run)
             # Activities run on the worker's own tasks: the run's trace comes from its spec.
             parent = propagate.extract({"traceparent": run["spec"]["traceparent"]}) \
                 if run["spec"].get("traceparent") else None
@@ -130,16 +159,13 @@ class RunExecutor:
         except asyncio.CancelledError:
             if run["run_id"] not in self._cancelled:
                 raise
-            # Cancelled through garrison (cancel_local): the run ends here; a local step has no
-            # heartbeat that would carry the workflow's cancellation to it.
-            self._cancelled.discard(run["run_id"])
-            await self._finish(run, "interrupted", "cancelled")
-            return StepOutcome("interrupted")
+            # Cancelled through garrison (cancel_local): the run ends here.
+            return await self._end_cancelled(run)
         finally:
-            self._running.pop(run["run_id"], None)
+            if self._running.get(run["run_id"]) is task:
+                del self._running[run["run_id"]]
+            # Not awaited: awaiting it could swallow a cancellation of this task meant for the step.
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
 
     def _maybe_repeated(self, run_id: str, step: int) -> bool:
         info = activity.info()
@@ -157,8 +183,14 @@ class RunExecutor:
         graph, config = isolated if isolated is not None else await self.graph_for(run)
         # Checkpoints written by this step carry its number: a repeated step knows whether it had finished.
         config["metadata"]["garrison_step"] = params.step
+        headers = (config["configurable"].get("garrison") or {}).get("headers")
+        if isinstance(headers, dict):
+            # This execution of the step: the model calls it makes are journaled under it (runtime/calls.py).
+            headers[STEP_HEADER] = f"{params.step}/{uuid.uuid4().hex[:16]}"
         skip, started = 0, False
         if self._maybe_repeated(run_id, params.step):
+            if self.journal is not None:
+                self.journal.may_have(run_id)  # calls of its earlier steps may be recorded
             done, before = await self._done_step(graph, config, run_id)
             if done is not None and done >= params.step:
                 # This step completed before a crash (or a reset) lost its result: it is not run again,
@@ -200,6 +232,10 @@ class RunExecutor:
                     name = "messages" if not namespace else name
                 await self.events.publish(run_id, name, chunk, step=params.step)
             state = await graph.aget_state(config)
+            # The superstep is done and checkpointed: a cancel from here on takes effect at the step's
+            # end (below), not in the middle of recording its outcome.
+            if self._running.get(run_id) is asyncio.current_task():
+                del self._running[run_id]
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the agent's own error: recorded, not retried (its steps are not idempotent)
@@ -253,6 +289,8 @@ class RunExecutor:
                     return StepOutcome("interrupted", jump)
                 await self._finish(run, "interrupted", None, steps=steps, state=state)
                 return StepOutcome("interrupted", jump)
+            if run_id in self._cancelled:
+                return await self._end_cancelled(run, steps)
             if time.monotonic() - began > PROGRESS_WRITE_AFTER_S:
                 # Progress of a slow run is visible; a fast step skips the write (the count is recorded
                 # when the run stops or waits, and a repeated step reads its progress from the checkpoints).
@@ -271,6 +309,8 @@ class RunExecutor:
         await self.store.end_run(run["run_id"], run["thread_id"], THREAD_STATUS.get(status, "idle"), **values)
         self._expected.pop(run["run_id"], None)
         self._runs.pop(run["run_id"], None)
+        self._alone.discard(run["run_id"])
+        self._cancelled.discard(run["run_id"])
         self._ended[run["run_id"]] = (status, error)
         while len(self._ended) > 1000:
             self._ended.popitem(last=False)

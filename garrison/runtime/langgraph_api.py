@@ -317,7 +317,7 @@ async def stream_stateless_run(body: dict[str, Any] = JsonBody, principal: Princ
 
 
 async def _final_values(svc: Any, principal: Principal, run: dict[str, Any]) -> Any:
-    final = await svc.runs.wait_final(run["run_id"])
+    final = await svc.runs.wait_final(run["run_id"], run=run)
     if final is not None and final["status"] == "error":
         return {"__error__": {"error": "RunError", "message": final["error"] or "the run failed"}}
     state = await svc.runs.final_state(run)

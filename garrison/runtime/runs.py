@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,7 +14,8 @@ from garrison.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from garrison.core.principal import Principal
 from garrison.runtime import graphs, serde
 from garrison.runtime.attribution import RunCredentials, current_traceparent, run_scopes
-from garrison.runtime.events import Event
+from garrison.runtime.calls import CallJournal
+from garrison.runtime.events import Event, StoreEvents
 from garrison.runtime.store import ACTIVE_RUN, FINAL_RUN
 
 if TYPE_CHECKING:
@@ -63,25 +65,52 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
+# Waiting for a run that steps in this process is woken by its end; the row is re-read only this
+# often, for an end this process would not see (with a Temporal cluster, another garrison's worker).
+SAFETY_POLL_S = 2.0
+
+
 class RunManager:
     def __init__(self, service: RuntimeService) -> None:
         self.service = service
         self.store = service.store
         self.events = service.events
         self.credentials = RunCredentials(service)
+        # Loaded graphs bound to a tenant's checkpointer, by (agent, version, ref, tenant): versions are
+        # immutable, so neither the import (a thread hop) nor the copy is repeated per step.
+        self._bound: dict[tuple[str, int, str, str], Any] = {}
+        self._done: dict[str, set[asyncio.Event]] = {}  # waiters for the end of a run
+        self.journal = CallJournal(service.platform.db)
 
     # What the worker calls.
     async def step_config(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """``graph_for`` plus what the step's own calls to garrison need (attribution, credentials)."""
         graph, config = await self.graph_for(run)
         config["configurable"]["garrison"] = await self.credentials.for_run(run)
+        self._wire_journal()
         return graph, config
+
+    def _wire_journal(self) -> None:
+        """The LLM gateway journals the calls of run steps (runtime/calls.py), once there are runs."""
+        llm = self.service.platform.services.get("llm")
+        if llm is not None and getattr(llm, "call_journal", False) is None:
+            llm.call_journal = self.journal
+        executor = self.service.executor
+        if executor is not None and executor.journal is None:
+            executor.journal = self.journal
 
     async def graph_for(self, run: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         spec = run["spec"]
-        graph = await asyncio.to_thread(self.service.load, spec["agent_id"], spec["version"], Path(spec["path"]), spec["ref"])
         tenant = run["tenant_id"]
-        bound = graphs.bind(graph, self.service.state.saver(tenant), self.service.graph_store(tenant))
+        key = (spec["agent_id"], int(spec["version"]), spec["ref"], tenant)
+        bound = self._bound.get(key)
+        if bound is None:
+            graph = await asyncio.to_thread(self.service.load, spec["agent_id"], spec["version"], Path(spec["path"]),
+                                            spec["ref"])
+            bound = graphs.bind(graph, self.service.state.saver(tenant), self.service.graph_store(tenant))
+            if len(self._bound) >= 256:
+                self._bound.pop(next(iter(self._bound)))
+            self._bound[key] = bound
         config = dict(spec.get("config") or {})
         configurable = {**(config.get("configurable") or {}), "thread_id": run["thread_id"]}
         if spec.get("checkpoint_id"):
@@ -92,10 +121,16 @@ class RunManager:
                               "graph_id": spec["graph_id"]}
         return bound, config
 
+    def _ended(self, run_id: str) -> None:
+        self.events.wake(run_id)
+        self.events.wake(run_id + DONE)
+        for waiter in self._done.pop(run_id, ()):
+            waiter.set()
+
     async def on_finished(self, run: dict[str, Any], status: str) -> None:
         self.credentials.forget(run["run_id"])
-        self.events.wake(run["run_id"])
-        self.events.wake(run["run_id"] + DONE)
+        self._ended(run["run_id"])
+        await self.journal.forget(run["run_id"])
         if run["spec"].get("on_completion") == "delete" and not run["spec"].get("caller_deletes"):
             await self.service.threads.delete_quietly(run["tenant_id"], run["thread_id"])
 
@@ -138,10 +173,12 @@ class RunManager:
         number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant, endpoint)
         on_completion = body.get("on_completion")
         fresh = thread_id is None
+        new_thread: dict[str, Any] | None = None
         if thread_id is None:
             thread_id = str(uuid.uuid4())
-            await threads.insert(principal, thread_id, {"graph_id": assistant["graph_id"],
-                                                        "assistant_id": assistant["assistant_id"]})
+            # Inserted with the run, in one transaction (and not at all if the request is refused below).
+            new_thread = {"owner": principal.id, "metadata": {"graph_id": assistant["graph_id"],
+                                                              "assistant_id": assistant["assistant_id"]}}
             on_completion = on_completion or "delete"
         else:
             thread = await self.store.thread(principal.tenant_id, thread_id)
@@ -177,25 +214,32 @@ class RunManager:
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadRequest("metadata must be an object")
-        size = len(serde.dumpb(spec))
+        blob = serde.dumpb(spec)
+        size = len(blob)
         if size > self.service.settings.max_input_bytes:
             raise PayloadTooLarge(f"run input is {size} bytes; the limit is {self.service.settings.max_input_bytes} "
                                   "(GARRISON_RUNTIME_MAX_INPUT_BYTES): pass large data by reference")
         run_id = str(uuid.uuid4())
-        await self.store.insert_run({"run_id": run_id, "tenant_id": principal.tenant_id, "thread_id": thread_id,
-                                     "assistant_id": assistant["assistant_id"], "owner": principal.id,
-                                     "status": "pending", "spec": spec, "metadata": metadata,
-                                     "multitask_strategy": strategy})
+        # The row as inserted is the run's answer: it is not read back.
+        first = {"run_id": run_id, "attempt": 1}
+        in_store = isinstance(self.events, StoreEvents)  # the first event rides in the run's transaction
+        run = await self.store.insert_run({"run_id": run_id, "tenant_id": principal.tenant_id,
+                                           "thread_id": thread_id, "assistant_id": assistant["assistant_id"],
+                                           "owner": principal.id, "status": "pending", "spec": spec,
+                                           "metadata": metadata, "multitask_strategy": strategy},
+                                          thread=new_thread, first_event=("metadata", first) if in_store else None)
         if not fresh:
             await threads.remember_graph(thread_id, assistant)
-        self.events.fresh(run_id)
-        await self.events.publish(run_id, "metadata", {"run_id": run_id, "attempt": 1})
-        await self._start_workflow(run_id, delay, hold)
+        if in_store:
+            self.events.fresh(run_id, last=1)
+        else:
+            self.events.fresh(run_id)
+            await self.events.publish(run_id, "metadata", first)
+        # A new thread has no other run to queue behind: its first step need not look.
+        await self._start_workflow(run, {**run, "spec": serde.loads(blob)}, delay, hold, alone=fresh)
         self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
                                            {"thread_id": thread_id, "assistant_id": assistant["assistant_id"],
                                             "agent_version": number})
-        run = await self.store.run(run_id)
-        assert run is not None
         return run
 
     def params(self, run_id: str, hold_for_input_s: float = 0.0) -> RunParams:
@@ -207,13 +251,16 @@ class RunManager:
                          max_attempts=s.step_max_attempts, max_steps=s.max_steps, hold_for_input_s=hold_for_input_s,
                          local_steps=s.step_mode == "local")
 
-    async def _start_workflow(self, run_id: str, delay: float, hold: float) -> None:
+    async def _start_workflow(self, run: dict[str, Any], stored: dict[str, Any], delay: float, hold: float, *,
+                              alone: bool = False) -> None:
+        """``stored``: the row as the executor reads it (its spec is decoded from what was stored)."""
         from garrison.runtime.workflows import AgentRunWorkflow
 
+        run_id = run["run_id"]
         try:
             client = await self.service.engine.client()
             assert self.service.executor is not None  # made with the engine
-            self.service.executor.expect(run_id)
+            self.service.executor.expect(run_id, stored, alone=alone)
             # Eager start: the first workflow task comes back in the start call's answer and runs
             # in this process at once, instead of a trip through the server's task matching.
             await client.start_workflow(AgentRunWorkflow.run, self.params(run_id, hold), id=run_id,
@@ -223,8 +270,8 @@ class RunManager:
                                         request_eager_start=not delay)
         except Exception:
             await self.store.update_run(run_id, status="error", error="durable execution unavailable")
-            self.events.wake(run_id)
-            self.events.wake(run_id + DONE)
+            run["status"], run["error"] = "error", "durable execution unavailable"
+            self._ended(run_id)
             raise
 
     async def handle(self, run_id: str) -> WorkflowHandle[Any, Any]:
@@ -280,20 +327,43 @@ class RunManager:
         configurable = {k: v for k, v in config["configurable"].items() if k != "checkpoint_id"}
         return snapshot_out(await graph.aget_state({"configurable": {**configurable, "checkpoint_ns": ""}}))
 
-    async def wait_final(self, run_id: str, timeout_s: float | None = None) -> dict[str, Any] | None:
+    async def wait_final(self, run_id: str, timeout_s: float | None = None,
+                         run: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The run's row once it has ended (or at ``timeout_s``); ``run``: its row as the caller has it."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while True:
-            run = await self.store.run(run_id)
-            if run is None or run["status"] in FINAL_RUN:
-                return run
-            if deadline is not None and loop.time() > deadline:
-                return run
-            await self.events.wait(run_id + DONE)  # woken when the run ends, not by each of its events
-            executor = self.service.executor
-            ended = executor.ended(run_id) if executor is not None else None
-            if ended is not None:  # it ended in this process: no need to read the row again
-                return {**run, "status": ended[0], "error": ended[1]}
+        executor = self.service.executor
+        # Registered before anything is read, so an end between the read and the wait is not missed.
+        waiter = asyncio.Event()
+        self._done.setdefault(run_id, set()).add(waiter)
+        read = run is None
+        try:
+            while True:
+                ended = executor.ended(run_id) if executor is not None else None
+                if ended is not None and run is not None:  # it ended in this process: no read needed
+                    return {**run, "status": ended[0], "error": ended[1]}
+                if read:
+                    run = await self.store.run(run_id)
+                    if run is None or run["status"] in FINAL_RUN:
+                        return run
+                    read = False
+                    continue  # it may have ended here during the read
+                if deadline is not None and loop.time() > deadline:
+                    return run
+                embedded = not self.service.platform.settings.temporal_address  # this process is the only worker
+                wait = SAFETY_POLL_S if embedded else self.events.poll_s
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), wait)
+                waiter.clear()
+                read = True
+        finally:
+            waiters = self._done.get(run_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    self._done.pop(run_id, None)
 
     async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events of a run from ``after`` on, until the run has ended and everything was sent."""

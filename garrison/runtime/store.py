@@ -10,7 +10,17 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from garrison.core.clock import aware, rfc3339, utcnow
 from garrison.db import Database
 from garrison.runtime import serde
-from garrison.runtime.tables import agents, assistants, endpoints, events, run_inputs, runs, threads, versions
+from garrison.runtime.tables import (
+    agents,
+    assistants,
+    calls,
+    endpoints,
+    events,
+    run_inputs,
+    runs,
+    threads,
+    versions,
+)
 
 ACTIVE_RUN = ("pending", "running")
 FINAL_RUN = ("success", "error", "interrupted", "timeout")
@@ -30,6 +40,7 @@ def _row(row: Any, json_cols: Sequence[str] = ("metadata", "config", "context"))
 class RuntimeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._versions: dict[tuple[str, int], dict[str, Any]] = {}  # versions never change once deployed
 
     # Agents, versions, endpoints.
     async def agent(self, tenant_id: str, name: str) -> dict[str, Any] | None:
@@ -70,10 +81,19 @@ class RuntimeStore:
         return number
 
     async def version(self, agent_id: str, number: int) -> dict[str, Any] | None:
+        cached = self._versions.get((agent_id, number))
+        if cached is not None:
+            return dict(cached)
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(select(versions).where(and_(versions.c.agent_id == agent_id,
                                                                   versions.c.version == number)))).first()
-        return _row(row, ("descriptor",)) if row else None
+        out = _row(row, ("descriptor",)) if row else None
+        if out is not None and out["path"]:  # immutable once its files are in place (path set at deploy)
+            if len(self._versions) >= 1024:
+                self._versions.pop(next(iter(self._versions)))
+            self._versions[(agent_id, number)] = out
+            return dict(out)
+        return out
 
     async def versions(self, agent_id: str) -> list[dict[str, Any]]:
         async with self.db.engine.connect() as conn:
@@ -174,12 +194,25 @@ class RuntimeStore:
         return bool(done.rowcount)
 
     # Runs.
-    async def insert_run(self, values: dict[str, Any]) -> None:
+    async def insert_run(self, values: dict[str, Any], *, thread: dict[str, Any] | None = None,
+                         first_event: tuple[str, Any] | None = None) -> dict[str, Any]:
+        """Insert a run (with its new ``thread``, owner and metadata, and its stream's ``first_event``, in
+        one transaction); answers the row as ``run()`` would read it back."""
         now = utcnow()
         row = {**values, "spec": serde.dumps(values["spec"]), "metadata": serde.dumps(values.get("metadata") or {}),
                "created_at": now, "updated_at": now, "steps": 0}
         async with self.db.engine.begin() as conn:
+            if thread is not None:
+                await conn.execute(insert(threads).values(
+                    thread_id=values["thread_id"], tenant_id=values["tenant_id"], owner=thread["owner"],
+                    status="idle", metadata=serde.dumps(thread["metadata"]), created_at=now, updated_at=now))
             await conn.execute(insert(runs).values(**row))
+            if first_event is not None:
+                await conn.execute(insert(events).values(stream=values["run_id"], seq=1, event=first_event[0],
+                                                         data=serde.dumps(first_event[1]), step=None,
+                                                         created_at=now))
+        return {"error": None, **values, "metadata": values.get("metadata") or {}, "steps": 0,
+                "created_at": rfc3339(now), "updated_at": rfc3339(now)}
 
     async def run(self, run_id: str, tenant_id: str | None = None) -> dict[str, Any] | None:
         query = select(runs).where(runs.c.run_id == run_id)
@@ -251,6 +284,7 @@ class RuntimeStore:
     async def delete_run(self, run_id: str) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(delete(events).where(events.c.stream == run_id))
+            await conn.execute(delete(calls).where(calls.c.run_id == run_id))
             await conn.execute(delete(runs).where(runs.c.run_id == run_id))
 
     # Human input handed to a waiting run (the signal carries only the id).

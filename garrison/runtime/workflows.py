@@ -46,7 +46,8 @@ class StepParams:
 @dataclass
 class StepOutcome:
     # "continue": more supersteps; "wait": an earlier run of the thread still runs (enqueue);
-    # "interrupted": the graph asks for human input; "success" / "error": the run is over.
+    # "interrupted": the graph asks for human input; "success" / "error": the run is over;
+    # "cancelled": cancelled through garrison, and already recorded as interrupted.
     status: str
     # Set when a repeated step found the run already further on: the step to run next.
     next_step: int | None = None
@@ -99,6 +100,8 @@ class AgentRunWorkflow:
                         heartbeat_timeout=timeouts["heartbeat_timeout"], retry_policy=retry,
                         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
                 resume = None
+                if outcome.status == "cancelled":
+                    return "interrupted"
                 if self._cancelled:
                     return await self._finish(params.run_id, "interrupted", "cancelled")
                 if outcome.status == "wait":

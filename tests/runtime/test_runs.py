@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio import activity
 
+from garrison.runtime.executor import RunExecutor
+from garrison.runtime.workflows import STEP_ACTIVITY, StepOutcome, StepParams
 from runtime.helpers import deploy, sse_events
 
 
@@ -108,21 +111,68 @@ async def test_background_run_join_and_reject_strategy(client, steps_agent, monk
         assert (await client.get(f"/threads/{tid}/runs/{queued['run_id']}")).json()["status"] == "success"
 
 
+async def _until_logged(log, name: str, within_s: float) -> bool:
+    for _ in range(int(within_s / 0.02)):
+        if log.exists() and name in log.read_text().split():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 async def test_cancel_interrupts_a_running_run(client, steps_agent, monkeypatch, tmp_path):
     log = tmp_path / "steps.log"
     monkeypatch.setenv("STEPS_LOG", str(log))
-    monkeypatch.setenv("STEP_SLEEP_S", "1.5")
+    monkeypatch.setenv("STEP_SLEEP_S", "3")  # the cancel lands in the slow second step, or just before it
     tid = await new_thread(client)
     run = (await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []}})).json()
-    for _ in range(200):
-        if log.exists() and "first" in log.read_text():
-            break
-        await asyncio.sleep(0.02)
+    assert await _until_logged(log, "first", 60), "the first step never ran"
     r = await client.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"wait": 1})
     assert r.status_code == 202
     assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "interrupted"
-    await asyncio.sleep(2)  # the step that was cancelled does not continue into the next one
-    assert "third" not in log.read_text()
+    # A node running in a thread cannot be stopped: "second" may still finish, but nothing runs after it.
+    await _until_logged(log, "second", 10)
+    await asyncio.sleep(0.5)
+    assert "third" not in log.read_text().split()
+    assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "interrupted"
+
+
+async def test_cancel_between_two_steps_stops_the_run_before_its_next_step(client, steps_agent, platform,
+                                                                          monkeypatch, tmp_path):
+    # The other window a cancel can land in: no step of the run is running. The workflow starts the
+    # next local step before it sees the cancel signal (it arrives with the next workflow task): that
+    # step must end the run instead of running.
+    log = tmp_path / "steps.log"
+    monkeypatch.setenv("STEPS_LOG", str(log))
+    between, asked = asyncio.Event(), asyncio.Event()
+
+    def activities(self):  # type: ignore[no-untyped-def]
+        cancel_local = self.cancel_local
+
+        def asking(run_id: str) -> bool:
+            asked.set()
+            return cancel_local(run_id)
+
+        self.cancel_local = asking
+
+        @activity.defn(name=STEP_ACTIVITY)
+        async def run_step(params: StepParams) -> StepOutcome:
+            if params.step == 1 and not between.is_set():
+                between.set()  # step 0 is done, step 1 has not begun: hold it until garrison was asked
+                await asyncio.wait_for(asked.wait(), 60)
+            return await self.run_step(params)
+        return [run_step, self.finish_run]
+
+    assert platform.services["runtime"]._engine is None  # the worker is built with the activities below
+    monkeypatch.setattr(RunExecutor, "activities", activities)
+    tid = await new_thread(client)
+    run = (await client.post(f"/threads/{tid}/runs", json={"assistant_id": "steps", "input": {"log": []}})).json()
+    await asyncio.wait_for(between.wait(), 60)
+    r = await client.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"wait": 1})
+    assert r.status_code == 202
+    assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "interrupted"
+    await asyncio.sleep(0.3)
+    assert log.read_text().split() == ["first"]
+    assert (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()["status"] == "interrupted"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # input validation: one store suffices
