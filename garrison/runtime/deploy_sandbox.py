@@ -10,12 +10,14 @@ version), the version's own dependencies from the wheelhouse, its code under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata as md
 import json
 import os
 import re
 import shutil
+import subprocess
 import tomllib
 import uuid
 from pathlib import Path
@@ -97,6 +99,7 @@ def build_runtime(cache: Path) -> Path:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 dst.chmod(0o644)
+        compile_tree(staging)
         (staging / ".complete").write_text("\n".join(f"{d.metadata['Name']}=={d.version}" for d in dists))
         try:
             staging.rename(target)
@@ -106,6 +109,14 @@ def build_runtime(cache: Path) -> Path:
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def compile_tree(root: Path) -> None:
+    """Bytecode for the sandbox's own Python, made once here: the template is read-only, so a
+    sandbox could not cache it, and every fresh session sandbox would compile LangGraph anew."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run([deps.SANDBOX_PYTHON, "-m", "compileall", "-q", "-j", "0", str(root)],
+                       capture_output=True, timeout=600, check=False)
 
 
 def _link_into(src: Path, dst: Path) -> None:
@@ -136,6 +147,7 @@ def build_template(templates_root: Path, name: str, runtime: Path, installed: Pa
         _link_into(runtime, site)  # then what the runner needs and the version did not bring
         shutil.copytree(bundle, site / deps.AGENT_DIR, ignore=shutil.ignore_patterns("__pycache__", ".git", ".venv"))
         shutil.copyfile(Path(__file__).with_name("sandbox_runner.py"), site / RUNNER_FILE)
+        compile_tree(site / deps.AGENT_DIR)
         for path in [staging, *staging.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o755)
