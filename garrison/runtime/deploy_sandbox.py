@@ -34,19 +34,23 @@ RUNNER_FILE = "__garrison_runner__.py"
 ISOLATIONS = ("process", "sandbox")
 
 
-def isolation_of(bundle: Path, default: str) -> str:
-    """``[agent] isolation`` of the bundle's agent.toml, else ``default``."""
+def isolation_of(bundle: Path, default: str, allow_process: bool = True) -> str:
+    """``[agent] isolation`` of the bundle's agent.toml, else ``default`` ("sandbox" where "process" is
+    not allowed); asking for "process" where it is not allowed is refused."""
+    value: Any = default if allow_process else "sandbox"
     toml_path = bundle / "agent.toml"
     if toml_path.is_file():
         try:
             agent = tomllib.loads(toml_path.read_text()).get("agent") or {}
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             agent = {}  # read_descriptor reports the broken file
-        value = agent.get("isolation", default) if isinstance(agent, dict) else default
+        value = agent.get("isolation", value) if isinstance(agent, dict) else value
         if value not in ISOLATIONS:
             raise BadRequest(f"agent.toml: [agent] isolation must be one of {list(ISOLATIONS)}, not {value!r}")
-        return str(value)
-    return default
+    if value == "process" and not allow_process:
+        raise BadRequest("this garrison runs LangGraph agents in sandboxes only (GARRISON_RUNTIME_GRAPH_ALLOW_PROCESS"
+                         "=false): remove isolation = \"process\" from agent.toml", slug="isolation-required")
+    return str(value)
 
 
 def _norm(name: str) -> str:

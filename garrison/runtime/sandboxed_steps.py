@@ -42,6 +42,9 @@ class GraphIsolationSettings(BaseSettings):
     # The default for LangGraph versions whose agent.toml does not say: "process" runs the graph
     # in garrison's worker (trusted first-party graphs); "sandbox" runs it in a session sandbox.
     isolation: Literal["process", "sandbox"] = "process"
+    # False: an agent.toml asking for isolation = "process" is refused at deploy (operators who
+    # host third-party agents make every LangGraph version run in sandboxes).
+    allow_process: bool = True
 
 
 class SandboxLost(BaseException):  # noqa: N818 (what happened, not an error of the agent)

@@ -130,7 +130,8 @@ class RuntimeService:
                 from garrison.runtime import deploy_sandbox
                 from garrison.runtime.sandboxed_steps import GraphIsolationSettings
 
-                if deploy_sandbox.isolation_of(staging, GraphIsolationSettings().isolation) == "sandbox":
+                isolation = GraphIsolationSettings()
+                if deploy_sandbox.isolation_of(staging, isolation.isolation, isolation.allow_process) == "sandbox":
                     # Its graphs are imported only inside its sandboxes (runtime/sandboxed_steps.py).
                     descriptor.update(await deploy_sandbox.prepare(self.platform, staging, digest,
                                                                    principal, descriptor["graphs"]))

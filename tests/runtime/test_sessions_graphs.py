@@ -143,3 +143,27 @@ async def test_a_sandboxed_graph_that_does_not_import_is_refused_at_deploy(graph
     r = await client.post("/api/runtime/agents/broken/versions", content=pack(bundle),
                           headers={"content-type": "application/gzip"})
     assert r.status_code == 422 and "no graph today" in r.json()["detail"], r.text
+
+
+async def test_operators_can_refuse_in_process_graphs(client, monkeypatch, tmp_path):
+    from garrison.runtime.deploy_sandbox import isolation_of
+
+    bundle = tmp_path / "inproc"
+    shutil.copytree(AGENTS / "isolated", bundle)
+    toml = bundle / "agent.toml"
+    toml.write_text(toml.read_text().replace('isolation = "sandbox"', 'isolation = "process"'))
+    monkeypatch.setenv("GARRISON_RUNTIME_GRAPH_ALLOW_PROCESS", "false")
+    r = await client.post("/api/runtime/agents/inproc/versions", content=pack(bundle),
+                          headers={"content-type": "application/gzip"})
+    assert r.status_code == 400 and "sandboxes only" in r.json()["detail"], r.text
+    # A bundle that does not say (langgraph.json) is sandboxed there, whatever the default.
+    assert isolation_of(AGENTS / "steps", "process", allow_process=False) == "sandbox"
+    assert isolation_of(AGENTS / "steps", "process") == "process"
+
+
+def test_the_runtime_closure_is_what_langgraph_imports():
+    from garrison.runtime.deploy_sandbox import runtime_closure
+
+    names = {d.metadata["Name"].lower().replace("_", "-") for d in runtime_closure()}
+    assert {"langgraph", "langgraph-checkpoint", "langchain-core", "pydantic", "ormsgpack"} <= names
+    assert "temporalio" not in names and "fastapi" not in names  # garrison's own stack stays out
