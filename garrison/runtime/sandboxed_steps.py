@@ -149,7 +149,8 @@ class SandboxedGraph:
         finally:
             if not ended and self.sess.alive():
                 # Cancelled, or the caller stopped reading: the step must not go on in the sandbox.
-                await self.manager.end(self.sess, "step_cancelled")
+                # In the background: a second cancellation must not stop the sandbox's ending halfway.
+                self.manager.service.spawn(self.manager.end(self.sess, "step_cancelled"))
         if not ended:
             raise SandboxLost("the sandbox answered without finishing the step")
 

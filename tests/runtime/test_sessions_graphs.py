@@ -135,6 +135,35 @@ async def test_sigkill_of_the_sandbox_mid_step_is_retried_in_a_fresh_one(graph_e
     assert upstream.stats.completed == 1  # the completed first step did not run (nor call the model) again
 
 
+@pytest.mark.slow
+async def test_cancelling_a_run_stops_its_step_in_the_sandbox(graph_env, client, platform, upstream,  # noqa: F811
+                                                             tmp_path):
+    await deploy(client, "isolated")
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    run = (await client.post(f"/threads/{tid}/runs", json={
+        "assistant_id": "isolated", "input": {"probe": str(_probe(tmp_path)), "sleep_s": 120},
+        "stream_mode": ["values", "custom"]})).json()
+    runtime = platform.services["runtime"]
+    for _ in range(1200):
+        if any(e.event == "custom" for e in await runtime.events.read(run["run_id"])):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the slow step never started")
+    sess = _graph_session(platform, tid)
+    running = sess.sandbox
+    r = await client.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"wait": 1}, timeout=120)
+    assert r.status_code == 202, r.text
+    final = (await client.get(f"/threads/{tid}/runs/{run['run_id']}")).json()
+    assert final["status"] == "interrupted", final
+    for _ in range(600):  # the step does not go on in its sandbox: the sandbox ends
+        if sess.last_sandbox is not None and sess.last_sandbox["id"] == running.id:
+            break
+        await asyncio.sleep(0.05)
+    assert running.state != "running" and not sess.alive()
+    assert sess.last_sandbox is not None and sess.last_sandbox["killed_reason"] == "step_cancelled"
+
+
 async def test_a_sandboxed_graph_that_does_not_import_is_refused_at_deploy(graph_env, client, tmp_path):
     bundle = tmp_path / "broken"
     bundle.mkdir()
