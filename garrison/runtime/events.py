@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,36 @@ class StoreEvents:
             raise RuntimeError(f"could not append to event stream {stream}")
         self.wake(stream)
         return seq
+
+    async def publish_many(self, stream: str, items: list[tuple[str, Any]], step: int | None = None,
+                           also: Callable[[Any], Awaitable[None]] | None = None) -> None:
+        """Append ``items`` (event, data) in one transaction, with ``also(conn)`` (an idempotent write) in it."""
+        texts = [(event, serde.dumps(data)) for event, data in items]
+        for _ in range(20):
+            known = self._last.get(stream)
+            try:
+                async with self.db.engine.begin() as conn:
+                    if known is None and texts:
+                        top = (await conn.execute(select(func.max(events.c.seq))
+                                                  .where(events.c.stream == stream))).scalar()
+                        known = int(top or 0)
+                    if texts:
+                        now = utcnow()
+                        await conn.execute(insert(events), [
+                            {"stream": stream, "seq": (known or 0) + i, "event": event, "data": text, "step": step,
+                             "created_at": now} for i, (event, text) in enumerate(texts, 1)])
+                    if also is not None:
+                        await also(conn)
+                if texts:
+                    self._last[stream] = (known or 0) + len(texts)
+                break
+            except IntegrityError:
+                self._last.pop(stream, None)  # another writer took these seqs; ask the table
+                continue
+        else:
+            raise RuntimeError(f"could not append to event stream {stream}")
+        if texts:
+            self.wake(stream)
 
     def fresh(self, stream: str, last: int = 0) -> None:
         """``stream`` was just created here with ``last`` events: its next publish needs no look-up of the last seq."""

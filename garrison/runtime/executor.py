@@ -28,6 +28,73 @@ PROGRESS_WRITE_AFTER_S = 1.0
 THREAD_STATUS = {"success": "idle", "interrupted": "interrupted", "error": "error", "timeout": "error"}
 
 
+# A step's events are written in batches: what it streams within this long goes in one transaction, and
+# what is left goes with the step's outcome (a short step: its events and its status write in one commit).
+BATCH_S = 0.02
+
+
+class _StepWrites:
+    """The events and status writes of one step, written together (in order) at most ``BATCH_S`` late."""
+
+    def __init__(self, events: Any, store: RuntimeStore, run_id: str, step: int) -> None:
+        self.events, self.store, self.run_id, self.step = events, store, run_id, step
+        self.items: list[tuple[str, Any]] = []
+        self.writes: list[Callable[[Any], Awaitable[None]]] = []
+        self.lock = asyncio.Lock()
+        self.timer: asyncio.Task[None] | None = None
+
+    def add(self, name: str, data: Any) -> None:
+        self.items.append((name, data))
+        self._soon()
+
+    def write(self, write: Callable[[Any], Awaitable[None]]) -> None:
+        self.writes.append(write)
+        self._soon()
+
+    def _soon(self) -> None:
+        if self.timer is None:
+            self.timer = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(BATCH_S)
+        self.timer = None  # from here on it is not cancelled: it writes
+        try:
+            await self.flush()
+        except Exception as exc:  # kept: the step's own flush writes them (or fails the step)
+            log.warning("run %s: writing step events failed: %s", self.run_id, exc)
+
+    def drop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    async def flush(self, also: Callable[[Any], Awaitable[None]] | None = None) -> None:
+        self.drop()  # a timer still sleeping: what it would write is written here
+        async with self.lock:
+            items, writes = self.items, self.writes + ([also] if also is not None else [])
+            self.items, self.writes = [], []
+            if not items and not writes:
+                return
+
+            async def all_writes(conn: Any) -> None:
+                for write in writes:
+                    await write(conn)
+
+            try:
+                many = getattr(self.events, "publish_many", None)
+                if many is not None:  # the store: events and status in one transaction
+                    await many(self.run_id, items, self.step, also=all_writes if writes else None)
+                    return
+                for name, data in items:
+                    await self.events.publish(self.run_id, name, data, step=self.step)
+                if writes:
+                    async with self.store.db.engine.begin() as conn:
+                        await all_writes(conn)
+            except BaseException:
+                self.items[:0], self.writes[:0] = items, writes[:len(writes) - (also is not None)]
+                raise
+
+
 def _is_breakpoint_marker(mode: str, chunk: Any) -> bool:
     """The empty ``__interrupt__`` update that our own after-each-step breakpoint produces."""
     return mode == "updates" and isinstance(chunk, dict) and chunk.get("__interrupt__") == ()
@@ -62,6 +129,7 @@ class RunExecutor:
         self._runs: dict[str, dict[str, Any]] = {}
         self._alone: set[str] = set()  # runs on a thread of their own (see expect)
         self.journal: Any = None  # the model-call journal (runtime/calls.py), set with the first step
+        self._writes: dict[str, _StepWrites] = {}  # of the step of each run running here
         # Isolation hook (runtime/sandboxed_steps.py, set by the runtime service): the graph of a
         # version deployed with isolation = "sandbox" steps in its thread's sandbox, not here.
         self.isolation: Any = None
@@ -140,8 +208,15 @@ class RunExecutor:
                 if active and active[0] != run["run_id"]:
                     return StepOutcome("wait")
             self._alone.discard(run["run_id"])
-            await self.store.start_run(run["run_id"], run["thread_id"])
+            starting = True
             run = {**run, "status": "running"}
+        else:
+            starting = False
+        writes = self._writes[run["run_id"]] = _StepWrites(self.events, self.store, run["run_id"], params.step)
+        if starting:
+            # Written with the step's first events (at most BATCH_S after its start), not on its own.
+            run_id, thread_id = run["run_id"], run["thread_id"]
+            writes.write(lambda conn: self.store.end_run_on(conn, run_id, thread_id, "busy", status="running"))
         beat = asyncio.create_task(self._beat())
         task = asyncio.current_task()
         assert task is not None
@@ -164,6 +239,9 @@ class RunExecutor:
         finally:
             if self._running.get(run["run_id"]) is task:
                 del self._running[run["run_id"]]
+            if self._writes.get(run["run_id"]) is writes:  # not flushed: the step failed (a retry repeats them)
+                del self._writes[run["run_id"]]
+                writes.drop()
             # Not awaited: awaiting it could swallow a cancellation of this task meant for the step.
             beat.cancel()
 
@@ -230,7 +308,7 @@ class RunExecutor:
                 name = mode if not namespace else f"{mode}|{'|'.join(namespace)}"
                 if mode == "messages":
                     name = "messages" if not namespace else name
-                await self.events.publish(run_id, name, chunk, step=params.step)
+                self._writes[run_id].add(name, chunk)
             state = await graph.aget_state(config)
             # The superstep is done and checkpointed: a cancel from here on takes effect at the step's
             # end (below), not in the middle of recording its outcome.
@@ -240,8 +318,7 @@ class RunExecutor:
             raise
         except Exception as exc:  # the agent's own error: recorded, not retried (its steps are not idempotent)
             log.info("run %s failed in step %s: %s", run_id, params.step, exc)
-            await self.events.publish(run_id, "error", {"error": type(exc).__name__, "message": str(exc)},
-                                      step=params.step)
+            self._writes[run_id].add("error", {"error": type(exc).__name__, "message": str(exc)})
             await self._finish(run, "error", f"{type(exc).__name__}: {exc}")
             return StepOutcome("error")
         return await self._outcome(run, params, state, began=began)
@@ -282,7 +359,9 @@ class RunExecutor:
             if any(task.interrupts for task in state.tasks):
                 if run["spec"].get("hold_for_input_s"):
                     # The workflow waits for the human_input signal; the run stays open.
-                    await self.store.end_run(run_id, run["thread_id"], "interrupted", steps=steps)
+                    thread_id = run["thread_id"]
+                    await self._flush(run_id, lambda conn: self.store.end_run_on(conn, run_id, thread_id,
+                                                                                 "interrupted", steps=steps))
                     self._expected[run_id] = steps
                     self.events.wake(run_id)
                     self.events.wake(run_id + "#done")
@@ -291,10 +370,14 @@ class RunExecutor:
                 return StepOutcome("interrupted", jump)
             if run_id in self._cancelled:
                 return await self._end_cancelled(run, steps)
+            progress = None
             if time.monotonic() - began > PROGRESS_WRITE_AFTER_S:
                 # Progress of a slow run is visible; a fast step skips the write (the count is recorded
                 # when the run stops or waits, and a repeated step reads its progress from the checkpoints).
-                await self.store.update_run(run_id, steps=steps)
+                async def progress(conn: Any) -> None:
+                    await self.store.update_run_on(conn, run_id, steps=steps)
+            # The step's events are written before it returns: a completed step is never run again.
+            await self._flush(run_id, progress)
             self._expected[run_id] = steps
             self._runs[run_id] = run
             return StepOutcome("continue", jump)
@@ -306,7 +389,9 @@ class RunExecutor:
         values: dict[str, Any] = {"status": status, "error": error}
         if steps is not None:
             values["steps"] = steps
-        await self.store.end_run(run["run_id"], run["thread_id"], THREAD_STATUS.get(status, "idle"), **values)
+        run_id, thread_id, thread_status = run["run_id"], run["thread_id"], THREAD_STATUS.get(status, "idle")
+        await self._flush(run_id, lambda conn: self.store.end_run_on(conn, run_id, thread_id, thread_status,
+                                                                     **values))
         self._expected.pop(run["run_id"], None)
         self._runs.pop(run["run_id"], None)
         self._alone.discard(run["run_id"])
@@ -319,6 +404,15 @@ class RunExecutor:
             while len(self._final) > 1000:
                 self._final.popitem(last=False)
         await self.on_finished(run, status)
+
+    async def _flush(self, run_id: str, also: Callable[[Any], Awaitable[None]] | None) -> None:
+        """Write what the run's step has pending, and ``also`` (a status write), in one transaction."""
+        writes = self._writes.pop(run_id, None)
+        if writes is not None:
+            await writes.flush(also)
+        elif also is not None:
+            async with self.store.db.engine.begin() as conn:
+                await also(conn)
 
     @activity.defn(name=FINISH_ACTIVITY)
     async def finish_run(self, params: FinishParams) -> None:

@@ -263,23 +263,29 @@ class RuntimeStore:
 
     async def update_run(self, run_id: str, **values: Any) -> None:
         async with self.db.engine.begin() as conn:
-            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=utcnow(), **values))
+            await self.update_run_on(conn, run_id, **values)
+
+    @staticmethod
+    async def update_run_on(conn: Any, run_id: str, **values: Any) -> None:
+        await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=utcnow(), **values))
 
     async def start_run(self, run_id: str, thread_id: str) -> None:
         """The run is running and its thread busy: one transaction (one commit per step counts)."""
-        now = utcnow()
         async with self.db.engine.begin() as conn:
-            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now, status="running"))
-            await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
-                               .values(updated_at=now, status="busy"))
+            await self.end_run_on(conn, run_id, thread_id, "busy", status="running")
 
     async def end_run(self, run_id: str, thread_id: str, thread_status: str, **values: Any) -> None:
         """The run's final values (status, error, steps) and its thread's status, in one transaction."""
-        now = utcnow()
         async with self.db.engine.begin() as conn:
-            await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now, **values))
-            await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
-                               .values(updated_at=now, status=thread_status))
+            await self.end_run_on(conn, run_id, thread_id, thread_status, **values)
+
+    @staticmethod
+    async def end_run_on(conn: Any, run_id: str, thread_id: str, thread_status: str, **values: Any) -> None:
+        """``end_run`` (or ``start_run``) inside the caller's transaction ``conn``."""
+        now = utcnow()
+        await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now, **values))
+        await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
+                           .values(updated_at=now, status=thread_status))
 
     async def delete_run(self, run_id: str) -> None:
         async with self.db.engine.begin() as conn:
