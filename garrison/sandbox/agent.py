@@ -154,8 +154,9 @@ class Channel:
         self._out = os.fdopen(fd, "wb", buffering=0)
         self._lock = threading.Lock()
 
-    def send(self, msg: dict) -> None:
-        line = dumps(msg).encode("utf-8", "replace") + b"\n"
+    def send(self, *msgs: dict) -> None:
+        """Several messages go out in one write (one wake-up of the host's reader)."""
+        line = b"".join(dumps(msg).encode("utf-8", "replace") + b"\n" for msg in msgs)
         view = memoryview(line)
         with self._lock:
             # A raw write may be partial (gVisor writes host pipes up to the pipe buffer):
@@ -707,7 +708,8 @@ class Agent:
                     _signal.pthread_kill(threading.main_thread().ident or 0, _signal.SIGINT)
                 self.reply(req.get("id"), {"interrupted": self.main_busy == req.get("target")})
             elif op == "http":
-                self.relay.submit(self.relay.http, req.get("id"), req)
+                if self.relay.serve_here(self.read_loop, stdin, req):
+                    return  # another thread reads the channel now
             elif op == "egress_next":
                 self.relay.next_request(req.get("id"))
             elif op in INLINE_OPS:

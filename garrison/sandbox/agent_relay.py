@@ -26,6 +26,27 @@ WORKSPACE, resolve_dir, dumps, _b64e, _b64d = _core.WORKSPACE, _core.resolve_dir
 HOP_HEADERS = ("connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade",
                "proxy-connection", "te", "trailer")
 MAX_EGRESS_HEAD = 64 * 1024
+WHOLE_ANSWER = 64 * 1024  # an answer up to this size (with a Content-Length) goes back in one write
+_connection: list = []
+
+
+def _connection_class():
+    """http.client.HTTPConnection that sends a request's head and body in one send (it sends
+    them apart: two syscalls, and a second segment Nagle's algorithm may hold back)."""
+    if not _connection:
+        import http.client
+
+        class OneSendConnection(http.client.HTTPConnection):
+            def _send_output(self, message_body=None, encode_chunked=False):
+                if not isinstance(message_body, bytes) or encode_chunked:
+                    return super()._send_output(message_body, encode_chunked)
+                self._buffer.extend((b"", b""))
+                msg = b"\r\n".join(self._buffer) + message_body
+                del self._buffer[:]
+                self.send(msg)
+
+        _connection.append(OneSendConnection)
+    return _connection[0]
 
 
 class Relay:
@@ -42,6 +63,7 @@ class Relay:
         self.answers: dict = {}
         self.next_eid = 0
         self.procs: dict = {}
+        self.conns: dict = {}  # port -> kept-alive connections not in use, shared by the threads
 
     # -- reused worker threads
     def submit(self, fn, *args) -> None:
@@ -66,21 +88,41 @@ class Relay:
             job = self.jobs.get()
 
     # -- ingress
-    def _conn(self, port: int, timeout: float, fresh: bool):
-        import http.client
-        conns = self.local.__dict__.setdefault("conns", {})
-        conn = conns.get(port)
-        if conn is None or fresh:
-            if conn is not None:
-                conn.close()
-            conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
+    #
+    # Under gVisor's ptrace platform every syscall and every thread wake-up in here is a trip
+    # through the sentry, so the request path keeps both few: the thread that read the request
+    # serves it (serve_here), the request goes out in one send on a kept-alive connection, and
+    # a complete small answer comes back as one write (head, body and result together).
+
+    def serve_here(self, read_loop, stdin, req: dict) -> bool:
+        """Hands reading the channel to another thread and serves ``req`` on this one, so the
+        request never waits for a thread to wake up. False: no thread to hand over to (the
+        request was answered with the error); the caller keeps reading."""
+        try:
+            self.submit(read_loop, stdin)
+        except RuntimeError as exc:  # no pid left for a thread
+            self.agent.fail(req.get("id"), exc)
+            return False
+        self.http(req.get("id"), req)
+        return True
+
+    def _take(self, port: int, timeout: float, fresh: bool):
+        conn = None
+        if not fresh:
+            with self.lock:
+                idle = self.conns.get(port)
+                conn = idle.pop() if idle else None  # the most recently used: the least likely stale
+        if conn is None:
+            return _connection_class()("127.0.0.1", port, timeout=timeout)
+        if conn.timeout != timeout:  # settimeout is a syscall: only when it changes
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
         return conn
 
     def http(self, rid, req: dict) -> None:
         import http.client
+        conn = None
         try:
             port = int(req["port"])
             method, path = str(req.get("method") or "GET"), str(req.get("path") or "/")
@@ -90,7 +132,7 @@ class Relay:
             body = _b64d(req.get("body") or "")
             timeout = float(req.get("timeout") or 300)
             for attempt in (0, 1):
-                conn = self._conn(port, timeout, fresh=attempt == 1)
+                conn = self._take(port, timeout, fresh=attempt == 1)
                 reused = conn.sock is not None
                 try:
                     conn.request(method, path, body=body if body or method not in ("GET", "HEAD") else None,
@@ -105,22 +147,34 @@ class Relay:
                 except ConnectionRefusedError:
                     conn.close()
                     raise ConnectionRefused(f"nothing listens on 127.0.0.1:{port} in the sandbox") from None
-            head = {"status": resp.status, "reason": resp.reason, "headers": resp.getheaders()}
+            head = "H" + dumps({"status": resp.status, "reason": resp.reason, "headers": resp.getheaders()})
             send = self.agent.channel.send
-            send({"id": rid, "type": "stdout", "data": "H" + dumps(head)})
-            while True:
-                chunk = resp.read1(65536)
-                if not chunk:
-                    break
-                send({"id": rid, "type": "stdout", "data": "B" + _b64e(chunk)})
+            if resp.length is not None and resp.length <= WHOLE_ANSWER:
+                data = resp.read()
+                done = {"id": rid, "type": "result", "value": {"status": resp.status}}
+                if data:
+                    send({"id": rid, "type": "stdout", "data": head},
+                         {"id": rid, "type": "stdout", "data": "B" + _b64e(data)}, done)
+                else:
+                    send({"id": rid, "type": "stdout", "data": head}, done)
+            else:
+                send({"id": rid, "type": "stdout", "data": head})
+                while True:
+                    chunk = resp.read1(65536)
+                    if not chunk:
+                        break
+                    send({"id": rid, "type": "stdout", "data": "B" + _b64e(chunk)})
+                self.agent.reply(rid, {"status": resp.status})
             resp.close()  # read1 never closes a response whose Content-Length ran out: the connection stays busy
-            if resp.will_close:
+            kept = self.inflight.pop(rid, None)
+            if kept is conn and not resp.will_close:  # not cancelled meanwhile: keep it for the next request
+                with self.lock:
+                    self.conns.setdefault(port, []).append(kept)
+            elif conn is not None:
                 conn.close()
-            self.agent.reply(rid, {"status": resp.status})
         except BaseException as exc:
-            conns = self.local.__dict__.get("conns", {})
-            if req.get("port") in conns:
-                conns.pop(req.get("port")).close()
+            if conn is not None:
+                conn.close()
             self.agent.fail(rid, exc)
         finally:
             self.inflight.pop(rid, None)

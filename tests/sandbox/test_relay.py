@@ -33,6 +33,8 @@ class H(http.server.BaseHTTPRequestHandler):
                 d = f"data: {i}\n\n".encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(d), d)); self.wfile.flush(); time.sleep(0.1)
             self.wfile.write(b"0\r\n\r\n"); return
+        if self.path == "/port":  # which connection carried the request
+            self._answer(str(self.client_address[1]).encode()); return
         self._answer(b"pong " + self.path.encode())
     def do_POST(self):
         self._answer(self.rfile.read(int(self.headers.get("content-length") or 0)))
@@ -83,6 +85,23 @@ async def test_ingress_reaches_the_sandbox_loopback_and_streams(sandbox):  # typ
     assert b"".join(frames) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and len(frames) >= 3
     with pytest.raises(Exception, match="nothing listens"):
         await relay.request(8099, "GET", "/")
+
+
+async def test_ingress_requests_overlap_and_reuse_connections(sandbox):  # type: ignore[no-untyped-def]
+    relay = await _serve(sandbox)
+    # A finished request's kept-alive connection carries the next one, whichever thread serves it.
+    first = await (await relay.request(8080, "GET", "/port")).read()
+    assert await (await relay.request(8080, "GET", "/port")).read() == first
+    # A request in service never holds up the channel: a second one is answered meanwhile, on
+    # another connection, and the streamed one still arrives whole.
+    sse = await relay.request(8080, "GET", "/sse")
+    other = await (await relay.request(8080, "GET", "/port")).read()
+    rest = b"".join([chunk async for chunk in sse.body])
+    assert rest.endswith(b"data: 2\n\n") and other.isdigit() and other != first
+    # Over the whole-answer size the body streams in chunks, byte for byte.
+    big = bytes(range(256)) * 1024
+    assert await (await relay.request(8080, "POST", "/echo", [], big)).read() == big
+    assert await (await relay.request(8080, "GET", "/port")).read() in (first, other)
 
 
 @pytest.fixture
