@@ -74,9 +74,10 @@ class Platform:
             self._preloading = asyncio.ensure_future(asyncio.to_thread(_import_quietly, list(self.preload)))
         self.settings.ensure_data_dir()
         if migrate:
-            from garrison.db.migrate import upgrade  # Alembic: imported only when it runs
+            from garrison.db.migrate import upgrade
 
-            await asyncio.to_thread(upgrade, self.settings.resolved_database_url)
+            await asyncio.to_thread(upgrade, self.settings.resolved_database_url,
+                                    self.settings.data_dir / "schema-stamp.json")
             took["migrate"] = time.monotonic() - began
         mark = time.monotonic()
         await self.audit.start()
