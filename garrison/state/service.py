@@ -37,11 +37,12 @@ def encryption_wanted() -> bool:
     return os.environ.get("GARRISON_STATE_ENCRYPT", "").lower() in ("1", "true", "yes")
 
 
-def synchronous() -> str:
-    """GARRISON_STATE_SYNCHRONOUS: NORMAL (default: commits survive a killed process) or FULL
-    (they survive the database host losing power too; slower puts)."""
-    value = os.environ.get("GARRISON_STATE_SYNCHRONOUS", "NORMAL").upper()
-    if value not in SYNCHRONOUS:
+def synchronous() -> str | None:
+    """GARRISON_STATE_SYNCHRONOUS: NORMAL (commits survive a killed process) or FULL (they
+    survive the database host losing power too; slower puts). Unset: NORMAL on SQLite, the
+    server's synchronous_commit on PostgreSQL."""
+    value = os.environ.get("GARRISON_STATE_SYNCHRONOUS", "").upper() or None
+    if value is not None and value not in SYNCHRONOUS:
         raise ValueError(f"GARRISON_STATE_SYNCHRONOUS must be one of {SYNCHRONOUS}, not {value!r}")
     return value
 

@@ -309,10 +309,11 @@ def test_corrupt_checkpoint_row_read_by_its_writer(saver: GarrisonSaver, stored_
         saver.get_tuple({"configurable": {"thread_id": tid}})
 
 
-@pytest.mark.parametrize("synchronous,expected", [("NORMAL", "off"), ("FULL", "on")])
-def test_postgres_commit_durability_follows_synchronous(pg_url: str, synchronous: str, expected: str) -> None:
+@pytest.mark.parametrize("synchronous,expected", [("NORMAL", "off"), ("FULL", "on"), (None, "on")])
+def test_postgres_commit_durability_follows_synchronous(pg_url: str, synchronous: str | None, expected: str) -> None:
     # NORMAL: a commit survives the agent process dying, not the database host losing power
-    # (as SQLite's NORMAL); FULL waits for the WAL flush on every put.
+    # (as SQLite's NORMAL); FULL waits for the WAL flush on every put; unset keeps the
+    # server's setting (on here), so synchronous standbys are not skipped.
     with GarrisonSaver.from_conn_string(pg_url, synchronous=synchronous) as saver:
         cfg = Steps(saver, str(uuid.uuid4())).put({"a": 1})
         assert saver.get_tuple(cfg) is not None

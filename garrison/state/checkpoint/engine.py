@@ -45,6 +45,9 @@ def normalize_url(conn_string: str, *, use_async: bool) -> str:
 
 
 SYNCHRONOUS = ("NORMAL", "FULL")
+# SQLite in WAL mode at NORMAL survives the process being killed (SQLite's own advice for WAL);
+# PostgreSQL, unless told, keeps the server's synchronous_commit (see _engine_kwargs).
+SQLITE_DEFAULT = "NORMAL"
 
 
 def _sqlite_connect_hook(synchronous: str) -> Any:
@@ -77,14 +80,17 @@ def _install_sqlite_hooks(sync_engine: Engine, synchronous: str) -> None:
     event.listen(sync_engine, "begin", _sqlite_begin)
 
 
-def _engine_kwargs(url: str, *, pool_size: int, synchronous: str = "NORMAL") -> dict[str, Any]:
+def _engine_kwargs(url: str, *, pool_size: int, synchronous: str | None = None) -> dict[str, Any]:
     if url.startswith("sqlite"):
         if url.endswith("://") or ":memory:" in url:
             return {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
         return {"pool_size": pool_size, "max_overflow": pool_size, "connect_args": {"check_same_thread": False}}
-    if synchronous not in SYNCHRONOUS:
+    if synchronous is not None and synchronous not in SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
     kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False}
+    # Unset (the default) keeps the server's synchronous_commit, as PostgresSaver does: turning it
+    # off per session would also skip a DBA's synchronous standbys, so a fail-over could lose
+    # checkpoints garrison had acknowledged. NORMAL is an explicit opt-in.
     if synchronous == "NORMAL":
         # The same promise as SQLite's NORMAL: a commit survives the agent process being
         # killed (the server has it), and only a crash of the database host itself may lose
@@ -95,20 +101,20 @@ def _engine_kwargs(url: str, *, pool_size: int, synchronous: str = "NORMAL") -> 
     return kwargs
 
 
-def create_sync_engine(url: str, *, pool_size: int = 16, synchronous: str = "NORMAL") -> Engine:
+def create_sync_engine(url: str, *, pool_size: int = 16, synchronous: str | None = None) -> Engine:
     engine = sa.create_engine(url, **_engine_kwargs(url, pool_size=pool_size, synchronous=synchronous))
     if engine.dialect.name == "sqlite":
-        _install_sqlite_hooks(engine, synchronous)
+        _install_sqlite_hooks(engine, synchronous or SQLITE_DEFAULT)
     return engine
 
 
-def create_async(url: str, *, pool_size: int = 16, synchronous: str = "NORMAL") -> AsyncEngine:
+def create_async(url: str, *, pool_size: int = 16, synchronous: str | None = None) -> AsyncEngine:
     kwargs = _engine_kwargs(url, pool_size=pool_size, synchronous=synchronous)
     if url.startswith("sqlite"):
         kwargs.pop("connect_args", None)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _install_sqlite_hooks(engine.sync_engine, synchronous)
+        _install_sqlite_hooks(engine.sync_engine, synchronous or SQLITE_DEFAULT)
     return engine
 
 

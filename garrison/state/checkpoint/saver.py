@@ -111,14 +111,15 @@ class GarrisonSaver(_Common):
 
     @classmethod
     @contextmanager
-    def from_conn_string(cls, conn_string: str, *, synchronous: str = "NORMAL", sqlite_synchronous: str | None = None,
+    def from_conn_string(cls, conn_string: str, *, synchronous: str | None = None, sqlite_synchronous: str | None = None,
                          **kwargs: Any) -> Iterator[GarrisonSaver]:
         """A saver on a SQLite path / URL or a PostgreSQL URL; creates its tables.
 
         ``synchronous="FULL"`` makes each commit survive power loss of the database host
-        too (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); NORMAL,
-        the default, survives the agent process being killed. ``sqlite_synchronous`` is
-        the older name of the same setting.
+        too (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``); NORMAL
+        survives the agent process being killed (PostgreSQL: ``synchronous_commit=off``).
+        Unset: NORMAL on SQLite, the server's own setting on PostgreSQL.
+        ``sqlite_synchronous`` is the older name of the same setting.
         """
         synchronous = sqlite_synchronous or synchronous
         engine = create_sync_engine(normalize_url(conn_string, use_async=False), synchronous=synchronous)
@@ -275,7 +276,7 @@ class AsyncGarrisonSaver(_Common):
 
     @classmethod
     @asynccontextmanager
-    async def from_conn_string(cls, conn_string: str, *, synchronous: str = "NORMAL",
+    async def from_conn_string(cls, conn_string: str, *, synchronous: str | None = None,
                                sqlite_synchronous: str | None = None,
                                **kwargs: Any) -> AsyncIterator[AsyncGarrisonSaver]:
         """As ``GarrisonSaver.from_conn_string``."""
