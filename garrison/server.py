@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
             log.warning("readiness: store unreachable: %s", exc)
             return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ready", "store": plat.db.dialect,
-                             "layers": sorted(plat.services)})
+                             "layers": sorted(plat.services), "startup_s": plat.startup_s})
 
     from fastapi import Depends
 

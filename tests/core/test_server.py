@@ -8,6 +8,10 @@ async def test_health_and_readiness(anon_client):
     assert r.status_code == 200 and r.json()["status"] == "ok"
     r = await anon_client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
+    # Where start-up time went: the foundation, then every layer that started.
+    startup = r.json()["startup_s"]
+    assert {"foundation", "total", *r.json()["layers"]} <= set(startup)
+    assert startup["total"] >= max(v for k, v in startup.items() if k != "total")
 
 
 async def test_metrics_need_a_key_and_speak_prometheus(anon_client, client):
