@@ -164,6 +164,29 @@ async def test_cancelling_a_run_stops_its_step_in_the_sandbox(graph_env, client,
     assert sess.last_sandbox is not None and sess.last_sandbox["killed_reason"] == "step_cancelled"
 
 
+@pytest.mark.slow
+async def test_interrupt_and_resume_in_the_sandbox(graph_env, client, tmp_path):
+    """Human in the loop: interrupt() inside the sandbox, then Command(resume=...) into it."""
+    bundle = tmp_path / "approver"
+    shutil.copytree(AGENTS / "steps", bundle)
+    (bundle / "langgraph.json").unlink()
+    (bundle / "agent.toml").write_text('[agent]\nisolation = "sandbox"\n[graphs]\napprover = "graph.py:approval"\n')
+    r = await client.post("/api/runtime/agents/approver/versions", content=pack(bundle),
+                          headers={"content-type": "application/gzip"})
+    assert r.status_code == 201, r.text
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "approver", "input": {"log": []}},
+                          timeout=300)
+    assert r.status_code == 200 and r.json()["__interrupt__"][0]["value"] == {"question": "approve the plan?"}, r.text
+    state = (await client.get(f"/threads/{tid}/state")).json()
+    assert state["next"] == ["approve"] and state["tasks"][0]["interrupts"][0]["value"]["question"]
+    r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "approver",
+                                                             "command": {"resume": "yes"}}, timeout=300)
+    assert r.json() == {"log": ["proposed", "approved:yes"]}
+    statuses = [run["status"] for run in (await client.get(f"/threads/{tid}/runs")).json()]
+    assert statuses == ["success", "interrupted"]
+
+
 async def test_a_sandboxed_graph_that_does_not_import_is_refused_at_deploy(graph_env, client, tmp_path):
     bundle = tmp_path / "broken"
     bundle.mkdir()
