@@ -6,8 +6,10 @@ same work (start Python, produce the first result), in the same run.
 Needs root (cgroups), runsc and bwrap; a backend that is missing is reported and skipped.
 The machine's load average is printed before and after: the figures are wall-clock
 and only comparable at a similar load (the ratios are, since peers run in the same run).
-Creates/s is CPU-bound: each gVisor sandbox costs ~0.2 CPU-s (sentry, gofer, Python),
-so it is reported at 2 and at 4 concurrent creators.
+Creates/s is CPU-bound: each gVisor sandbox costs ~0.18 CPU-s (sentry, gofer, Python),
+so it is reported at 2, 4 and 8 concurrent creators, with the CPU-seconds each create
+costs (all of it: the sandbox's cgroup, garrison, `runsc run`, `runsc delete`), side by
+side with the raw peer's, and the ceiling that implies on two otherwise idle cores.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -50,6 +53,12 @@ def pct(xs: list[float], p: float) -> float:
 
 def ms(x: float) -> str:
     return f"{x * 1000:.1f} ms"
+
+
+def cpu_now() -> float:
+    """CPU-seconds of this process and of its waited-for children (and theirs)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def spec() -> SandboxSpec:
@@ -110,25 +119,41 @@ def raw_runsc_once(root: Path, bundle: Path, i: int) -> float:
 
 
 async def cold_first_result(backend: Any, n: int, peer: Any
-                            ) -> tuple[list[float], list[float], float, list[float], list[float]]:
+                            ) -> tuple[list[float], list[float], float, list[float], list[float],
+                                       list[float], list[float]]:
     """Cold create to the first run_code result, each sample paired with one of the raw peer
     (``peer(i)``, run just before it), so both see the same load on a shared machine; the
     previous sandbox's teardown is finished before the next pair starts, for both sides.
     Also: round trips, idle memory with a REPL, and the sandbox's own CPU time (its cgroup)
-    to the first result, which does not depend on how loaded the machine is."""
+    to the first result, which does not depend on how loaded the machine is. And the
+    CPU-seconds of a whole create (start, first result, kill, teardown) for both sides:
+    garrison's is its process, its children (`runsc run`/`delete`, bwrap) and the
+    sandbox's cgroup (gVisor's sentry and gofer are not garrison's children), counted
+    after the first sample (which compiles the agent)."""
     cold: list[float] = []
     cpu: list[float] = []
     raw: list[float] = []
     rtts: list[float] = []
+    create_cpu: list[float] = []
+    raw_cpu: list[float] = []
     idle_mem = 0.0
     for i in range(n):
+        c0 = cpu_now()
         raw.append(await asyncio.to_thread(peer, i))
+        raw_cpu.append(cpu_now() - c0)
+        c0 = cpu_now()
         t = time.perf_counter()
         rt = await SandboxRuntime.start(backend, spec())
         value = await rt.conn.call("run_code", code="1 + 1")
         cold.append(time.perf_counter() - t)
         cpu.append(rt.usage().cpu_seconds)
         assert value["text"] == "2"
+        if i > 0:
+            await rt.kill()  # waits until the cgroup is empty: its CPU time is final
+            in_cgroup = rt.usage().cpu_seconds if isinstance(backend, GVisorBackend) else 0.0
+            await rt.destroy()
+            create_cpu.append(cpu_now() - c0 + in_cgroup)
+            continue
         if i == 0:
             for _ in range(200):
                 t = time.perf_counter()
@@ -141,7 +166,7 @@ async def cold_first_result(backend: Any, n: int, peer: Any
                 idle_mem = int(mem_file.read_text()) / MiB
         await rt.kill()
         await rt.destroy()
-    return cold, rtts, idle_mem, raw, cpu
+    return cold, rtts, idle_mem, raw, cpu, create_cpu, raw_cpu
 
 
 async def creates_per_second(backend: Any, seconds: float = 5.0, concurrency: int = 4) -> float:
@@ -248,7 +273,7 @@ async def main() -> None:
     try:
         if shutil.which("bwrap"):
             b = BubblewrapBackend(tmp / "bwrap")
-            cold, rtts, mem, raw, cpu = await cold_first_result(b, args.n, lambda i: raw_bwrap_once())
+            cold, rtts, mem, raw, cpu, _, _ = await cold_first_result(b, args.n, lambda i: raw_bwrap_once())
             warm = await warm_claims("bubblewrap", args.n * 5, tmp / "pool-bwrap")
             rate = await creates_per_second(b)
             rows += [
@@ -269,11 +294,13 @@ async def main() -> None:
             bundle = raw_runsc_bundle(tmp / "raw-runsc")
             n = max(5, args.n // 2)
             g = GVisorBackend(tmp / "gvisor")
-            cold, rtts, mem, raw, cpu = await cold_first_result(
+            cold, rtts, mem, raw, cpu, create_cpu, raw_cpu = await cold_first_result(
                 g, n, lambda i: raw_runsc_once(tmp / "raw-runsc", bundle, i))
             warm = await warm_claims("gvisor", n * 3, tmp / "pool-gvisor")
             rate = await creates_per_second(g, concurrency=2)
             rate4 = await creates_per_second(g, concurrency=4)
+            rate8 = await creates_per_second(g, concurrency=8)
+            per_create, per_raw = statistics.median(create_cpu), statistics.median(raw_cpu)
             rows += [
                 {"metric": "gVisor cold create to first result p50", "garrison": ms(statistics.median(cold)),
                  "peer": ms(statistics.median(raw)), "ratio": statistics.median(cold) / statistics.median(raw),
@@ -286,6 +313,11 @@ async def main() -> None:
                 {"metric": "gVisor idle sandbox with Python REPL", "garrison": f"{mem:.1f} MiB", "peer": "-", "ratio": None},
                 {"metric": "gVisor creates/s (2 concurrent, 2 cores)", "garrison": f"{rate:.1f}", "peer": "-", "ratio": None},
                 {"metric": "gVisor creates/s (4 concurrent, 2 cores)", "garrison": f"{rate4:.1f}", "peer": "-", "ratio": None},
+                {"metric": "gVisor creates/s (8 concurrent, 2 cores)", "garrison": f"{rate8:.1f}", "peer": "-", "ratio": None},
+                {"metric": "gVisor CPU-s per create, all processes, p50", "garrison": f"{per_create:.3f}",
+                 "peer": f"{per_raw:.3f}", "ratio": per_create / per_raw, "peer_name": "raw runsc run + delete"},
+                {"metric": "gVisor creates/s ceiling on 2 idle cores (2 / CPU-s)", "garrison": f"{2 / per_create:.1f}",
+                 "peer": f"{2 / per_raw:.1f}", "ratio": None},
                 {"metric": "gVisor deadline to kill, max of 5", "garrison": ms(max(DEADLINE_LAG["gvisor"])),
                  "peer": "-", "ratio": None},
             ]
