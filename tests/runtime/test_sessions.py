@@ -150,6 +150,10 @@ async def test_killed_sandbox_is_reported_and_replaced(session_env, client, live
     info = await _describe(client, session)
     assert info["sandboxes_started"] == 2 and info["sandbox_id"] != sandbox_id
     assert info["last_sandbox"]["id"] == sandbox_id and info["last_sandbox"]["killed_reason"] == "killed_by_user"
+    # Both sandboxes' model calls are the agent version's: garrison names it on the session's egress.
+    r = await client.get("/api/usage", params={"by": "agent_version"})
+    assert r.status_code == 200, r.text
+    assert [(row["agent"], row["agent_version"], row["requests"]) for row in r.json()["rows"]] == [("echo", "1", 2)]
 
 
 @pytest.mark.slow
