@@ -8,7 +8,8 @@ then measures for each gateway:
 
 - CPU per request in the gateway's process tree (non-streaming and streaming),
 - added latency at one concurrent request (gateway p50/p99 minus direct p50/p99),
-- resident memory growth over many requests (garrison: --rss-requests, default 100,000),
+- resident memory growth over many requests (garrison: --rss-requests, default 100,000), with
+  RSS after each quarter of that run, so a leak (still climbing) tells itself from a warm-up (flat),
 - fairness: two tenants in one band with 10:1 demand on a saturated model; the share of
   served requests the light tenant gets.
 
@@ -259,11 +260,18 @@ def measure(name: str, proc: psutil.Process, url: str, keys: dict[str, str], dir
     res["added_p99_ms"] = pct(lat, 0.99) - pct(direct, 0.99)
     res["requests_per_core_s"] = 1000 / res["cpu_ms_per_request"] if res["cpu_ms_per_request"] else None
     res["rss_mb_start"] = rss_mb(proc)
-    if rss_requests:
-        asyncio.run(run_load(url, key, rss_requests, 16, stream=False))
+    # RSS after each quarter: a leak keeps climbing; a warm-up (allocator arenas and caches
+    # reaching their working size) flattens. Both figures are reported; the target is the first.
+    curve = [(0, res["rss_mb_start"])]
+    for q in range(1, 5 if rss_requests else 1):
+        asyncio.run(run_load(url, key, rss_requests * q // 4 - rss_requests * (q - 1) // 4, 16, stream=False))
+        curve.append((rss_requests * q // 4, rss_mb(proc)))
     res["rss_mb_end"] = rss_mb(proc)
     res["rss_requests"] = rss_requests
+    res["rss_curve_mb"] = [(n, round(mb, 1)) for n, mb in curve]
     res["rss_growth_pct"] = (res["rss_mb_end"] / res["rss_mb_start"] - 1) * 100
+    if len(curve) == 5:
+        res["rss_growth_last_three_quarters_pct"] = (res["rss_mb_end"] / curve[1][1] - 1) * 100
     h, li = asyncio.run(fairness(url, keys["heavy"], keys["light"], args.fair_seconds))
     res["fair_heavy"], res["fair_light"] = h, li
     res["light_share_pct"] = li / (h + li) * 100 if h + li else 0.0
@@ -340,6 +348,9 @@ def report(results: list[dict[str, Any]], as_json: bool) -> None:
         ("requests per CPU-second", "req/s", lambda r: f"{r['requests_per_core_s']:.0f}"),
         ("RSS start -> end", "MB", lambda r: f"{r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f} "
                                           f"({r['rss_growth_pct']:+.1f}% over {r['rss_requests']})"),
+        ("RSS after each quarter of the run", "MB", lambda r: " ".join(f"{mb:.0f}" for _, mb in r["rss_curve_mb"])),
+        ("RSS growth, last three quarters", "%", lambda r: f"{r['rss_growth_last_three_quarters_pct']:+.1f}"
+                                                         if "rss_growth_last_three_quarters_pct" in r else "-"),
         ("light tenant share at 10:1 demand", "%", lambda r: f"{r['light_share_pct']:.1f} "
                                                           f"({r['fair_light']}/{r['fair_light'] + r['fair_heavy']})"),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import pkgutil
@@ -77,6 +78,20 @@ def _start_temporal_early(settings: Settings) -> bool:
     return False
 
 
+def _started(settings: Settings) -> Any:
+    banner = _banner(settings)
+
+    def started(platform: Any) -> None:
+        # What start-up made (modules, tables, schemas, policies: over 220,000 objects) lives
+        # as long as the process. Frozen, it is out of the collector's sight, so a full
+        # collection walks only what requests made since; before, each one held the event
+        # loop for about 130 ms of CPU, once every 1,000-2,000 gateway calls.
+        gc.collect()
+        gc.freeze()
+        banner(platform)
+    return started
+
+
 def _serve(settings: Settings) -> None:
     temporal_early = _start_temporal_early(settings)
     import uvicorn
@@ -90,7 +105,7 @@ def _serve(settings: Settings) -> None:
         kwargs.update(ssl_certfile=str(settings.tls_certfile), ssl_keyfile=str(settings.tls_keyfile))
         if settings.tls_client_ca:
             kwargs.update(ssl_ca_certs=str(settings.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
-    app = create_app(settings, on_started=_banner(settings))
+    app = create_app(settings, on_started=_started(settings))
     if temporal_early:  # the runtime will start its Temporal worker right after the layers: import it meanwhile
         app.state.platform.preload.append("garrison.runtime.engine")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on",
