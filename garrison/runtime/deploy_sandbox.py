@@ -31,6 +31,7 @@ from garrison.runtime import deps
 from garrison.runtime.graphs import GraphLoadFailed
 
 RUNNER_FILE = "__garrison_runner__.py"
+ISOLATION_MARKER = ".garrison-isolation"  # in a sandboxed version's directory (not its bundle digest)
 ISOLATIONS = ("process", "sandbox")
 
 

@@ -267,3 +267,38 @@ class StepIsolation:
         sessions = manager(self.service)
         sess = await sessions.graph_session(run, agent)
         return SandboxedGraph(sessions, sess, self.service.state.saver(tenant_id), ref)
+
+
+class SandboxedVersion:
+    """What ``RuntimeService.load`` returns for a sandboxed version: binding it (``graphs.bind``) gives
+    a reader of a thread's state that works in the thread's sandbox (e.g. a run's final values read
+    after it ended in another process), so nothing imports the graph here."""
+
+    def __init__(self, service: RuntimeService, agent_id: str, number: int, ref: str) -> None:
+        self.service, self.agent_id, self.number, self.ref = service, agent_id, number, ref
+        self.saver: Any = None
+
+    def copy(self, update: dict[str, Any]) -> SandboxedVersion:
+        bound = SandboxedVersion(self.service, self.agent_id, self.number, self.ref)
+        bound.saver = update.get("checkpointer")
+        return bound
+
+    async def _graph(self, config: dict[str, Any]) -> SandboxedGraph:
+        tenant = self.saver.tenant_id
+        thread_id = config["configurable"]["thread_id"]
+        thread = await self.service.store.thread(tenant, thread_id) or {"thread_id": thread_id, "owner": None}
+        graph = await isolation_for(self.service).thread_graph(tenant, {"agent_id": self.agent_id}, self.number,
+                                                               self.ref, thread)
+        if graph is None:
+            raise RuntimeError(f"version {self.number} is marked sandboxed but its descriptor is not")
+        return graph
+
+    async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
+        return await (await self._graph(config)).aget_state(config)
+
+    async def aget_state_history(self, config: dict[str, Any], **kw: Any) -> AsyncIterator[Any]:
+        async for state in (await self._graph(config)).aget_state_history(config, **kw):
+            yield state
+
+    async def aupdate_state(self, config: dict[str, Any], values: Any, as_node: str | None = None) -> Any:
+        return await (await self._graph(config)).aupdate_state(config, values, as_node=as_node)

@@ -135,6 +135,7 @@ class RuntimeService:
                     # Its graphs are imported only inside its sandboxes (runtime/sandboxed_steps.py).
                     descriptor.update(await deploy_sandbox.prepare(self.platform, staging, digest,
                                                                    principal, descriptor["graphs"]))
+                    (staging / deploy_sandbox.ISOLATION_MARKER).write_text("sandbox")  # read by load()
                 else:
                     await asyncio.to_thread(graphs.check_loads, staging, descriptor["graphs"])
             agent = await self.store.agent(principal.tenant_id, name)
@@ -219,4 +220,10 @@ class RuntimeService:
         return number, Path(version["path"]), version["descriptor"]["graphs"][assistant["graph_id"]]
 
     def load(self, agent_id: str, number: int, path: Path, ref: str) -> Any:
+        from garrison.runtime import deploy_sandbox
+
+        if (path / deploy_sandbox.ISOLATION_MARKER).is_file():  # never imported here: read in its sandboxes
+            from garrison.runtime.sandboxed_steps import SandboxedVersion
+
+            return SandboxedVersion(self, agent_id, number, ref)
         return graphs.load_graph(path, ref, f"{agent_id}_v{number}".replace("-", "_"))

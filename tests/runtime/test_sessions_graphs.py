@@ -68,6 +68,11 @@ async def test_graph_code_runs_in_the_thread_sandbox(graph_env, client, platform
     assert state["values"]["slow_runs"] == 1 and state["next"] == []
     history = (await client.post(f"/threads/{tid}/history", json={"limit": 10})).json()
     assert len(history) >= 3
+    # A run's final values read after it ended elsewhere (nothing cached here) come from the sandbox too.
+    runs = (await client.get(f"/threads/{tid}/runs")).json()
+    platform.services["runtime"].executor._final.clear()
+    joined = (await client.get(f"/threads/{tid}/runs/{runs[0]['run_id']}/join")).json()
+    assert joined["slow_runs"] == 1 and joined["seen"]["hostname"] == seen["hostname"]
     # Neither the steps nor those reads (nor the deploy check) imported the graph in garrison's process.
     versions = str(platform.settings.data_dir / "runtime" / "agents")
     assert not [m for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").startswith(versions)]
