@@ -351,7 +351,9 @@ def recovery(work: Path, task_timeout_s: float, bytecode_cache: bool) -> dict[st
                 status = http.get(url + f"/threads/{tid}/runs/{run['run_id']}").json()["status"]
                 if status not in ("pending", "running"):
                     break
-                time.sleep(0.02)
+                # Gently: each poll costs garrison a few CPU ms that recovery needs (the resume time comes
+                # from the step's own mark; completion is known to 0.1 s).
+                time.sleep(0.1)
         done = time.time()
         cpu_to_done = _cpu_s(proc.pid)
     finally:
