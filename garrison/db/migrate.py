@@ -68,7 +68,10 @@ def upgrade(url: str, stamp: Path | None = None) -> None:
     if stamp is not None:
         revisions = _store_revisions(url)
         if revisions:
-            stamp.write_text(json.dumps({"migrations": digest, "revisions": sorted(revisions)}))
+            try:
+                stamp.write_text(json.dumps({"migrations": digest, "revisions": sorted(revisions)}))
+            except OSError as exc:  # only a shortcut for the next start
+                log.warning("could not write %s: %s", stamp, exc)
 
 
 def _migrations_digest() -> str:
