@@ -91,10 +91,11 @@ class RunManager:
         return graph, config
 
     def _wire_journal(self) -> None:
-        """The LLM gateway journals the calls of run steps (runtime/calls.py), once there are runs."""
-        llm = self.service.platform.services.get("llm")
-        if llm is not None and getattr(llm, "call_journal", False) is None:
-            llm.call_journal = self.journal
+        """The LLM and tools gateways journal the calls of run steps (runtime/calls.py), once there are runs."""
+        for layer in ("llm", "tools"):
+            gateway = self.service.platform.services.get(layer)
+            if gateway is not None and getattr(gateway, "call_journal", False) is None:
+                gateway.call_journal = self.journal
         executor = self.service.executor
         if executor is not None and executor.journal is None:
             executor.journal = self.journal

@@ -38,6 +38,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from garrison.core.errors import NotFound, Problem
 from garrison.core.principal import Principal
+from garrison.tools.service import step_headers
 from garrison.tools.store import VirtualServer
 
 if TYPE_CHECKING:
@@ -203,7 +204,8 @@ class FastPath:
         owner = f"s:{sid}" if sid else f"p:{principal.id}"
         call = asyncio.ensure_future(gw.service.call_tool(
             principal, vs, params["name"], params.get("arguments") or {}, owner=owner, session_id=sid,
-            notify=notify, progress=token is not None, parent=extract_trace_context(meta)))
+            notify=notify, progress=token is not None, parent=extract_trace_context(meta),
+            headers=step_headers(scope)))
         key = (sid or "", rid)
         if sid:
             self.inflight[key] = call

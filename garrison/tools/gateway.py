@@ -27,6 +27,7 @@ from garrison import __version__
 from garrison.core.errors import NotFound, Problem
 from garrison.core.principal import Principal
 from garrison.tools.fastpath import FastPath
+from garrison.tools.service import step_headers
 from garrison.tools.store import VirtualServer
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class Gateway:
             result = await self.service.call_tool(
                 principal, scope[VS_KEY], params.name, dict(params.arguments or {}), owner=owner, session_id=sid,
                 notify=notify, progress=token is not None, log_sink=log_sink if sid else None,
+                headers=step_headers(scope),
             )
             if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and "resultType" not in result:
                 result = {**result, "resultType": "complete"}  # required from 2026-07-28; absent at legacy upstreams

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
@@ -61,6 +62,16 @@ CATALOGUE_OWNER = "catalogue"
 
 
 TOO_LARGE: dict[str, Any] = {}  # sentinel: the upstream's answer passed the size cap
+# A durable run step's calls carry these (runtime/calls.py); the gateway passes them to call_tool.
+STEP_HEADER = "x-garrison-step"
+STEP_HEADERS = (b"x-garrison-run", b"x-garrison-step")
+REPLAYED_META = "garrison/replayed"  # in a result's _meta: answered from the run's journal
+
+
+def step_headers(scope: Any) -> dict[str, str] | None:
+    """The run step an MCP request comes from (its ASGI scope's x-garrison-run/-step), or None."""
+    found = {k.decode(): v.decode("latin-1") for k, v in scope.get("headers", ()) if k in STEP_HEADERS}
+    return found if STEP_HEADER in found else None
 
 
 def error_result(text: str) -> dict[str, Any]:
@@ -386,18 +397,59 @@ class ToolsService:
 
     # ---- the call path -----------------------------------------------------------------
 
+    # Set by the runtime layer (runtime/calls.py): a call from a durable run's step is recorded, and the
+    # same call from a retry of that step is answered from the record, not sent (nor audited) again.
+    call_journal: Any = None
+
     async def call_tool(
         self, principal: Principal, vs: VirtualServer, name: str, arguments: dict[str, Any], *,
         owner: str, session_id: str | None = None, notify: Notify | None = None, progress: bool = False,
-        log_sink: LogSink | None = None, parent: Context | None = None,
+        log_sink: LogSink | None = None, parent: Context | None = None, headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Policy, rate limit, breaker, timeout, retries, size cap; audited, traced and metered.
 
         Returns the tool result in its wire form (``content``, ``structuredContent``, ``isError``):
         an upstream's answer is passed on as it came, without a model round trip. ``parent`` is
         the caller's trace context (from ``params._meta.traceparent``) when the MCP SDK did not
-        already make it current.
+        already make it current. ``headers``: the run step the call comes from (``step_headers``).
         """
+        def governed(ended: list[str] | None = None) -> Awaitable[dict[str, Any]]:
+            return self._call_tool(principal, vs, name, arguments, owner=owner, session_id=session_id,
+                                   notify=notify, progress=progress, log_sink=log_sink, parent=parent, ended=ended)
+
+        journal = self.call_journal
+        if journal is None or not headers or STEP_HEADER not in headers:
+            return await governed()
+
+        async def answered() -> tuple[dict[str, Any], bool]:
+            ended: list[str] = []
+            result = await governed(ended)
+            return result, ended[-1:] in (["ok"], ["tool_error"])  # the tool itself answered
+
+        result, replayed = await journal.tool_call(principal, f"tools/call {vs.name}/{name}", arguments, headers,
+                                                   answered)
+        if replayed:
+            self._replayed(principal, vs, name, headers, parent)
+            result = {**result, "_meta": {**(result.get("_meta") or {}), REPLAYED_META: True}}
+        return result  # type: ignore[no-any-return]
+
+    def _replayed(self, principal: Principal, vs: VirtualServer, name: str, headers: dict[str, str],
+                  parent: Context | None) -> None:
+        """A retried run step's call answered from the journal: audited and traced as a replay, not a call."""
+        with tracer.start_as_current_span(f"tools/call {name}", context=parent, kind=trace.SpanKind.SERVER,
+                                          attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": name,
+                                                      "garrison.tenant_id": principal.tenant_id,
+                                                      "garrison.virtual_server": vs.name, "garrison.replayed": True}):
+            if self.platform is not None:
+                self.platform.audit.record(principal, "tools:call", f"tool/{vs.name}/{name}", "allow", "replayed",
+                                           {"run": headers.get("x-garrison-run"), "step": headers.get(STEP_HEADER)})
+
+    async def _call_tool(
+        self, principal: Principal, vs: VirtualServer, name: str, arguments: dict[str, Any], *,
+        owner: str, session_id: str | None, notify: Notify | None, progress: bool,
+        log_sink: LogSink | None, parent: Context | None, ended: list[str] | None,
+    ) -> dict[str, Any]:
+        """``call_tool`` itself; appends how the call ended (its outcome) to ``ended``."""
         started = time.perf_counter()
         with tracer.start_as_current_span(f"tools/call {name}", context=parent, kind=trace.SpanKind.SERVER,
                                           attributes={"mcp.method.name": "tools/call",
@@ -444,6 +496,8 @@ class ToolsService:
                 raise
             finally:
                 elapsed = time.perf_counter() - started
+                if ended is not None:
+                    ended.append(outcome)
                 metrics.TOOL_CALLS.labels(upstream_label, outcome).inc()
                 metrics.TOOL_CALL_SECONDS.labels(upstream_label).observe(elapsed)
                 if outcome not in ("ok", "tool_error"):
