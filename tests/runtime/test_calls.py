@@ -4,7 +4,12 @@ model again; the call it had completed is answered from garrison's journal and c
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import func, select
 
 from garrison.runtime.tables import calls
@@ -70,3 +75,68 @@ async def test_the_same_request_from_another_run_is_a_new_call(client, platform,
             r = await client.post("/runs/wait", json={"assistant_id": "journaled", "input": {"question": "same"}})
             assert r.status_code == 200 and r.json()["replayed"] is False, r.text
         assert upstream.stats.completed == 2
+
+
+async def test_a_retried_step_gets_its_completed_tool_call_from_the_journal(client, platform, live_url,
+                                                                           monkeypatch, tmp_path):
+    # The fixture MCP server on a real socket, behind a layer that counts the tools/call requests it gets.
+    from tests.tools.servers import failing_upstream
+
+    marker = tmp_path / "lost"
+    with failing_upstream({}) as (url, upstream_calls):
+        r = await client.post("/api/tools/upstreams", json={"name": "fixture", "url": url})
+        assert r.status_code == 201, r.text
+        r = await client.post("/api/tools/virtual-servers", json={
+            "name": "agents", "tools": [{"upstream": "fixture", "tool": "*"}]})
+        assert r.status_code in (200, 201), r.text
+        monkeypatch.setenv("AGENT_MCP_URL", live_url + "/mcp/agents")
+        monkeypatch.setenv("JOURNAL_MARKER", str(marker))
+        await deploy(client, "journaled-tool")
+        tid = (await client.post("/threads", json={})).json()["thread_id"]
+        r = await client.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "journaled-tool", "input": {"a": 41}})
+        assert r.status_code == 200, r.text
+        final = r.json()
+        assert marker.exists()  # the step lost its worker once after the tool had answered, and was retried
+        assert upstream_calls == {"add": 1}  # the upstream MCP server ran the tool once
+        assert final["total"] == "42" and final["replayed"] is True  # the retry's call came from the journal
+        assert [run["status"] for run in (await client.get(f"/threads/{tid}/runs")).json()] == ["success"]
+    # One call audited as made, one as replayed (not a second call).
+    await platform.audit.flush()
+    r = await client.get("/api/audit", params={"limit": 500})
+    audited = [e for e in r.json() if e["action"] == "tools:call" and e["resource"] == "tool/agents/fixture__add"]
+    assert sorted(e["reason"] for e in audited) == ["ok", "replayed"], audited
+    async with platform.db.engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(calls))).scalar()
+    assert left == 0  # the run has ended: its journal is gone
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])  # the SDK's session path and garrison's fast path
+async def test_the_tools_gateway_replays_a_step_call_only_to_its_caller(platform, live_url, admin_key, make_key,
+                                                                       client, mode):
+    from garrison.runtime.calls import CallJournal
+    from tests.tools.servers import failing_upstream
+
+    async def call(key: str, attempt: str, a: int) -> Any:  # one execution of step 3 of run_x
+        headers = {"Authorization": f"Bearer {key}", "x-garrison-run": "run_x", "x-garrison-step": f"3/{attempt}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            async with Client(streamable_http_client(live_url + "/mcp/agents", http_client=http), mode=mode) as mcp:
+                return await mcp.call_tool("fixture__add", {"a": a, "b": 1})
+
+    platform.services["tools"].call_journal = CallJournal(platform.db)
+    with failing_upstream({}) as (url, upstream_calls):
+        r = await client.post("/api/tools/upstreams", json={"name": "fixture", "url": url})
+        assert r.status_code == 201, r.text
+        r = await client.post("/api/tools/virtual-servers", json={
+            "name": "agents", "tools": [{"upstream": "fixture", "tool": "*"}]})
+        assert r.status_code == 201, r.text
+        first = await call(admin_key, "first", 1)
+        assert not (first.meta or {}).get("garrison/replayed") and upstream_calls == {"add": 1}
+        again = await call(admin_key, "retry", 1)  # the step retried: same request, another attempt
+        assert again.meta["garrison/replayed"] is True and again.content == first.content
+        assert upstream_calls == {"add": 1}
+        assert not ((await call(admin_key, "retry", 2)).meta or {}).get("garrison/replayed")  # another request
+        other = await make_key(["tools:call"], principal="someone-else")
+        assert not ((await call(other, "retry", 1)).meta or {}).get("garrison/replayed")  # not theirs to read
+        assert upstream_calls == {"add": 3}
+    fast = platform.services["tools"].gateway.fast.served
+    assert fast == (0 if mode == "legacy" else 4)  # each path was taken: a new legacy session's first call is the SDK's
