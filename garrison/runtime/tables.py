@@ -108,7 +108,7 @@ run_inputs = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# Model calls made by durable run steps, recorded when they complete (runtime/calls.py): a step that
+# Model and tool calls made by durable run steps, recorded when they complete (runtime/calls.py): a step that
 # is retried gets the recorded answer for the same request instead of calling (and paying) again.
 calls = sa.Table(
     "runtime_call_journal", metadata,
