@@ -45,6 +45,7 @@ class AuditLog:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self._last_seq = 0
         self._last_hash = GENESIS
         self._last_cp_seq = 0
@@ -64,6 +65,9 @@ class AuditLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._inflight is not None:  # the flusher's write the cancel found under way ends first
+            with contextlib.suppress(Exception):
+                await self._inflight
         for attempt in range(3):
             try:
                 await self.flush()
@@ -100,12 +104,19 @@ class AuditLog:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_s)
             self._wake.clear()
+            # Shielded: stop() cancels this loop, and a cancel that lands inside the INSERT leaves
+            # the aiosqlite connection holding SQLite's write lock, so every later write (stop's
+            # own flushes, three tries) waited out the 10 s busy timeout and failed: 30 s stops.
+            self._inflight = asyncio.ensure_future(self._flush_and_checkpoint())
             try:
-                await self.flush()
-                await self._checkpoint()
+                await asyncio.shield(self._inflight)
             except Exception:  # keep the flusher alive; entries stay pending for the next try
                 log.exception("audit flush failed; will retry")
                 await asyncio.sleep(0.5)
+
+    async def _flush_and_checkpoint(self) -> None:
+        await self.flush()
+        await self._checkpoint()
 
     async def flush(self) -> None:
         async with self._lock:

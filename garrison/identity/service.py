@@ -54,6 +54,7 @@ class IdentityService:
         self._tokens: dict[str, tuple[Principal, float]] = {}
         self._last_used: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self.default_tenant_id: str = ""
 
     async def start(self) -> None:
@@ -64,6 +65,9 @@ class IdentityService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._inflight is not None:  # the loop's write the cancel found under way ends first
+            with contextlib.suppress(Exception):
+                await self._inflight
         try:
             await self._flush_last_used()
         except Exception:  # last-used times are advisory; never fail a shutdown over them
@@ -309,8 +313,11 @@ class IdentityService:
     async def _flush_last_used_loop(self) -> None:
         while True:
             await asyncio.sleep(5)
+            # Shielded: a cancel (stop()) inside the UPDATE would leave the aiosqlite connection
+            # holding SQLite's write lock, and stop()'s own flush then waited out the 10 s busy timeout.
+            self._inflight = asyncio.ensure_future(self._flush_last_used())
             with contextlib.suppress(Exception):
-                await self._flush_last_used()
+                await asyncio.shield(self._inflight)
 
     async def _flush_last_used(self) -> None:
         if not self._last_used:

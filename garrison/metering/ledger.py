@@ -102,12 +102,13 @@ class LedgerWriter:
         self._queue: list[Any] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self._journal: _Journal | None = None
         self._seq = 0
         self.written = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._stmts: tuple[Any, Any] | None = None
+        self._stmts: tuple[Any, ...] | None = None
 
     # ---- journal ---------------------------------------------------------------------
 
@@ -147,6 +148,9 @@ class LedgerWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._inflight is not None:  # the batch the cancel found being written ends first
+            with contextlib.suppress(Exception):
+                await self._inflight
         await self._flush()
         if self._journal is not None:
             os.close(self._journal.fd)
@@ -178,8 +182,11 @@ class LedgerWriter:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             self._wake.clear()
+            # Shielded: a cancel (stop()) inside the INSERT would leave the aiosqlite connection
+            # holding SQLite's write lock, and stop()'s own flush then waited out the busy timeout.
+            self._inflight = asyncio.ensure_future(self._flush())
             try:
-                await self._flush()
+                await asyncio.shield(self._inflight)
             except Exception:  # keep the entries; the next round retries
                 log.exception("usage ledger flush failed; retrying")
                 await asyncio.sleep(0.5)
@@ -205,31 +212,50 @@ class LedgerWriter:
         if not self._queue:
             self._idle.set()
 
-    def _statements(self) -> tuple[Any, Any]:
-        """The ledger insert and the rollup upsert, built once (they are the same every batch)."""
+    def _statements(self) -> tuple[Any, ...]:
+        """The plain insert, the insert that says which rows went in, and the rollup upsert,
+        built once (they are the same every batch)."""
         if self._stmts is None:
             dialect = postgresql if self.db.dialect == "postgresql" else sqlite
-            insert_ledger = dialect.insert(usage_ledger).on_conflict_do_nothing().returning(usage_ledger.c.id)
+            plain = dialect.insert(usage_ledger).on_conflict_do_nothing()
             ins = dialect.insert(usage_daily)
             upsert = ins.on_conflict_do_update(
                 index_elements=["day", "tenant_id", "key_id", "agent", "model"],
                 set_={c: usage_daily.c[c] + ins.excluded[c] for c in _SUMMED},
             )
-            self._stmts = (insert_ledger, upsert)
+            self._stmts = (plain, plain.returning(usage_ledger.c.id), upsert)
         return self._stmts
 
     async def _insert(self, entries: list[Any]) -> int:
         """Insert new entries; ids already stored (a replay) and repeated spans are skipped,
-        and only what was inserted is added to the rollups."""
-        insert_ledger, upsert = self._statements()
+        and only what was inserted is added to the rollups.
+
+        A batch is usually all new rows: an executemany of one single-row statement, whose row
+        count says so. With RETURNING, a batch is one statement holding every row's parameters,
+        which SQLite compiles into a program of tens of MB on the connection's thread (that
+        thread's malloc arena keeps the peak); it is used only when a row was skipped."""
+        plain, returning, upsert = self._statements()
         rows = [_row(e) for e in entries]
+        try:
+            async with self.db.engine.begin() as conn:
+                if (await conn.execute(plain, rows)).rowcount != len(rows):
+                    raise _Skipped  # rolls the batch back; done again below, row by row known
+                rollups = _rollups(rows)
+                if rollups:
+                    await conn.execute(upsert, rollups)
+                return len(rows)
+        except _Skipped:
+            pass
         async with self.db.engine.begin() as conn:
-            result = await conn.execute(insert_ledger, rows)
-            inserted = {row[0] for row in result}
+            inserted = {row[0] for row in await conn.execute(returning, rows)}
             rollups = _rollups([r for r in rows if r["id"] in inserted])
             if rollups:
                 await conn.execute(upsert, rollups)
             return len(inserted)
+
+
+class _Skipped(Exception):
+    """A row of the batch was already stored."""
 
 
 _SUMMED = ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost_usd",
