@@ -2,7 +2,9 @@
 
 Authentication is on every request's hot path, so verified keys are cached in memory
 (revocation in this process clears the entry at once; other processes see it within
-``CACHE_TTL_S``), and last-used times are written in batches.
+``CACHE_TTL_S``), and last-used times are written in batches. An entry past half its TTL is
+reloaded in the background while it is still served, and a key has at most one load in flight,
+so expiry does not send every concurrent request to the database at once.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from garrison.identity.tokens import TokenSigner, looks_like_jwt
 log = logging.getLogger("garrison.identity")
 DEFAULT_TENANT = "default"
 CACHE_TTL_S = 5.0
+REFRESH_AFTER_S = CACHE_TTL_S / 2  # reload ahead of expiry; never serve an entry older than the TTL
 PRINCIPAL_KINDS = ("user", "service", "agent")
 
 
@@ -51,6 +54,7 @@ class IdentityService:
         self.token_max_ttl_s = token_max_ttl_s
         self.signer = TokenSigner(load_or_create_ed25519(data_dir / "keys" / "token-signing.key"))
         self._cache: dict[str, _CachedKey] = {}
+        self._loading: dict[str, asyncio.Task[_CachedKey | None]] = {}  # one load per key
         self._tokens: dict[str, tuple[Principal, float]] = {}
         self._last_used: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
@@ -68,6 +72,8 @@ class IdentityService:
         if self._inflight is not None:  # the loop's write the cancel found under way ends first
             with contextlib.suppress(Exception):
                 await self._inflight
+        if self._loading:  # key reads in flight end before the engine is disposed
+            await asyncio.gather(*self._loading.values(), return_exceptions=True)
         try:
             await self._flush_last_used()
         except Exception:  # last-used times are advisory; never fail a shutdown over them
@@ -195,6 +201,7 @@ class IdentityService:
             async with self.db.engine.begin() as conn:
                 await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=utcnow()))
         self._cache.pop(key_id, None)
+        self._loading.pop(key_id, None)  # a load that read the row before the revoke must not store it
         self._tokens = {t: v for t, v in self._tokens.items() if v[0].key_id != key_id}
         key = await self.get_key(key_id)
         key.pop("_secret_hash", None)
@@ -238,8 +245,29 @@ class IdentityService:
 
     async def _key_entry(self, key_id: str) -> _CachedKey | None:
         entry = self._cache.get(key_id)
-        if entry is not None and time.monotonic() - entry.loaded < CACHE_TTL_S:
-            return entry
+        if entry is not None:
+            age = time.monotonic() - entry.loaded
+            if age < CACHE_TTL_S:
+                if age >= REFRESH_AFTER_S and key_id not in self._loading:
+                    self._load(key_id)  # background: this request keeps the still-valid entry
+                return entry
+        # shield: a request cancelled while waiting must not cancel the load others share.
+        return await asyncio.shield(self._loading.get(key_id) or self._load(key_id))
+
+    def _load(self, key_id: str) -> asyncio.Task[_CachedKey | None]:
+        task = asyncio.create_task(self._read_key(key_id), name="garrison-key-load")
+        self._loading[key_id] = task
+        task.add_done_callback(lambda t: self._load_done(key_id, t))
+        return task
+
+    def _load_done(self, key_id: str, task: asyncio.Task[_CachedKey | None]) -> None:
+        if self._loading.get(key_id) is task:
+            del self._loading[key_id]
+        if not task.cancelled() and task.exception() is not None:  # retrieved, so a background one is logged
+            log.warning("could not load API key %s", key_id, exc_info=task.exception())
+
+    async def _read_key(self, key_id: str) -> _CachedKey | None:
+        started = time.monotonic()  # the entry is as old as the read's start, not its end
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(
                 select(api_keys, principals.c.kind.label("p_kind"), principals.c.name.label("p_name"),
@@ -247,8 +275,10 @@ class IdentityService:
                 .join(principals, principals.c.id == api_keys.c.principal_id)
                 .join(tenants, tenants.c.id == api_keys.c.tenant_id)
                 .where(api_keys.c.id == key_id))).mappings().first()
+        current = self._loading.get(key_id) is asyncio.current_task()  # False once revoked meanwhile
         if row is None:
-            self._cache.pop(key_id, None)
+            if current:
+                self._cache.pop(key_id, None)
             return None
         principal = Principal(
             id=row["principal_id"], tenant_id=row["tenant_id"], kind=row["p_kind"],
@@ -256,10 +286,11 @@ class IdentityService:
             attributes=dict(row["attributes"] or {}),
         )
         entry = _CachedKey(row["secret_hash"], principal, aware(row["expires_at"]),
-                           row["revoked_at"] is not None or bool(row["t_disabled"]), time.monotonic())
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[key_id] = entry
+                           row["revoked_at"] is not None or bool(row["t_disabled"]), started)
+        if current:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key_id] = entry
         return entry
 
     async def _authenticate_token(self, token: str) -> Principal:
