@@ -75,7 +75,10 @@ def _has_own_span(scope: Any) -> bool:
     telemetry layer installs a tracer provider; its per-dependency and per-endpoint
     operation spans are off everywhere. Those spans (four per model call, each stored)
     were about 45% of the gateway's CPU per request."""
-    return str(scope.get("path", "")).startswith("/v1/")
+    from garrison.runtime.invoke_fastpath import is_invocation
+
+    # AgentCore invocations get one span from runtime/invoke_fastpath.py instead.
+    return str(scope.get("path", "")).startswith("/v1/") or is_invocation(scope)
 
 
 def create_app(settings: Settings | None = None, platform: Platform | None = None,
@@ -138,5 +141,8 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    from garrison.runtime.invoke_fastpath import InvokeFastPath
+
+    app.add_middleware(InvokeFastPath)  # inside RequestContextMiddleware: ids, trace, body cap, metrics
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits=body_limits)
     return app
