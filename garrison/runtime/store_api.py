@@ -29,6 +29,8 @@ def _store(platform: Platform, principal: Principal) -> Any:
 def _namespace(raw: Any, what: str = "namespace", allow_empty: bool = False) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(p, str) and p and "." not in p for p in raw):
         raise BadRequest(f"{what} must be a list of non-empty strings without '.'")
+    if any("\x00" in p or len(p) > 256 for p in raw):  # PostgreSQL text cannot hold NUL
+        raise BadRequest(f"{what} labels must be at most 256 characters, without NUL")
     if not raw and not allow_empty:
         raise BadRequest(f"{what} must not be empty")
     if len(raw) > 16:
@@ -37,8 +39,8 @@ def _namespace(raw: Any, what: str = "namespace", allow_empty: bool = False) -> 
 
 
 def _key(raw: Any) -> str:
-    if not isinstance(raw, str) or not 1 <= len(raw) <= 512:
-        raise BadRequest("key must be a string of 1 to 512 characters")
+    if not isinstance(raw, str) or not 1 <= len(raw) <= 512 or "\x00" in raw:
+        raise BadRequest("key must be a string of 1 to 512 characters, without NUL")
     return raw
 
 
