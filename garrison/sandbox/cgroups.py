@@ -7,6 +7,7 @@ error, never a silent no-op (the commonest real sandbox bug).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -163,6 +164,10 @@ class Cgroup:
             return [int(x) for x in f.read_text().split()]
         except (FileNotFoundError, ValueError):
             return []
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:  # the cgroup was removed while we read it: no processes left
+                return []
+            raise
 
     def usage(self) -> Usage:
         def read_int(controller: str, name: str) -> int:
