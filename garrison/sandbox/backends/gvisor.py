@@ -319,6 +319,7 @@ class GVisorBackend(Backend):
         half-deleted bundle (one without its owner.pid)."""
         trash = self.state_dir / "trash" / f"{bundle.name}-{os.urandom(4).hex()}"
         try:
+            trash.parent.mkdir(parents=True, exist_ok=True)
             bundle.rename(trash)
         except OSError:
             trash = bundle
@@ -335,7 +336,10 @@ class GVisorBackend(Backend):
                 except (OSError, ValueError):
                     owner = 0
                 if owner != os.getpid() and not pid_alive(owner):
-                    shutil.rmtree(bundle, ignore_errors=True)
+                    if where == "bundles":
+                        self.remove_bundle(bundle)  # out of bundles/ in one rename, as above
+                    else:
+                        shutil.rmtree(bundle, ignore_errors=True)
 
 
 
