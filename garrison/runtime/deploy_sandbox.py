@@ -158,12 +158,7 @@ def build_template(templates_root: Path, name: str, runtime: Path, installed: Pa
                 path.chmod(0o755)
             elif path.is_file() and not path.stat().st_mode & 0o004:
                 path.chmod(0o644)  # world-readable: the sandbox runs unprivileged
-        (staging / "template.json").write_text(json.dumps({"packages": reqs, "env": {}}))
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "template.json").is_file():
-                raise
+        deps.publish_template(staging, target, reqs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -161,14 +161,20 @@ def build_template(templates_root: Path, name: str, installed: Path, bundle: Pat
         for path in [staging, *staging.rglob("*")]:
             if not path.is_symlink():
                 path.chmod(0o755 if path.is_dir() else 0o644)
-        (staging / "template.json").write_text(json.dumps({"packages": reqs, "env": {}}))
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "template.json").is_file():
-                raise
+        publish_template(staging, target, reqs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_template(staging: Path, target: Path, reqs: list[str]) -> None:
+    """Moves a finished template into place in one rename; a concurrent deploy of the same
+    content that got there first is as good."""
+    (staging / "template.json").write_text(json.dumps({"packages": reqs, "env": {}}))
+    try:
+        staging.rename(target)
+    except OSError:
+        if not (target / "template.json").is_file():
+            raise
 
 
 async def prepare(platform: Any, bundle: Path, digest: str, settings: DepsSettings | None = None) -> dict[str, Any]:
