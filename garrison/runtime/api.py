@@ -16,6 +16,7 @@ from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
 from garrison.runtime import serde
+from garrison.runtime.events import MAX_SEQ
 from garrison.runtime.runs import run_out
 
 router = APIRouter(prefix="/api/runtime", tags=["runtime"])
@@ -24,7 +25,7 @@ BUNDLE_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar", "
 
 
 class EndpointIn(BaseModel):
-    version: int = Field(ge=1, description="The agent version this endpoint serves.")
+    version: int = Field(ge=1, le=2**31 - 1, description="The agent version this endpoint serves.")
 
 
 class InputIn(BaseModel):
@@ -114,7 +115,7 @@ async def publish(name: str, body: EventIn, principal: Principal = Depends(requi
 
 
 @router.get("/streams/{name}/events", response_model=None)
-async def read_stream(name: str, request: Request, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+async def read_stream(name: str, request: Request, after: int = Query(0, ge=0, le=MAX_SEQ), limit: int = Query(100, ge=1, le=1000),
                       follow: bool = False, last_event_id: str | None = Header(default=None),
                       principal: Principal = Depends(require("runtime:read")),
                       platform: Platform = Depends(get_platform)) -> dict[str, Any] | StreamingResponse:
@@ -122,7 +123,7 @@ async def read_stream(name: str, request: Request, after: int = Query(0, ge=0), 
     key = _stream_key(principal, name)
     events = platform.services["runtime"].events
     if last_event_id:
-        if not last_event_id.isdigit():
+        if not last_event_id.isdigit() or int(last_event_id) > MAX_SEQ:
             raise BadRequest("Last-Event-ID must be the seq of an event this stream sent")
         after = int(last_event_id)
     if not follow:
@@ -144,7 +145,7 @@ async def read_stream(name: str, request: Request, after: int = Query(0, ge=0), 
 
 
 @router.get("/runs/{run_id}/events")
-async def run_events(run_id: str, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+async def run_events(run_id: str, after: int = Query(0, ge=0, le=MAX_SEQ), limit: int = Query(100, ge=1, le=1000),
                      principal: Principal = Depends(require("runtime:read")),
                      platform: Platform = Depends(get_platform)) -> dict[str, Any]:
     """A run's event stream (what its SSE stream sent), from an offset."""

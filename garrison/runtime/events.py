@@ -20,6 +20,9 @@ from garrison.db import Database
 from garrison.runtime import serde
 from garrison.runtime.tables import events
 
+# Sequence numbers are 64-bit integers in both databases; a larger offset is bad input, not a 500.
+MAX_SEQ = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class Event:

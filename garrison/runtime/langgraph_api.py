@@ -19,6 +19,7 @@ from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
 from garrison.runtime import serde
+from garrison.runtime.events import MAX_SEQ
 from garrison.runtime.runs import run_out
 from garrison.runtime.threads import _page
 
@@ -247,9 +248,12 @@ def _last_event_id(value: str | None) -> int:
     if not value:
         return 0
     try:
-        return max(int(value), 0)
+        seq = int(value)
     except ValueError as exc:
         raise BadRequest("Last-Event-ID must be the id of an event this stream sent") from exc
+    if seq > MAX_SEQ:
+        raise BadRequest("Last-Event-ID must be the id of an event this stream sent")
+    return max(seq, 0)
 
 
 def _stream_response(svc: Any, run: dict[str, Any], after: int, *, stateless: bool) -> StreamingResponse:

@@ -213,6 +213,6 @@ def _page(body: dict[str, Any]) -> tuple[int, int]:
     limit, offset = body.get("limit", 10), body.get("offset", 0)
     if not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise BadRequest("limit must be an integer from 1 to 1000")
-    if not isinstance(offset, int) or offset < 0:
-        raise BadRequest("offset must be a non-negative integer")
+    if not isinstance(offset, int) or not 0 <= offset <= 2**63 - 1:
+        raise BadRequest("offset must be a non-negative 64-bit integer")
     return limit, offset
