@@ -50,8 +50,17 @@ class RequestContextMiddleware:
         headers = dict(scope.get("headers") or [])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or new_id("req")
         tp = TRACEPARENT.match(headers.get(b"traceparent", b"").decode("latin-1"))
-        trace_id = tp.group(1) if tp and tp.group(1) != "0" * 32 else os.urandom(16).hex()
-        span_id = os.urandom(8).hex()
+        # FastAPI's native telemetry wraps every middleware: where it opened this request's server span
+        # (from the same traceparent), that span is the request's, and the spans of the layers are its
+        # children. Replacing it with the bare inbound context would make them its siblings.
+        server = getattr(scope.get("fastapi.telemetry"), "span", None)
+        own = server.get_span_context() if server is not None else None
+        if own is not None and own.is_valid:
+            trace_id, span_id = format(own.trace_id, "032x"), format(own.span_id, "016x")
+        else:
+            own = None
+            trace_id = tp.group(1) if tp and tp.group(1) != "0" * 32 else os.urandom(16).hex()
+            span_id = os.urandom(8).hex()
         scope.setdefault("state", {})
         scope["state"].update(request_id=rid, trace_id=trace_id, parent_span_id=tp.group(2) if tp else None,
                               span_id=span_id)
@@ -85,14 +94,17 @@ class RequestContextMiddleware:
             await send(message)
 
         # Spans that garrison's layers open during this request join the caller's trace.
-        parent = SpanContext(int(trace_id, 16), int(tp.group(2), 16) if tp else int(span_id, 16),
-                             is_remote=True, trace_flags=TraceFlags(0x01))
-        token = otel_context.attach(set_span_in_context(NonRecordingSpan(parent)))
+        token = None
+        if own is None:
+            parent = SpanContext(int(trace_id, 16), int(tp.group(2), 16) if tp else int(span_id, 16),
+                                 is_remote=True, trace_flags=TraceFlags(0x01))
+            token = otel_context.attach(set_span_in_context(NonRecordingSpan(parent)))
         start = time.perf_counter()
         try:
             await self.app(scope, capped_receive, send_with_headers)
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             route = _route_of(scope)
             HTTP_REQUESTS.labels(scope["method"], route, str(status_holder[0])).inc()
             HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)

@@ -19,6 +19,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from garrison.telemetry.otlp import RawSpan
 
@@ -111,6 +113,35 @@ def flush(timeout_ms: int = 5000) -> bool:
 def sink_count() -> int:
     with _lock:
         return len(_sinks)
+
+
+def emit_span(name: str, *, trace_id: str, span_id: str, parent_span_id: str | None, start_ns: int, end_ns: int,
+              attributes: dict[str, Any], scope: str, error: str | None = None,
+              kind: SpanKind = SpanKind.INTERNAL) -> bool:
+    """Record a span whose ids were chosen before it ended, possibly in another process.
+
+    A durable run outlives any one request and may end in another worker: its span id is
+    chosen when the run is created (its steps name it as their parent) and the span is
+    recorded when the run ends, from what the run's row carries. The SDK cannot start a
+    span with a given id, so the finished span is handed to garrison's processor directly.
+    False where the provider is not installed (nothing would store it).
+    """
+    processor = _processor
+    if processor is None:
+        return False
+    provider = trace.get_tracer_provider()
+    resource = provider.resource if isinstance(provider, TracerProvider) else Resource.create(
+        {"service.name": "garrison"})
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    parent = SpanContext(int(trace_id, 16), int(parent_span_id, 16), is_remote=True, trace_flags=flags) \
+        if parent_span_id else None
+    span = ReadableSpan(
+        name, context=SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=flags),
+        parent=parent, resource=resource, attributes=attributes, kind=kind,
+        status=Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET),
+        start_time=start_ns, end_time=max(end_ns, start_ns), instrumentation_scope=InstrumentationScope(scope))
+    processor.on_end(span)
+    return True
 
 
 def current_provider() -> Any:
