@@ -10,10 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
 from garrison.core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from garrison.core.principal import Principal
 from garrison.runtime import graphs, serde
-from garrison.runtime.attribution import RunCredentials, current_traceparent, run_scopes
+from garrison.runtime.attribution import RunCredentials, end_run_span, run_scopes, run_trace
 from garrison.runtime.calls import CallJournal
 from garrison.runtime.events import Event, StoreEvents
 from garrison.runtime.store import ACTIVE_RUN, FINAL_RUN
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 DONE = "#done"  # the wake-up key of "this run has ended"
 STREAM_MODES = {"values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks", "checkpoints"}
 MULTITASK = {"reject", "interrupt", "rollback", "enqueue"}
+tracer = trace.get_tracer("garrison.runtime")
 
 
 def run_out(run: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +134,9 @@ class RunManager:
 
     async def on_finished(self, run: dict[str, Any], status: str) -> None:
         self.credentials.forget(run["run_id"])
+        executor = self.service.executor
+        ended = executor.ended(run["run_id"]) if executor is not None else None
+        end_run_span(run, status, ended[1] if ended else None, await self.credentials.agent_name(run["spec"]["agent_id"]))
         self._ended(run["run_id"])
         await self.journal.forget(run["run_id"])
         if run["spec"].get("on_completion") == "delete" and not run["spec"].get("caller_deletes"):
@@ -153,6 +160,15 @@ class RunManager:
 
     async def create(self, principal: Principal, thread_id: str | None, body: dict[str, Any], *,
                      caller_deletes: bool = False, endpoint: str = "default") -> dict[str, Any]:
+        """A new run; one ``invoke_agent`` span (the invocation) whose child is the run's own span."""
+        with tracer.start_as_current_span("invoke_agent", attributes={
+                "gen_ai.operation.name": "invoke_agent", "garrison.tenant_id": principal.tenant_id,
+                "user.id": principal.id, "garrison.endpoint": endpoint}) as span:
+            return await self._create(principal, thread_id, body, span, caller_deletes=caller_deletes,
+                                      endpoint=endpoint)
+
+    async def _create(self, principal: Principal, thread_id: str | None, body: dict[str, Any], span: Span, *,
+                      caller_deletes: bool, endpoint: str) -> dict[str, Any]:
         threads = self.service.threads
         delay = _seconds(body, "after_seconds", 86400)
         hold = _seconds(body, "hold_for_input_s", 7 * 86400)
@@ -172,6 +188,10 @@ class RunManager:
         await self.service.check(principal, "runtime:invoke", "assistant", assistant["assistant_id"],
                                  assistant["tenant_id"])
         number, path, ref = await self.service.resolve_graph(principal.tenant_id, assistant, endpoint)
+        agent = await self.credentials.agent_name(assistant["agent_id"])  # cached: no read per run
+        span.update_name(f"invoke_agent {agent}")
+        span.set_attributes({"gen_ai.agent.name": agent, "gen_ai.agent.id": assistant["agent_id"],
+                             "garrison.agent_version": str(number), "garrison.graph_id": assistant["graph_id"]})
         on_completion = body.get("on_completion")
         fresh = thread_id is None
         new_thread: dict[str, Any] | None = None
@@ -210,8 +230,8 @@ class RunManager:
                 or (body.get("checkpoint") or {}).get("checkpoint_id"), "on_completion": on_completion,
                 "caller_deletes": caller_deletes, "hold_for_input_s": hold, "agent_id": assistant["agent_id"], "version": number,
                 "path": str(path), "ref": ref, "graph_id": assistant["graph_id"], "scopes": run_scopes(principal),
-                # The caller's trace: every step of the run, and the calls it makes, join it.
-                "traceparent": current_traceparent()}
+                # The caller's trace: the run's span, every step of it and the calls they make join it.
+                **run_trace()}
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadRequest("metadata must be an object")
@@ -221,6 +241,7 @@ class RunManager:
             raise PayloadTooLarge(f"run input is {size} bytes; the limit is {self.service.settings.max_input_bytes} "
                                   "(GARRISON_RUNTIME_MAX_INPUT_BYTES): pass large data by reference")
         run_id = str(uuid.uuid4())
+        span.set_attributes({"garrison.run_id": run_id, "gen_ai.conversation.id": thread_id})
         # The row as inserted is the run's answer: it is not read back.
         first = {"run_id": run_id, "attempt": 1}
         in_store = isinstance(self.events, StoreEvents)  # the first event rides in the run's transaction
@@ -240,7 +261,7 @@ class RunManager:
         await self._start_workflow(run, {**run, "spec": serde.loads(blob)}, delay, hold, alone=fresh)
         self.service.platform.audit.record(principal, "runtime:invoke", f"run/{run_id}", "allow", "",
                                            {"thread_id": thread_id, "assistant_id": assistant["assistant_id"],
-                                            "agent_version": number})
+                                            "agent_version": number, "trace_id": spec["traceparent"][3:35]})
         return run
 
     def params(self, run_id: str, hold_for_input_s: float = 0.0) -> RunParams:

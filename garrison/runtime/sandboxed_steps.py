@@ -23,8 +23,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from opentelemetry import trace
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from garrison.runtime.attribution import traceparent_of
 from garrison.sandbox.relay import RelayError
 
 if TYPE_CHECKING:
@@ -99,6 +101,8 @@ class SandboxedGraph:
         sess, sbx = self.sess, self.sess.sandbox
         if sess.relay is None or not sess.alive():
             raise SandboxLost(f"the sandbox of thread {sess.session_id} is gone")
+        span = trace.get_current_span()  # the step's: the graph's calls that carry no traceparent join it
+        sess.traceparent = traceparent_of(span) if span.get_span_context().is_valid else None
         sess.active += 1
         try:
             resp = await sess.relay.request(self.manager.settings.agent_port, "POST", "/invocations",

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
+from opentelemetry import trace
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from garrison.core.clock import utcnow
 from garrison.core.errors import Conflict, NotFound, Problem, ServiceUnavailable
 from garrison.core.principal import Principal
+from garrison.runtime.attribution import traceparent_of
 from garrison.runtime.deploy_sandbox import RUNNER_FILE
 from garrison.runtime.deps import AGENT_DIR, IN_SANDBOX
 from garrison.sandbox.relay import (
@@ -61,8 +63,9 @@ SESSION_SCOPES = ("llm:invoke", "tools:call")
 STATE_FILE = "/workspace/.garrison/session-state"
 STATE_CHANNEL = "agentcore_session_state"
 ATTRIBUTION_HEADERS = ("x-garrison-agent", "x-garrison-agent-version")
-PASSED_HEADERS = ("content-type", "accept", "x-amzn-bedrock-agentcore-runtime-custom-", "traceparent",
-                  "tracestate", "baggage", "x-amzn-trace-id")
+PASSED_HEADERS = ("content-type", "accept", "x-amzn-bedrock-agentcore-runtime-custom-", "tracestate", "baggage",
+                  "x-amzn-trace-id")
+sandbox_tracer = trace.get_tracer("garrison.sandbox")
 
 
 class SessionSettings(BaseSettings):
@@ -122,6 +125,9 @@ class Session:
     state_restored_bytes: int | None = None
     state_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The trace of the invocation (or sandboxed step) in progress: the agent's calls out to garrison
+    # that carry no traceparent of their own join it (an unmodified agent propagates nothing).
+    traceparent: str | None = None
 
     def alive(self) -> bool:
         sbx = self.sandbox
@@ -197,6 +203,17 @@ class SessionManager:
         assert sess.relay is not None
         sent = [(k, v) for k, v in headers if k.lower().startswith(PASSED_HEADERS)]
         sent.append((SESSION_HEADER, session_id))
+        # The invocation's span is the route's server span (runtime/invoke_fastpath.py): one span per
+        # invocation on this hot path. The agent gets it as its parent, in place of the caller's.
+        span = trace.get_current_span()
+        if span.get_span_context().is_valid:
+            sess.traceparent = traceparent_of(span)
+            sent.append(("traceparent", sess.traceparent))
+        if span.is_recording():
+            span.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
+                                 "gen_ai.agent.id": agent_id, "garrison.agent_version": str(sess.version),
+                                 "gen_ai.conversation.id": session_id, "user.id": principal.id,
+                                 "garrison.tenant_id": principal.tenant_id, "sandbox.id": sess.sandbox.id})
         sess.active += 1
         sess.last_active = time.monotonic()
         sbx = sess.sandbox
@@ -379,9 +396,14 @@ class SessionManager:
                 script = f"{IN_SANDBOX}/{AGENT_DIR}/{descriptor.get('entrypoint') or 'main.py'}"
                 env["GARRISON_SESSION_STATE"] = STATE_FILE
                 await self._restore_state(sess, sbx)
-            spawned = await sbx.runtime.conn.call("spawn", cmd=[s.python, script], env=env)
-            sess.pid = int(spawned["pid"])
-            await self._wait_ready(sess)
+            from garrison.sandbox.execution import span_attributes
+
+            with sandbox_tracer.start_as_current_span("sandbox.exec", attributes={
+                    **span_attributes(sbx), "process.executable.path": script}) as span:
+                spawned = await sbx.runtime.conn.call("spawn", cmd=[s.python, script], env=env)
+                sess.pid = int(spawned["pid"])
+                span.set_attribute("process.pid", sess.pid)
+                await self._wait_ready(sess)
         except BaseException:
             await self._drop_sandbox(sess, "agent_failed_to_start")
             raise
@@ -394,6 +416,8 @@ class SessionManager:
 
         async def attributed(req: EgressRequest) -> RelayResponse:
             req.headers = [(k, v) for k, v in req.headers if k.lower() not in ATTRIBUTION_HEADERS] + named
+            if sess.active and sess.traceparent and not any(k.lower() == "traceparent" for k, _ in req.headers):
+                req.headers.append(("traceparent", sess.traceparent))
             return await forward(req)
 
         return attributed
