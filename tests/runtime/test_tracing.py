@@ -20,6 +20,7 @@ import pytest
 from garrison.llm.fake_upstream import FakeConfig, FakeUpstream
 from garrison.runtime.bundles import pack
 from runtime.helpers import deploy
+from runtime.test_sessions import backend, deps_cache, upstream  # noqa: F401 (fixtures)
 
 
 async def _until(predicate: Callable[[], Awaitable[Any]], what: str, within: float = 60.0) -> Any:
@@ -81,8 +82,8 @@ async def gateways(client, live_url, monkeypatch):  # type: ignore[no-untyped-de
     """A model behind the LLM gateway and the fixture MCP server behind the tools gateway."""
     from tests.tools.servers import failing_upstream
 
-    async with FakeUpstream(FakeConfig(completion_tokens=5)) as upstream:
-        r = await client.post("/api/llm/models", json={"model": "fake-model", "base_url": upstream.base_url})
+    async with FakeUpstream(FakeConfig(completion_tokens=5)) as model:
+        r = await client.post("/api/llm/models", json={"model": "fake-model", "base_url": model.base_url})
         assert r.status_code == 201, r.text
         with failing_upstream({}) as (url, _):
             r = await client.post("/api/tools/upstreams", json={"name": "fixture", "url": url})
@@ -92,7 +93,7 @@ async def gateways(client, live_url, monkeypatch):  # type: ignore[no-untyped-de
             assert r.status_code in (200, 201), r.text
             monkeypatch.setenv("AGENT_LLM_BASE_URL", live_url + "/v1")
             monkeypatch.setenv("AGENT_MCP_URL", live_url + "/mcp/agents")
-            yield upstream
+            yield model
 
 
 def _run_done(spans: list[dict[str, Any]]) -> bool:
@@ -269,3 +270,35 @@ async def test_a_session_invocation_is_one_trace_across_sandbox_and_gateway(clie
         else:
             assert not {"sandbox.create", "sandbox.exec"} & {s["name"] for s in spans}
     assert gateways.stats.completed == 2
+
+
+@pytest.mark.slow
+async def test_a_sandboxed_graph_step_is_one_trace_with_its_sandbox(client, platform, tmp_path, monkeypatch,
+                                                                    deps_cache, backend, upstream):  # noqa: F811
+    # isolation = "sandbox": the step's session sandbox is created and its runner started inside the
+    # step's span, and the graph's model call (from the sandbox, through its egress) is the step's child.
+    monkeypatch.setenv("GARRISON_RUNTIME_DEPS_CACHE", str(deps_cache))
+    monkeypatch.setenv("GARRISON_RUNTIME_SESSION_BACKEND", backend)
+    await deploy(client, "isolated")
+    trace_id, caller_span, headers = _caller()
+    tid = (await client.post("/threads", json={})).json()["thread_id"]
+    r = await client.post(f"/threads/{tid}/runs/wait", headers=headers, timeout=300,
+                          json={"assistant_id": "isolated", "input": {"probe": str(tmp_path / "none")}})
+    assert r.status_code == 200 and r.json()["answer"], r.text
+
+    def done(spans: list[dict[str, Any]]) -> bool:
+        names = [s["name"] for s in spans]
+        return {"runtime.run", "sandbox.create", "sandbox.exec", "chat fake-model"} <= set(names) \
+            and names.count("runtime.run_step") >= 2
+
+    body, spans = await _trace(client, platform, trace_id, done, "the sandboxed run's spans in the caller's trace")
+    root = _assert_one_tree(body, spans, caller_span)
+    invoke = _one(spans, "invoke_agent isolated")
+    run = _one(spans, "runtime.run")
+    assert invoke["parent_span_id"] == root["span_id"] and run["parent_span_id"] == invoke["span_id"]
+    first = next(s for s in spans if s["name"] == "runtime.run_step" and s["attributes"]["garrison.step"] == 0)
+    assert first["parent_span_id"] == run["span_id"]
+    create, start, chat = (_one(spans, n) for n in ("sandbox.create", "sandbox.exec", "chat fake-model"))
+    assert create["parent_span_id"] == first["span_id"] and start["parent_span_id"] == first["span_id"]
+    assert chat["parent_span_id"] == first["span_id"]
+    assert create["attributes"]["sandbox.backend"] == backend == start["attributes"]["sandbox.backend"]
