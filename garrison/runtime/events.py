@@ -22,6 +22,8 @@ from garrison.runtime.tables import events
 
 # Sequence numbers are 64-bit integers in both databases; a larger offset is bad input, not a 500.
 MAX_SEQ = 2**63 - 1
+# Built once: every step of every run appends with it (see runtime/store.py).
+_APPEND = insert(events)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,8 @@ class StoreEvents:
                                                   .where(events.c.stream == stream))).scalar()
                         known = int(top or 0)
                     seq = known + 1
-                    await conn.execute(insert(events).values(stream=stream, seq=seq, event=event, data=text,
-                                                             step=step, created_at=utcnow()))
+                    await conn.execute(_APPEND, {"stream": stream, "seq": seq, "event": event, "data": text,
+                                                 "step": step, "created_at": utcnow()})
                 self._last[stream] = seq
                 if len(self._last) > 10_000:
                     self._last.pop(next(iter(self._last)))
@@ -82,7 +84,7 @@ class StoreEvents:
                         known = int(top or 0)
                     if texts:
                         now = utcnow()
-                        await conn.execute(insert(events), [
+                        await conn.execute(_APPEND, [
                             {"stream": stream, "seq": (known or 0) + i, "event": event, "data": text, "step": step,
                              "created_at": now} for i, (event, text) in enumerate(texts, 1)])
                     if also is not None:
@@ -107,6 +109,10 @@ class StoreEvents:
         async with self.db.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(events).where(
                 and_(events.c.stream == stream, events.c.step == step)))).scalar() or 0)
+
+    def waited(self, stream: str) -> bool:
+        """Whether a reader in this process waits for more of ``stream`` now."""
+        return stream in self._wakeups
 
     def wake(self, stream: str) -> None:
         """Wake this process's readers of ``stream`` (a run changed status)."""

@@ -31,6 +31,10 @@ THREAD_STATUS = {"success": "idle", "interrupted": "interrupted", "error": "erro
 # A step's events are written in batches: what it streams within this long goes in one transaction, and
 # what is left goes with the step's outcome (a short step: its events and its status write in one commit).
 BATCH_S = 0.02
+# ... while a reader in this process waits on the run's stream (woken by the write at once). With none,
+# readers are in other processes, which poll the table every poll_s anyway, or not there at all (a run
+# awaited with /wait): the batch then stays open up to poll_s, so a step that ends within that time
+# writes its events once, with its outcome, instead of once on the timer and once at its end.
 
 
 class _StepWrites:
@@ -56,7 +60,15 @@ class _StepWrites:
             self.timer = asyncio.create_task(self._later())
 
     async def _later(self) -> None:
-        await asyncio.sleep(BATCH_S)
+        waited = getattr(self.events, "waited", None)
+        longest = getattr(self.events, "poll_s", BATCH_S) if waited is not None else BATCH_S
+        slept = 0.0
+        while True:
+            await asyncio.sleep(BATCH_S)
+            slept += BATCH_S
+            # A reader that starts waiting meanwhile gets the events within BATCH_S of that.
+            if slept >= longest or waited is None or waited(self.run_id):
+                break
         self.timer = None  # from here on it is not cancelled: it writes
         try:
             await self.flush()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.sql import Executable
 
 from garrison.core.clock import aware, rfc3339, utcnow
 from garrison.db import Database
@@ -24,6 +26,39 @@ from garrison.runtime.tables import (
 
 ACTIVE_RUN = ("pending", "running")
 FINAL_RUN = ("success", "error", "interrupted", "timeout")
+
+
+# The statements of every run (create, each step, the end, the stateless run's clean-up), built once:
+# building a statement and its cache key costs more Python than executing the cached compiled form.
+_INSERT_THREAD = insert(threads)
+_INSERT_RUN = insert(runs)
+_INSERT_EVENT = insert(events)
+_ASSISTANT = select(assistants).where(and_(assistants.c.tenant_id == bindparam("k_tenant"),
+                                          assistants.c.assistant_id == bindparam("k_assistant")))
+_ENDPOINT = select(endpoints.c.version).where(and_(endpoints.c.agent_id == bindparam("k_agent"),
+                                                   endpoints.c.name == bindparam("k_name")))
+_RUN = select(runs).where(runs.c.run_id == bindparam("k_run"))
+_RUN_OF_TENANT = _RUN.where(runs.c.tenant_id == bindparam("k_tenant"))
+_DELETE_THREAD = [
+    delete(threads).where(and_(threads.c.tenant_id == bindparam("k_tenant"), threads.c.thread_id == bindparam("k_thread"))),
+    delete(events).where(events.c.stream.in_(select(runs.c.run_id).where(runs.c.thread_id == bindparam("k_thread"))
+                                             .scalar_subquery())),
+    delete(runs).where(runs.c.thread_id == bindparam("k_thread")),
+]
+
+
+@lru_cache(maxsize=64)
+def _update(table: str, columns: tuple[str, ...]) -> Executable:
+    """UPDATE of ``columns`` (and updated_at) of one run or thread, by key; parameters ``k_key`` and ``v_<column>``."""
+    target = runs if table == "runs" else threads
+    key = target.c.run_id if table == "runs" else target.c.thread_id
+    return update(target).where(key == bindparam("k_key")).values(
+        {name: bindparam("v_" + name) for name in ("updated_at", *columns)})
+
+
+async def _update_on(conn: Any, table: str, key: str, values: dict[str, Any]) -> None:
+    params = {"k_key": key, "v_updated_at": utcnow(), **{"v_" + name: value for name, value in values.items()}}
+    await conn.execute(_update(table, tuple(sorted(values))), params)
 
 
 def _row(row: Any, json_cols: Sequence[str] = ("metadata", "config", "context")) -> dict[str, Any]:
@@ -119,8 +154,7 @@ class RuntimeStore:
 
     async def endpoint(self, agent_id: str, name: str) -> int | None:
         async with self.db.engine.connect() as conn:
-            return (await conn.execute(select(endpoints.c.version).where(
-                and_(endpoints.c.agent_id == agent_id, endpoints.c.name == name)))).scalar()
+            return (await conn.execute(_ENDPOINT, {"k_agent": agent_id, "k_name": name})).scalar()
 
     # Assistants.
     async def put_assistant(self, values: dict[str, Any]) -> None:
@@ -135,8 +169,7 @@ class RuntimeStore:
 
     async def assistant(self, tenant_id: str, assistant_id: str) -> dict[str, Any] | None:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(select(assistants).where(and_(assistants.c.tenant_id == tenant_id,
-                                                                    assistants.c.assistant_id == assistant_id)))).first()
+            row = (await conn.execute(_ASSISTANT, {"k_tenant": tenant_id, "k_assistant": assistant_id})).first()
         return _row(row) if row else None
 
     async def assistants(self, tenant_id: str, graph_id: str | None = None, limit: int = 10,
@@ -185,12 +218,11 @@ class RuntimeStore:
         return [_row(r) for r in rows]
 
     async def delete_thread(self, tenant_id: str, thread_id: str) -> bool:
+        params = {"k_tenant": tenant_id, "k_thread": thread_id}
         async with self.db.engine.begin() as conn:
-            done = await conn.execute(delete(threads).where(and_(threads.c.tenant_id == tenant_id,
-                                                                 threads.c.thread_id == thread_id)))
-            run_ids = select(runs.c.run_id).where(runs.c.thread_id == thread_id).scalar_subquery()
-            await conn.execute(delete(events).where(events.c.stream.in_(run_ids)))
-            await conn.execute(delete(runs).where(runs.c.thread_id == thread_id))
+            done = await conn.execute(_DELETE_THREAD[0], params)
+            await conn.execute(_DELETE_THREAD[1], params)  # the events of its runs
+            await conn.execute(_DELETE_THREAD[2], params)
         return bool(done.rowcount)
 
     # Runs.
@@ -203,23 +235,23 @@ class RuntimeStore:
                "created_at": now, "updated_at": now, "steps": 0}
         async with self.db.engine.begin() as conn:
             if thread is not None:
-                await conn.execute(insert(threads).values(
-                    thread_id=values["thread_id"], tenant_id=values["tenant_id"], owner=thread["owner"],
-                    status="idle", metadata=serde.dumps(thread["metadata"]), created_at=now, updated_at=now))
-            await conn.execute(insert(runs).values(**row))
+                await conn.execute(_INSERT_THREAD, {
+                    "thread_id": values["thread_id"], "tenant_id": values["tenant_id"], "owner": thread["owner"],
+                    "status": "idle", "metadata": serde.dumps(thread["metadata"]), "created_at": now,
+                    "updated_at": now})
+            await conn.execute(_INSERT_RUN, row)
             if first_event is not None:
-                await conn.execute(insert(events).values(stream=values["run_id"], seq=1, event=first_event[0],
-                                                         data=serde.dumps(first_event[1]), step=None,
-                                                         created_at=now))
+                await conn.execute(_INSERT_EVENT, {"stream": values["run_id"], "seq": 1, "event": first_event[0],
+                                                   "data": serde.dumps(first_event[1]), "step": None,
+                                                   "created_at": now})
         return {"error": None, **values, "metadata": values.get("metadata") or {}, "steps": 0,
                 "created_at": rfc3339(now), "updated_at": rfc3339(now)}
 
     async def run(self, run_id: str, tenant_id: str | None = None) -> dict[str, Any] | None:
-        query = select(runs).where(runs.c.run_id == run_id)
-        if tenant_id is not None:
-            query = query.where(runs.c.tenant_id == tenant_id)
+        query, params = (_RUN, {"k_run": run_id}) if tenant_id is None else \
+            (_RUN_OF_TENANT, {"k_run": run_id, "k_tenant": tenant_id})
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(query, params)).first()
         return _row(row, ("metadata", "spec")) if row else None
 
     async def runs(self, thread_id: str, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -267,7 +299,7 @@ class RuntimeStore:
 
     @staticmethod
     async def update_run_on(conn: Any, run_id: str, **values: Any) -> None:
-        await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=utcnow(), **values))
+        await _update_on(conn, "runs", run_id, values)
 
     async def start_run(self, run_id: str, thread_id: str) -> None:
         """The run is running and its thread busy: one transaction (one commit per step counts)."""
@@ -282,10 +314,8 @@ class RuntimeStore:
     @staticmethod
     async def end_run_on(conn: Any, run_id: str, thread_id: str, thread_status: str, **values: Any) -> None:
         """``end_run`` (or ``start_run``) inside the caller's transaction ``conn``."""
-        now = utcnow()
-        await conn.execute(update(runs).where(runs.c.run_id == run_id).values(updated_at=now, **values))
-        await conn.execute(update(threads).where(threads.c.thread_id == thread_id)
-                           .values(updated_at=now, status=thread_status))
+        await _update_on(conn, "runs", run_id, values)
+        await _update_on(conn, "threads", thread_id, {"status": thread_status})
 
     async def delete_run(self, run_id: str) -> None:
         async with self.db.engine.begin() as conn:
