@@ -70,6 +70,16 @@ async def test_hostile_inputs_never_500(client):
     assert r.status_code == 404
 
 
+async def test_a_nul_in_any_url_is_a_400_not_a_database_error(client):
+    # PostgreSQL text cannot hold NUL: each of these was a 500 there (schemathesis).
+    for url in ("/api/keys/k%00", "/api/runtime/agents/a%00b", "/api/memory/jobs/j%00",
+                "/api/usage/entries?tenant=a%00", "/api/tenants?x=%00"):
+        r = await client.get(url)
+        assert r.status_code == 400, (url, r.status_code, r.text)
+        assert r.json()["type"].endswith("/bad-request")
+    assert (await client.get("/api/keys/k%2500")).status_code == 404  # a literal "%00" is only text
+
+
 async def test_layers_spans_join_the_callers_trace(app, client):
     from opentelemetry import trace
 
