@@ -141,8 +141,10 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    from garrison.llm.fastpath import GatewayFastPath
     from garrison.runtime.invoke_fastpath import InvokeFastPath
 
     app.add_middleware(InvokeFastPath)  # inside RequestContextMiddleware: ids, trace, body cap, metrics
+    app.add_middleware(GatewayFastPath)  # the same, for the gateway's model calls (llm/fastpath.py)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, body_limits=body_limits)
     return app
