@@ -223,8 +223,23 @@ class LedgerWriter:
                 index_elements=["day", "tenant_id", "key_id", "agent", "model"],
                 set_={c: usage_daily.c[c] + ins.excluded[c] for c in _SUMMED},
             )
-            self._stmts = (plain, plain.returning(usage_ledger.c.id), upsert)
+            self._stmts = (plain, plain.returning(usage_ledger.c.id), upsert, self._driver_insert())
         return self._stmts
+
+    def _driver_insert(self) -> tuple[str, list[tuple[str, Any]]] | None:
+        """SQLite: the plain insert as driver SQL, with each column's own bind processor.
+
+        SQLAlchemy's executemany prepares every row's parameters on the event loop (about 30 us
+        a row, most of the ledger's loop time); applying the same processors here (a timestamp's
+        storage format, a cost's number) stores exactly the same values for a tenth of that.
+        PostgreSQL keeps the compiled statement (its drivers' row counts differ)."""
+        if self.db.dialect != "sqlite":
+            return None
+        dialect = self.db.engine.dialect
+        columns = [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in usage_ledger.columns]
+        names = ", ".join(name for name, _ in columns)
+        marks = ", ".join("?" for _ in columns)
+        return f"INSERT INTO usage_ledger ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING", columns
 
     async def _insert(self, entries: list[Any]) -> int:
         """Insert new entries; ids already stored (a replay) and repeated spans are skipped,
@@ -234,11 +249,23 @@ class LedgerWriter:
         count says so. With RETURNING, a batch is one statement holding every row's parameters,
         which SQLite compiles into a program of tens of MB on the connection's thread (that
         thread's malloc arena keeps the peak); it is used only when a row was skipped."""
-        plain, returning, upsert = self._statements()
+        plain, returning, upsert, driver = self._statements()
         rows = [_row(e) for e in entries]
         try:
             async with self.db.engine.begin() as conn:
-                if (await conn.execute(plain, rows)).rowcount != len(rows):
+                # In pieces: a whole 200 ms batch prepared at once held the event loop for several
+                # ms, which a model call arriving then waited out (the gateway's p99). Between
+                # pieces the loop serves requests while the connection's thread writes.
+                stored = 0
+                for i in range(0, len(rows), _PIECE):
+                    piece = rows[i:i + _PIECE]
+                    if driver is None:
+                        stored += (await conn.execute(plain, piece)).rowcount
+                    else:
+                        sql, columns = driver
+                        params = [tuple([r[n] if p is None else p(r[n]) for n, p in columns]) for r in piece]
+                        stored += (await conn.exec_driver_sql(sql, params)).rowcount
+                if stored != len(rows):
                     raise _Skipped  # rolls the batch back; done again below, row by row known
                 rollups = _rollups(rows)
                 if rollups:
@@ -252,6 +279,10 @@ class LedgerWriter:
             if rollups:
                 await conn.execute(upsert, rollups)
             return len(inserted)
+
+
+# Rows per INSERT execution of a batch (see _insert).
+_PIECE = 64
 
 
 class _Skipped(Exception):
