@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,8 @@ class LiveServer:
     proc: subprocess.Popen[str]
     output: list[str]
     env: dict[str, str]
+    log: list[str] = field(default_factory=list)  # the server's output so far
+    reader: threading.Thread | None = None
 
 
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, scheme: str = "http",
@@ -38,11 +41,17 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, scheme
            "GARRISON_HOST": "127.0.0.1", **(extra_env or {})}
     proc = subprocess.Popen([GARRISON, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=data_dir.parent)
+    # Read the output as it comes: a server that logs more than a pipe holds (64 KiB, a few
+    # dozen tracebacks under a fuzzer) blocks in its next write and stops answering.
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("garrison up exited early:\n" + (proc.stdout.read() if proc.stdout else ""))
+            reader.join(5)
+            raise RuntimeError("garrison up exited early:\n" + "".join(log))
         try:
             if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:  # type: ignore[arg-type]
                 break
@@ -52,14 +61,16 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, scheme
         proc.kill()
         raise RuntimeError("garrison up did not become healthy within 60 s")
     key = (data_dir / "admin.key").read_text().strip()
-    return LiveServer(url, data_dir, key, proc, [], env)
+    return LiveServer(url, data_dir, key, proc, [], env, log, reader)
 
 
 def stop_server(server: LiveServer) -> str:
     server.proc.terminate()
     try:
-        out, _ = server.proc.communicate(timeout=20)
+        server.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.proc.kill()
-        out, _ = server.proc.communicate()
-    return out or ""
+        server.proc.wait()
+    if server.reader is not None:
+        server.reader.join(10)
+    return "".join(server.log)
