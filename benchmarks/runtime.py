@@ -385,6 +385,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="garrison-bench-runtime-"))
     os.environ.pop("GARRISON_TEMPORAL_ADDRESS", None)
+    # This measures the durable-run machinery around an in-process graph; what a session sandbox
+    # adds (the default isolation) is benchmarks/runtime_isolation.py's subject.
+    os.environ.setdefault("GARRISON_RUNTIME_GRAPH_ISOLATION", "process")
     try:
         if not args.only_recovery:
             report(args, asyncio.run(in_process_and_durable(args, work)))
@@ -415,6 +418,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     overhead = r["durable_p50_ms"] - r["plain_p50_ms"]
     mode = os.environ.get("GARRISON_RUNTIME_STEP_MODE", "local (default)")
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  step mode: {mode}  "
+          f"graph isolation: {os.environ['GARRISON_RUNTIME_GRAPH_ISOLATION']}  "
           f"embedded Temporal start: {r['temporal_start_s']:.2f} s")
     print("| metric | garrison durable run | in-process call | raw Temporal, 2 no-op activities "
           "| raw Temporal, 2 no-op local activities, eager start |")

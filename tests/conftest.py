@@ -23,6 +23,10 @@ from garrison.config import Settings
 from garrison.platform import Platform
 from garrison.server import create_app
 
+# The test agents are first-party code that reads host files and variables on purpose, so they
+# run in garrison's process; the sandboxed default is tested by agents that declare it.
+os.environ.setdefault("GARRISON_RUNTIME_GRAPH_ISOLATION", "process")
+
 PG_ADMIN_URL = os.environ.get("GARRISON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

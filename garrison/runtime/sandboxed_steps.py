@@ -41,9 +41,10 @@ STRICT = JsonPlusSerializer(allowed_msgpack_modules=None)  # what the sandbox se
 class GraphIsolationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_GRAPH_", extra="ignore")
 
-    # The default for LangGraph versions whose agent.toml does not say: "process" runs the graph
-    # in garrison's worker (trusted first-party graphs); "sandbox" runs it in a session sandbox.
-    isolation: Literal["process", "sandbox"] = "process"
+    # The default for LangGraph versions whose agent.toml does not say: "sandbox" runs the graph in
+    # a session sandbox per thread (an ISV's code never runs in garrison's process unless someone
+    # chose that); "process" runs it in garrison's worker (trusted first-party graphs, faster).
+    isolation: Literal["process", "sandbox"] = "sandbox"
     # False: an agent.toml asking for isolation = "process" is refused at deploy (operators who
     # host third-party agents make every LangGraph version run in sandboxes).
     allow_process: bool = True

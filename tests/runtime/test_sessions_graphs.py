@@ -224,3 +224,17 @@ def test_the_runtime_closure_is_what_langgraph_imports():
     names = {d.metadata["Name"].lower().replace("_", "-") for d in runtime_closure()}
     assert {"langgraph", "langgraph-checkpoint", "langchain-core", "pydantic", "ormsgpack"} <= names
     assert "temporalio" not in names and "fastapi" not in names  # garrison's own stack stays out
+
+
+def test_langgraph_versions_run_in_sandboxes_unless_told_otherwise(monkeypatch):
+    from garrison.runtime.deploy_sandbox import isolation_of
+    from garrison.runtime.sandboxed_steps import GraphIsolationSettings
+
+    monkeypatch.delenv("GARRISON_RUNTIME_GRAPH_ISOLATION", raising=False)
+    default = GraphIsolationSettings()
+    assert default.isolation == "sandbox" and default.allow_process
+    # langgraph.json alone says nothing: sandboxed; an agent.toml may still ask for the process.
+    assert isolation_of(AGENTS / "steps", default.isolation, default.allow_process) == "sandbox"
+    assert isolation_of(AGENTS / "versioned", default.isolation, default.allow_process) == "sandbox"
+    monkeypatch.setenv("GARRISON_RUNTIME_GRAPH_ISOLATION", "process")
+    assert GraphIsolationSettings().isolation == "process"
