@@ -1,0 +1,39 @@
+"""The shared input types: what PostgreSQL text and UTF-8 cannot hold is refused by name."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field, ValidationError
+
+from garrison.core.errors import BadRequest
+from garrison.core.inputs import DbText, check_storable, storable
+
+
+class _Body(BaseModel):
+    name: DbText = Field(max_length=10)
+    tags: list[DbText] = Field(default_factory=list)
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800", "ok\udfff"])
+def test_nul_and_unpaired_surrogates_are_refused_by_field(bad: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        _Body(name=bad)
+    assert exc.value.errors()[0]["loc"] == ("name",)
+    with pytest.raises(ValidationError) as exc:
+        _Body(name="x", tags=["fine", bad])
+    assert exc.value.errors()[0]["loc"] == ("tags", 1)
+
+
+def test_ordinary_text_passes_unchanged() -> None:
+    for good in ("", "plain", "héllo \U0001f600", "\u202e"):
+        assert storable(good) == good
+    assert _Body(name="x" * 10).name == "x" * 10
+    with pytest.raises(ValidationError):
+        _Body(name="x" * 11)  # the field's own bounds still apply
+
+
+def test_check_storable_walks_keys_and_values() -> None:
+    check_storable({"a": ["b", {"c": 1}]}, "body")
+    for bad in ({"a\x00": 1}, {"a": ["\x00"]}, "\ud800"):
+        with pytest.raises(BadRequest):
+            check_storable(bad, "body")
