@@ -6,10 +6,13 @@ same work (start Python, produce the first result), in the same run.
 Needs root (cgroups), runsc and bwrap; a backend that is missing is reported and skipped.
 The machine's load average is printed before and after: the figures are wall-clock
 and only comparable at a similar load (the ratios are, since peers run in the same run).
-Creates/s is CPU-bound: each gVisor sandbox costs ~0.18 CPU-s (sentry, gofer, Python),
-so it is reported at 2, 4 and 8 concurrent creators, with the CPU-seconds each create
+Each gVisor sandbox costs ~0.12-0.15 CPU-s (sentry, gofer, Python), so creates/s is reported
+at 2, 4 and 8 concurrent creators (2 are bound by latency), with the CPU-seconds each create
 costs (all of it: the sandbox's cgroup, garrison, `runsc run`, `runsc delete`), side by
-side with the raw peer's, and the ceiling that implies on two otherwise idle cores.
+side with the raw peer's, and the ceiling that implies on two otherwise idle cores: for
+sequential creates as rusage counts it (`runsc run`'s time in the sandbox's cgroup twice)
+and counted once (this process in a cgroup of its own), and while creates are sustained
+(where `runsc delete`s are batched).
 """
 
 from __future__ import annotations
