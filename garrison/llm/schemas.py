@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from garrison.core.inputs import DbText
+
 # The columns are INTEGER (32-bit on PostgreSQL): a larger number is a 422 that names the
 # field, not a storage error; 2**31 - 1 per minute is still far above any real deployment.
 MAX_RATE = 2**31 - 1
@@ -16,9 +18,9 @@ ModelName = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9
 class ModelUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fallbacks: list[str] | None = Field(default=None, max_length=16)
+    fallbacks: list[DbText] | None = Field(default=None, max_length=16)
     context_window: int | None = Field(default=None, ge=1, le=MAX_RATE)
-    provider: str | None = Field(default=None, max_length=64, description="genai-prices provider id")
+    provider: DbText | None = Field(default=None, max_length=64, description="genai-prices provider id")
     rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
     tpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
     tenant_rpm: int | None = Field(default=None, ge=1, le=MAX_RATE)
@@ -27,10 +29,10 @@ class ModelUpdate(BaseModel):
 
 class ModelIn(ModelUpdate):
     model: str = ModelName
-    base_url: str = Field(min_length=8, max_length=1000, description="OpenAI base URL, e.g. http://host:8000/v1")
+    base_url: DbText = Field(min_length=8, max_length=1000, description="OpenAI base URL, e.g. http://host:8000/v1")
     kind: Literal["openai", "vllm", "ollama", "llamacpp"] = "openai"
-    upstream_model: str | None = Field(default=None, max_length=200)
-    api_key: str | None = Field(default=None, max_length=1000, description="held by garrison, never shown")
+    upstream_model: DbText | None = Field(default=None, max_length=200)
+    api_key: DbText | None = Field(default=None, max_length=1000, description="held by garrison, never shown")
     max_concurrency: int = Field(default=64, ge=1, le=100_000)
     priority_scheduling: bool = Field(default=False, description="vLLM --scheduling-policy priority")
 

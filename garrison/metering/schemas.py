@@ -8,15 +8,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from garrison.core.inputs import DbText
+
 
 class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: Literal["tenant", "key", "user", "session", "agent"]
-    scope_id: str | None = Field(default=None, max_length=200, description="default: the caller's tenant")
+    scope_id: DbText | None = Field(default=None, max_length=200, description="default: the caller's tenant")
     window: Literal["day", "week", "month", "total"] = "month"
     limit_usd: Decimal = Field(ge=0, max_digits=20, decimal_places=10)
-    tenant_id: str | None = Field(default=None, max_length=40, description="operator admin only")
+    tenant_id: DbText | None = Field(default=None, max_length=40, description="operator admin only")
 
 
 class BudgetOut(BaseModel):
@@ -36,7 +38,7 @@ class BudgetOut(BaseModel):
 class PriceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=200)
+    model: DbText = Field(min_length=1, max_length=200)
     input_per_mtok: Decimal = Field(ge=0, max_digits=20, decimal_places=10, description="USD per 1M input tokens")
     output_per_mtok: Decimal = Field(ge=0, max_digits=20, decimal_places=10)
     cached_input_per_mtok: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=10)

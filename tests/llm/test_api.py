@@ -48,6 +48,17 @@ async def test_absurd_limits_are_422_naming_the_field(client, fake, add_model):
     assert (await client.get("/api/llm/models/m")).json()["tpm"] is None
 
 
+async def test_model_text_the_database_cannot_hold_is_422_naming_the_field(client, fake, add_model):
+    # Found by fuzzing on PostgreSQL: a NUL in fallbacks or provider reached the UPDATE (500 there).
+    await add_model("m", fake)
+    for field, value in (("fallbacks", ["a\x00"]), ("provider", "p\x00")):
+        r = await client.patch("/api/llm/models/m", json={field: value})
+        assert r.status_code == 422 and field in r.text, r.text
+    r = await client.post("/api/llm/models", json={"model": "n", "base_url": fake.base_url, "upstream_model": "u\x00"})
+    assert r.status_code == 422 and "upstream_model" in r.text, r.text
+    assert (await client.get("/api/llm/models/m")).json()["fallbacks"] == []
+
+
 async def test_models_admin_needs_scope(client, make_key):
     key = await make_key(["llm:invoke"])
     r = await client.post("/api/llm/models", json={"model": "m", "base_url": "http://x:1/v1"},
