@@ -29,6 +29,24 @@ async def test_own_spans_are_stored_under_their_tenant(client: httpx.AsyncClient
     assert [c["kind"] for c in root["children"]] == ["sandbox"]
 
 
+async def test_a_large_export_batch_is_stored_whole(client: httpx.AsyncClient, platform) -> None:  # type: ignore[no-untyped-def]
+    # Own spans are normalized a slice per loop turn (service._queue_self_spans); flush() still
+    # returns only once every slice of the batch is stored.
+    from garrison.telemetry.service import _SELF_SLICE
+
+    tenant = platform.identity.default_tenant_id
+    tracer = trace.get_tracer("garrison.tests")
+    with tracer.start_as_current_span("gateway.batch", attributes={"garrison.tenant_id": tenant}) as parent:
+        trace_id = format(parent.get_span_context().trace_id, "032x")
+        for i in range(3 * _SELF_SLICE + 5):
+            with tracer.start_as_current_span(f"step {i}", attributes={"garrison.tenant_id": tenant}):
+                pass
+    await platform.services["telemetry"].flush()
+    got = (await client.get(f"/api/traces/{trace_id}")).json()
+    [root] = got["spans"]
+    assert len(root["children"]) == 3 * _SELF_SLICE + 5
+
+
 async def test_provider_is_installed_once_per_process(platform) -> None:  # type: ignore[no-untyped-def]
     from garrison.db import Database
     from garrison.telemetry.service import TelemetryService
