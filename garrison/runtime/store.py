@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -25,6 +27,10 @@ from garrison.runtime.tables import (
 )
 
 ACTIVE_RUN = ("pending", "running")
+# Assistants and endpoints are read by every run's creation and change rarely: a read is kept this long.
+# This process's own changes drop it at once; another process's (a cluster of garrisons on one
+# database) are seen within this time.
+CACHE_TTL_S = 1.0
 FINAL_RUN = ("success", "error", "interrupted", "timeout")
 
 
@@ -61,6 +67,13 @@ async def _update_on(conn: Any, table: str, key: str, values: dict[str, Any]) ->
     await conn.execute(_update(table, tuple(sorted(values))), params)
 
 
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    cache.pop(key, None)
+    if len(cache) >= 1024:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
 def _row(row: Any, json_cols: Sequence[str] = ("metadata", "config", "context")) -> dict[str, Any]:
     out = dict(row._mapping)
     for key in json_cols:
@@ -76,6 +89,10 @@ class RuntimeStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._versions: dict[tuple[str, int], dict[str, Any]] = {}  # versions never change once deployed
+        self._assistants: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # (read at, row)
+        self._endpoints: dict[tuple[str, str], tuple[float, int]] = {}
+        # Counts this process's changes to either: a read that overlapped one is not kept (it may predate it).
+        self._changes = 0
 
     # Agents, versions, endpoints.
     async def agent(self, tenant_id: str, name: str) -> dict[str, Any] | None:
@@ -138,13 +155,18 @@ class RuntimeStore:
 
     async def set_endpoint(self, agent_id: str, name: str, version: int) -> None:
         now = utcnow()
-        async with self.db.engine.begin() as conn:
-            done = await conn.execute(update(endpoints).where(and_(endpoints.c.agent_id == agent_id,
-                                                                   endpoints.c.name == name))
-                                      .values(version=version, updated_at=now))
-            if not done.rowcount:
-                await conn.execute(insert(endpoints).values(agent_id=agent_id, name=name, version=version,
-                                                            updated_at=now))
+        self._changes += 1
+        try:
+            async with self.db.engine.begin() as conn:
+                done = await conn.execute(update(endpoints).where(and_(endpoints.c.agent_id == agent_id,
+                                                                       endpoints.c.name == name))
+                                          .values(version=version, updated_at=now))
+                if not done.rowcount:
+                    await conn.execute(insert(endpoints).values(agent_id=agent_id, name=name, version=version,
+                                                                updated_at=now))
+        finally:
+            self._endpoints.pop((agent_id, name), None)
+            self._changes += 1
 
     async def endpoints(self, agent_id: str) -> list[dict[str, Any]]:
         async with self.db.engine.connect() as conn:
@@ -153,24 +175,54 @@ class RuntimeStore:
         return [_row(r) for r in rows]
 
     async def endpoint(self, agent_id: str, name: str) -> int | None:
+        key = (agent_id, name)
+        cached = self._endpoints.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_TTL_S:
+            return cached[1]
+        read_at, changes = time.monotonic(), self._changes
         async with self.db.engine.connect() as conn:
-            return (await conn.execute(_ENDPOINT, {"k_agent": agent_id, "k_name": name})).scalar()
+            number = (await conn.execute(_ENDPOINT, {"k_agent": agent_id, "k_name": name})).scalar()
+        if number is not None and changes == self._changes:
+            _remember(self._endpoints, key, (read_at, int(number)))
+        else:
+            self._endpoints.pop(key, None)
+        return number
 
     # Assistants.
     async def put_assistant(self, values: dict[str, Any]) -> None:
         row = {**values, "config": serde.dumps(values.get("config") or {}),
                "context": serde.dumps(values.get("context") or {}),
                "metadata": serde.dumps(values.get("metadata") or {})}
-        async with self.db.engine.begin() as conn:
-            done = await conn.execute(update(assistants).where(assistants.c.assistant_id == values["assistant_id"])
-                                      .values(**{k: v for k, v in row.items() if k != "created_at"}))
-            if not done.rowcount:
-                await conn.execute(insert(assistants).values(**row))
+        self._forget_assistant(values["assistant_id"])
+        try:
+            async with self.db.engine.begin() as conn:
+                done = await conn.execute(update(assistants).where(assistants.c.assistant_id == values["assistant_id"])
+                                          .values(**{k: v for k, v in row.items() if k != "created_at"}))
+                if not done.rowcount:
+                    await conn.execute(insert(assistants).values(**row))
+        finally:
+            self._forget_assistant(values["assistant_id"])  # and what was read while it was written
 
     async def assistant(self, tenant_id: str, assistant_id: str) -> dict[str, Any] | None:
+        key = (tenant_id, assistant_id)
+        cached = self._assistants.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_TTL_S:
+            return copy.deepcopy(cached[1])  # the caller's to change
+        read_at, changes = time.monotonic(), self._changes
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(_ASSISTANT, {"k_tenant": tenant_id, "k_assistant": assistant_id})).first()
-        return _row(row) if row else None
+        if row is None:
+            self._assistants.pop(key, None)
+            return None
+        out = _row(row)
+        if changes == self._changes:
+            _remember(self._assistants, key, (read_at, copy.deepcopy(out)))
+        return out
+
+    def _forget_assistant(self, assistant_id: str) -> None:
+        self._changes += 1
+        for key in [k for k in self._assistants if k[1] == assistant_id]:
+            del self._assistants[key]
 
     async def assistants(self, tenant_id: str, graph_id: str | None = None, limit: int = 10,
                          offset: int = 0) -> list[dict[str, Any]]:
@@ -183,9 +235,13 @@ class RuntimeStore:
         return [_row(r) for r in rows]
 
     async def delete_assistant(self, tenant_id: str, assistant_id: str) -> bool:
-        async with self.db.engine.begin() as conn:
-            done = await conn.execute(delete(assistants).where(and_(assistants.c.tenant_id == tenant_id,
-                                                                    assistants.c.assistant_id == assistant_id)))
+        self._forget_assistant(assistant_id)
+        try:
+            async with self.db.engine.begin() as conn:
+                done = await conn.execute(delete(assistants).where(and_(assistants.c.tenant_id == tenant_id,
+                                                                        assistants.c.assistant_id == assistant_id)))
+        finally:
+            self._forget_assistant(assistant_id)  # and what was read while it was deleted
         return bool(done.rowcount)
 
     # Threads.
