@@ -31,22 +31,31 @@ def storable(value: str) -> str:
     return value
 
 
-def check_storable(value: Any, what: str) -> None:
-    """For bodies read as plain JSON: every string in ``value`` (keys too) must be storable."""
+def storable_json(value: Any) -> Any:
+    """``value`` if every string in it (keys too) is storable; ValueError if not. PostgreSQL's
+    jsonb refuses \u0000 as well, and a json column cast to jsonb in a query fails on it."""
     if isinstance(value, str):
-        try:
-            storable(value)
-        except ValueError as exc:
-            raise BadRequest(f"{what} {exc}") from None
+        storable(value)
     elif isinstance(value, dict):
         for k, v in value.items():
-            check_storable(k, what)
-            check_storable(v, what)
+            storable(k)
+            storable_json(v)
     elif isinstance(value, list):
         for v in value:
-            check_storable(v, what)
+            storable_json(v)
+    return value
+
+
+def check_storable(value: Any, what: str) -> None:
+    """For bodies read as plain JSON: a 400 naming ``what`` unless every string in it is storable."""
+    try:
+        storable_json(value)
+    except ValueError as exc:
+        raise BadRequest(f"{what} {exc}") from None
 
 
 # A string both databases can store. Combine with Field(max_length=...) as usual. (Integers
 # take Field(le=INT32_MAX) or le=INT64_MAX: an Annotated bound would lose to the field's own ge.)
 DbText = Annotated[str, AfterValidator(storable)]
+# Any JSON (dict, list, ...) whose strings both databases can store.
+DbJson = AfterValidator(storable_json)

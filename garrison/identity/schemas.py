@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from garrison.core.inputs import DbJson, DbText
 
 
 class TenantIn(BaseModel):
@@ -19,14 +21,14 @@ class TenantOut(BaseModel):
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(default="api key", min_length=1, max_length=128)
-    principal: str = Field(default="service", min_length=1, max_length=128,
+    name: DbText = Field(default="api key", min_length=1, max_length=128)
+    principal: DbText = Field(default="service", min_length=1, max_length=128,
                            description="Name of the principal the key acts as (created if new).")
     kind: str = Field(default="service", pattern="^(user|service|agent)$")
-    scopes: list[str] = Field(min_length=1, max_length=64)
-    tenant: str | None = Field(default=None, max_length=128, description="Tenant id or name; default: yours.")
+    scopes: list[DbText] = Field(min_length=1, max_length=64)
+    tenant: DbText | None = Field(default=None, max_length=128, description="Tenant id or name; default: yours.")
     ttl_s: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
-    attributes: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    attributes: Annotated[dict[str, Any], DbJson] = Field(default_factory=dict, max_length=64)
 
 
 class KeyPrincipal(BaseModel):
@@ -56,10 +58,10 @@ class KeyCreated(KeyOut):
 
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scopes: list[str] | None = Field(default=None, max_length=64)
+    scopes: list[DbText] | None = Field(default=None, max_length=64)
     ttl_s: int = Field(default=900, ge=1)
-    session_id: str | None = Field(default=None, max_length=256)
-    name: str | None = Field(default=None, max_length=128)
+    session_id: DbText | None = Field(default=None, max_length=256)
+    name: DbText | None = Field(default=None, max_length=128)
 
 
 class TokenOut(BaseModel):

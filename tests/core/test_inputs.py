@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from garrison.core.errors import BadRequest
-from garrison.core.inputs import DbText, check_storable, storable
+from garrison.core.inputs import DbText, check_storable, storable, storable_json
 
 
 class _Body(BaseModel):
@@ -37,3 +37,10 @@ def test_check_storable_walks_keys_and_values() -> None:
     for bad in ({"a\x00": 1}, {"a": ["\x00"]}, "\ud800"):
         with pytest.raises(BadRequest):
             check_storable(bad, "body")
+
+
+def test_storable_json_is_the_same_check_for_nested_values() -> None:
+    assert storable_json({"a": [1, "b", None]}) == {"a": [1, "b", None]}
+    for bad in ({"a\x00": 1}, [{"b": "\ud800"}]):
+        with pytest.raises(ValueError):
+            storable_json(bad)

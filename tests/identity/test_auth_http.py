@@ -116,6 +116,18 @@ async def test_bad_key_requests_are_4xx(client):
     assert r.status_code == 422
 
 
+async def test_key_and_token_text_the_database_cannot_hold_is_422_naming_the_field(client):
+    # Found by fuzzing on PostgreSQL: a NUL in "tenant" reached the tenant lookup (500 there).
+    for field, value in (("tenant", "t\x00"), ("name", "n\x00"), ("principal", "p\x00"),
+                         ("scopes", ["registry:read\x00"]), ("attributes", {"team": "a\x00"})):
+        body = {"scopes": ["registry:read"], field: value}
+        r = await client.post("/api/keys", json=body)
+        assert r.status_code == 422 and field in r.text, (field, r.status_code, r.text)
+    for field in ("session_id", "name"):
+        r = await client.post("/api/tokens", json={"ttl_s": 60, field: "s\x00"})
+        assert r.status_code == 422 and field in r.text, (field, r.status_code, r.text)
+
+
 async def test_session_tokens_are_narrower_and_die_with_their_key(client, app, make_key, platform):
     key = await make_key(["llm:invoke", "tools:call"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
