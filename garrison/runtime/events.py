@@ -16,12 +16,14 @@ from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from garrison.core.clock import utcnow
+from garrison.core.inputs import INT32_MAX
 from garrison.db import Database
 from garrison.runtime import serde
 from garrison.runtime.tables import events
 
-# Sequence numbers are 64-bit integers in both databases; a larger offset is bad input, not a 500.
-MAX_SEQ = 2**63 - 1
+# runtime_events.seq is an INTEGER column: 32 bits on PostgreSQL (64 on SQLite). A larger
+# offset is bad input, not a 500 (2**63 - 1 still failed on PostgreSQL: "integer out of range").
+MAX_SEQ = INT32_MAX
 # Built once: every step of every run appends with it (see runtime/store.py).
 _APPEND = insert(events)
 
