@@ -153,6 +153,8 @@ async def test_a_run_is_one_trace_across_runtime_and_gateways(client, platform, 
     body, spans = await _trace(client, platform, trace_id, _run_done, "the run's spans in the caller's trace")
     root = _assert_one_tree(body, spans, caller_span)
     assert root["name"] == request and root["kind"] != "model"
+    if route != "agentcore":  # FastAPI's server span: the answer's traceparent names it
+        assert r.headers["traceparent"].split("-")[1:3] == [trace_id, root["span_id"]]
     tree = _run_tree(spans, root)
 
     # Usage is attributed to agent, version, session and user: on the runtime's spans...
