@@ -149,8 +149,12 @@ class Relay:
                     raise ConnectionRefused(f"nothing listens on 127.0.0.1:{port} in the sandbox") from None
             head = "H" + dumps({"status": resp.status, "reason": resp.reason, "headers": resp.getheaders()})
             send = self.agent.channel.send
+            # The connection goes back to the pool before the answer's end is sent: the caller's
+            # next request may arrive on another thread at once and should find it there.
             if resp.length is not None and resp.length <= WHOLE_ANSWER:
                 data = resp.read()
+                self._release(rid, port, conn, resp)
+                conn = None  # pooled or closed: no longer this request's to close
                 done = {"id": rid, "type": "result", "value": {"status": resp.status}}
                 if data:
                     send({"id": rid, "type": "stdout", "data": head},
@@ -164,20 +168,25 @@ class Relay:
                     if not chunk:
                         break
                     send({"id": rid, "type": "stdout", "data": "B" + _b64e(chunk)})
+                self._release(rid, port, conn, resp)
+                conn = None  # pooled or closed: no longer this request's to close
                 self.agent.reply(rid, {"status": resp.status})
-            resp.close()  # read1 never closes a response whose Content-Length ran out: the connection stays busy
-            kept = self.inflight.pop(rid, None)
-            if kept is conn and not resp.will_close:  # not cancelled meanwhile: keep it for the next request
-                with self.lock:
-                    self.conns.setdefault(port, []).append(kept)
-            elif conn is not None:
-                conn.close()
         except BaseException as exc:
             if conn is not None:
                 conn.close()
             self.agent.fail(rid, exc)
         finally:
             self.inflight.pop(rid, None)
+
+    def _release(self, rid, port: int, conn, resp) -> None:
+        """Pools ``conn`` for the next request unless it was cancelled or will close."""
+        resp.close()  # read1 never closes a response whose Content-Length ran out: the connection stays busy
+        kept = self.inflight.pop(rid, None)
+        if kept is conn and not resp.will_close:
+            with self.lock:
+                self.conns.setdefault(port, []).append(kept)
+        else:
+            conn.close()
 
     def cancel(self, req: dict) -> dict:
         conn = self.inflight.pop(req.get("target"), None)
