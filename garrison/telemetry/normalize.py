@@ -8,7 +8,7 @@ totals (Langfuse traces, some agent frameworks) never counts twice.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -186,7 +186,39 @@ def _cap_resource(resource: dict[str, Any], caps: Caps, truncated_keys: list[str
     return orjson.dumps(kept, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def without_nul(raw: RawSpan) -> RawSpan:
+    """NUL becomes U+FFFD: PostgreSQL text and jsonb cannot hold it, and one such span (OTLP
+    strings may carry NUL) failed its whole write batch, other requests' spans with it. The
+    check allocates nothing, so spans without NUL (all real ones) cost only the scan."""
+    fields = (raw.name, raw.status_message, raw.scope, raw.attributes, raw.resource, raw.events)
+    if not any(_has_nul(f) for f in fields):
+        return raw
+    return replace(raw, name=_scrub(raw.name), status_message=_scrub(raw.status_message), scope=_scrub(raw.scope),
+                   attributes=_scrub(raw.attributes), resource=_scrub(raw.resource), events=_scrub(raw.events))
+
+
 def normalize(raw: RawSpan, tenant_id: str, caps: Caps, *, received_ns: int | None = None) -> Normalized:
+    raw = without_nul(raw)
     attrs = raw.attributes
     now = received_ns or time.time_ns()
     flags: list[str] = []

@@ -122,3 +122,19 @@ async def test_a_skewed_span_sent_again_is_still_one_span(client: httpx.AsyncCli
     trace = (await client.get(f"/api/traces/{tid}")).json()
     assert trace["span_count"] == 2
     assert all("clock_skew" in s["flags"] for s in trace["spans"])
+
+
+async def test_nul_in_otlp_strings_is_stored_as_replacement_char(client: httpx.AsyncClient) -> None:
+    # A NUL (legal in an OTLP string) failed the PostgreSQL write of the whole batch: 503 to the
+    # sender, and the other spans written with it lost too. It is kept as U+FFFD instead.
+    tid = new_trace_id()
+    bad = span(tid, "tool\x00call", {"gen_ai.tool.name": "t\x00", "k\x00": "v\x00", "nested": ["a\x00"]})
+    good = span(tid, "fine", {"gen_ai.tool.name": "ok"}, parent=bad["span_id"])
+    resp = await client.post("/v1/traces", content=protobuf_request([bad, good], service="svc\x00"), headers=PB)
+    assert resp.status_code == 200, resp.text
+    trace = (await client.get(f"/api/traces/{tid}")).json()
+    assert trace["span_count"] == 2
+    [root] = trace["spans"]
+    assert root["name"] == "tool\ufffdcall" and root["attributes"]["k\ufffd"] == "v\ufffd"
+    found = await client.get("/api/traces", params={"attr": "k\ufffd=v\ufffd"})
+    assert found.status_code == 200 and [t["trace_id"] for t in found.json()["traces"]] == [tid]
