@@ -20,6 +20,7 @@ from typing import Any
 
 import jwt
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from garrison.core.clock import aware, rfc3339, utcnow
 from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
@@ -101,8 +102,12 @@ class IdentityService:
         if await self.tenant_by_name(name):
             raise Conflict(f"tenant {name!r} already exists")
         row = {"id": new_id("ten"), "name": name, "created_at": utcnow(), "disabled": False}
-        async with self.db.engine.begin() as conn:
-            await conn.execute(insert(tenants), row)
+        try:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(insert(tenants), row)
+        except IntegrityError:
+            # A concurrent request created it between the check above and this insert.
+            raise Conflict(f"tenant {name!r} already exists") from None
         return row
 
     async def tenant_by_name(self, name: str) -> dict[str, Any] | None:
@@ -129,15 +134,23 @@ class IdentityService:
     async def _principal_row(self, tenant_id: str, name: str, kind: str) -> dict[str, Any]:
         if kind not in PRINCIPAL_KINDS:
             raise BadRequest(f"principal kind must be one of {', '.join(PRINCIPAL_KINDS)}")
-        async with self.db.engine.begin() as conn:
-            row = (await conn.execute(select(principals).where(
-                (principals.c.tenant_id == tenant_id) & (principals.c.name == name)))).mappings().first()
-            if row:
-                return dict(row)
-            new = {"id": new_id("prn"), "tenant_id": tenant_id, "kind": kind, "name": name,
-                   "created_at": utcnow()}
-            await conn.execute(insert(principals), new)
-            return new
+        query = select(principals).where((principals.c.tenant_id == tenant_id) & (principals.c.name == name))
+        try:
+            async with self.db.engine.begin() as conn:
+                row = (await conn.execute(query)).mappings().first()
+                if row:
+                    return dict(row)
+                new = {"id": new_id("prn"), "tenant_id": tenant_id, "kind": kind, "name": name,
+                       "created_at": utcnow()}
+                await conn.execute(insert(principals), new)
+                return new
+        except IntegrityError:
+            # A concurrent request inserted the same new principal first (uq_principals_tenant_name).
+            async with self.db.engine.connect() as conn:
+                row = (await conn.execute(query)).mappings().first()
+            if row is None:
+                raise
+            return dict(row)
 
     async def create_key(self, tenant_id: str, *, principal_name: str, name: str, scopes: list[str],
                          kind: str = "service", ttl_s: int | None = None,

@@ -150,3 +150,16 @@ async def test_session_tokens_are_narrower_and_die_with_their_key(client, app, m
         forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
         t.headers["authorization"] = f"Bearer {forged}"
         assert (await t.get("/api/whoami")).status_code == 401
+
+
+async def test_concurrent_keys_for_one_new_principal_all_succeed(client):
+    # Two requests creating the same new principal raced to its INSERT: the loser's unique
+    # violation was a 500 (schemathesis' two workers found it as a flaky POST /api/keys).
+    import asyncio
+
+    rs = await asyncio.gather(*(client.post("/api/keys", json={"scopes": ["registry:read"], "principal": "racer"})
+                                for _ in range(8)))
+    assert [r.status_code for r in rs] == [201] * 8, [r.text for r in rs if r.status_code != 201]
+    assert len({r.json()["principal"]["id"] for r in rs}) == 1
+    rs = await asyncio.gather(*(client.post("/api/tenants", json={"name": "same-tenant"}) for _ in range(4)))
+    assert sorted(r.status_code for r in rs) == [201, 409, 409, 409], [r.text for r in rs]
