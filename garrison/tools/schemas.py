@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from garrison.core.inputs import DbJson, DbText
 from garrison.tools.naming import UPSTREAM_NAME
 
 
 class AuthIn(BaseModel):
     kind: Literal["none", "bearer", "api_key_header", "oauth_client_credentials"] = "none"
     header: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$")
-    secret: str | None = Field(default=None, max_length=8192)
+    secret: DbText | None = Field(default=None, max_length=8192)
     token_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
-    client_id: str | None = Field(default=None, max_length=256)
-    scope: str | None = Field(default=None, max_length=512)
+    client_id: DbText | None = Field(default=None, max_length=256)
+    scope: DbText | None = Field(default=None, max_length=512)
 
 
 class UpstreamIn(BaseModel):
     name: str = Field(description="Short name; prefixes the tool names it contributes (upstream__tool).")
     url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
-    from_registry: str | None = Field(default=None, max_length=200,
+    from_registry: DbText | None = Field(default=None, max_length=200,
                                       description="Take the URL from this registry entry's latest remote.")
     auth: AuthIn = Field(default_factory=AuthIn)
     timeout_s: float | None = Field(default=None, gt=0, le=600)
-    idempotent_tools: list[str] = Field(default_factory=list, max_length=1000)
+    idempotent_tools: list[DbText] = Field(default_factory=list, max_length=1000)
 
     @field_validator("name")
     @classmethod
@@ -39,7 +40,7 @@ class UpstreamIn(BaseModel):
 class OpenAPIIn(BaseModel):
     name: str
     base_url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")
-    document: dict[str, Any]
+    document: Annotated[dict[str, Any], DbJson]
     auth: AuthIn = Field(default_factory=AuthIn)
     timeout_s: float | None = Field(default=None, gt=0, le=600)
 
@@ -60,14 +61,14 @@ class UpstreamOut(BaseModel):
 
 
 class ToolRef(BaseModel):
-    upstream: str = Field(max_length=64, description="Upstream name, or a local tool server's name.")
-    tool: str = Field(default="*", max_length=256, description="An upstream tool name, or * for all of them.")
+    upstream: DbText = Field(max_length=64, description="Upstream name, or a local tool server's name.")
+    tool: DbText = Field(default="*", max_length=256, description="An upstream tool name, or * for all of them.")
     alias: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class VirtualServerIn(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    description: str = Field(default="", max_length=1000)
+    description: DbText = Field(default="", max_length=1000)
     tools: list[ToolRef] = Field(default_factory=list, max_length=2000)
     rate_limit_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
 

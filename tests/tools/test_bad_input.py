@@ -104,3 +104,17 @@ async def test_oversized_mcp_body_is_413(client, platform, base_url, admin_key, 
         r = await http.post(f"{base_url}/mcp/agents", content=big, headers={
             **MCP_HEADERS, "Authorization": f"Bearer {admin_key}", "MCP-Protocol-Version": "2026-07-28"})
     assert r.status_code == 413, r.text
+
+
+async def test_text_the_database_cannot_hold_is_422_naming_the_field(client, upstream_url):  # noqa: F811
+    # Found by schemathesis on PostgreSQL: a NUL in a virtual server's description reached the INSERT (500).
+    assert (await client.post("/api/tools/upstreams", json={"name": "fixture", "url": upstream_url})).status_code == 201
+    for body, field in (({"name": "vs", "description": "d\x00"}, "description"),
+                        ({"name": "vs", "tools": [{"upstream": "fixture", "tool": "echo\x00"}]}, "tool"),
+                        ({"name": "vs", "tools": [{"upstream": "fix\x00ture"}]}, "upstream")):
+        r = await client.post("/api/tools/virtual-servers", json=body)
+        assert r.status_code == 422 and field in r.text, (field, r.status_code, r.text)
+    r = await client.post("/api/tools/upstreams", json={"name": "other", "url": upstream_url,
+                                                        "idempotent_tools": ["a\x00"]})
+    assert r.status_code == 422 and "idempotent_tools" in r.text, r.text
+    assert (await client.get("/api/tools/virtual-servers")).json() == []
