@@ -28,12 +28,17 @@ if TYPE_CHECKING:
 
 # What a run may do through garrison on its owner's behalf, at most (never more than the owner could).
 RUN_SCOPES = ("llm:invoke", "tools:call")
+# What a sandboxed graph's get_store() needs of garrison's /store API (read; put and delete). Only the
+# session token of a sandboxed run carries them, and its egress reaches /store, /v1 and /mcp only; an
+# in-process graph gets the store object itself, so its token keeps RUN_SCOPES.
+STORE_SCOPES = ("runtime:read", "runtime:invoke")
 TOKEN_TTL_S = 900
 
 
 def run_scopes(principal: Principal) -> list[str]:
-    """The scopes a run of ``principal`` is given (kept in the run's spec at creation)."""
-    return [scope for scope in RUN_SCOPES if principal.has_scope(scope)]
+    """The scopes a run of ``principal`` is given (kept in the run's spec at creation): those of
+    RUN_SCOPES and STORE_SCOPES that ``principal`` has, never more."""
+    return [scope for scope in (*RUN_SCOPES, *STORE_SCOPES) if principal.has_scope(scope)]
 
 
 def run_trace() -> dict[str, Any]:
@@ -119,7 +124,7 @@ class RunCredentials:
         }
         # Called inside the step's span: the step's model and tool calls join the run's trace.
         propagate.inject(out["headers"])
-        scopes = spec.get("scopes")
+        scopes = [scope for scope in spec.get("scopes") or () if scope in RUN_SCOPES]
         if scopes and run.get("owner"):
-            out["token"] = self._token(run, list(scopes), agent)
+            out["token"] = self._token(run, scopes, agent)
         return out

@@ -12,24 +12,46 @@ its own checkpointer (newest first). They seed an in-memory saver; the graph run
 answer is a stream of frames (one per line, ``<type>:<base64>``): the stream items as they come,
 then ``{"done": ..., "ops": [...], "states": [...]}`` with every checkpoint and write the step made,
 in order, for garrison to write into its own checkpointer. Durability stays in garrison's store:
-a sandbox killed mid-step loses nothing that was not already lost with the step.
+a sandbox killed mid-step loses nothing that was not already lost with the step. ``checkpoints``
+may hold one tuple per checkpoint namespace (a subgraph's own, ``node:task_id``), so a subgraph
+that interrupted resumes from its state; its new checkpoints come back in ``ops`` like the root's.
+
+The graph's ``get_store()`` is ``GarrisonStore``: each operation is a call to garrison's LangGraph
+Platform ``/store`` API through the sandbox's egress (``GARRISON_STORE_URL``), which sends the
+session's token, so the store is the run's tenant's, with the run's owner's scopes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import importlib.util
+import json
 import os
 import sys
 import threading
 import traceback
+from collections.abc import Iterable
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+)
 
 SERDE = JsonPlusSerializer()
 ROOT = Path(os.environ.get("GARRISON_AGENT_ROOT") or Path(__file__).resolve().parent / "__garrison_agent__")
@@ -109,12 +131,96 @@ class RecordingSaver(InMemorySaver):
                 self.put_writes({"configurable": own}, writes, task_id)
 
 
+class StoreError(Exception):
+    """garrison's store refused or failed an operation (the graph's error, as in-process)."""
+
+
+class GarrisonStore(BaseStore):
+    """LangGraph's BaseStore on garrison's ``/store`` API, reached through the sandbox's egress.
+
+    Blocking calls (the standard library's http.client: nothing else is certain to be in the
+    template), one connection per operation to the in-sandbox egress listener; ``abatch`` runs them
+    in a worker thread so concurrent steps' graphs do not wait on each other. TTLs are not sent
+    (garrison's store API keeps its own retention).
+    """
+
+    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.base, self.timeout_s = parts.path.rstrip("/"), timeout_s
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, self.base + path, body=data, headers={"content-type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        if resp.status == 404 and method == "GET":
+            return None
+        if resp.status >= 300:
+            try:
+                detail = json.loads(raw).get("detail") or raw.decode(errors="replace")
+            except (ValueError, AttributeError):
+                detail = raw.decode(errors="replace")
+            raise StoreError(f"garrison's store answered {resp.status} to {method} {path.split('?')[0]}: "
+                             f"{str(detail)[:500]}")
+        return json.loads(raw) if raw else None
+
+    @staticmethod
+    def _item(raw: dict[str, Any], search: bool = False) -> Item:
+        fields = {"namespace": tuple(raw["namespace"]), "key": raw["key"], "value": raw["value"],
+                  "created_at": datetime.fromisoformat(raw["created_at"]),
+                  "updated_at": datetime.fromisoformat(raw["updated_at"])}
+        return SearchItem(**fields, score=raw.get("score")) if search else Item(**fields)
+
+    def _one(self, op: Op) -> Result:
+        if isinstance(op, GetOp):
+            found = self._call("GET", "/items?" + urlencode({"namespace": ".".join(op.namespace), "key": op.key}))
+            return self._item(found) if found else None
+        if isinstance(op, PutOp):
+            target = {"namespace": list(op.namespace), "key": op.key}
+            if op.value is None:
+                self._call("DELETE", "/items", target)
+            else:
+                self._call("PUT", "/items", {**target, "value": op.value,
+                                             **({"index": op.index} if op.index is not None else {})})
+            return None
+        if isinstance(op, SearchOp):
+            body = {"namespace_prefix": list(op.namespace_prefix), "filter": op.filter, "limit": op.limit,
+                    "offset": op.offset, "query": op.query}
+            found = self._call("POST", "/items/search", body) or {}
+            return [self._item(i, search=True) for i in found.get("items") or []]
+        if isinstance(op, ListNamespacesOp):
+            body = {"max_depth": op.max_depth, "limit": op.limit, "offset": op.offset}
+            for cond in op.match_conditions or ():
+                body.setdefault(cond.match_type, list(cond.path))  # the API takes one prefix, one suffix
+            found = self._call("POST", "/namespaces", body) or {}
+            return [tuple(n) for n in found.get("namespaces") or []]
+        raise StoreError(f"unknown store operation {type(op).__name__}")
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        return [self._one(op) for op in ops]
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        return await asyncio.to_thread(self.batch, list(ops))
+
+
+STORE_URL = os.environ.get("GARRISON_STORE_URL")
+STORE = GarrisonStore(STORE_URL) if STORE_URL else None
+
+
 async def run(req: dict[str, Any], emit: Any) -> None:
     graph = load(req["ref"])
     saver = RecordingSaver()
     config = req["config"]
     saver.seed(config["configurable"]["thread_id"], req.get("checkpoints") or [])
-    bound = graph.copy(update={"checkpointer": saver})
+    update: dict[str, Any] = {"checkpointer": saver}
+    if STORE is not None:
+        update["store"] = STORE
+    bound = graph.copy(update=update)
     if req["op"] == "history":
         states = [s async for s in bound.aget_state_history(config, filter=req.get("filter"), before=req.get("before"),
                                                             limit=req.get("limit") or 2)]

@@ -77,6 +77,37 @@ def _tuple_in(tup: Any) -> dict[str, Any]:
             "writes": [list(w) for w in tup.pending_writes or []]}
 
 
+async def subgraph_tuples(saver: Any, root: Any, page: int = 16) -> list[Any]:
+    """The latest checkpoint tuple of each subgraph namespace (``node:task_id``, nested with ``|``)
+    that a step from the root checkpoint ``root`` left behind: a subgraph that interrupted (or failed)
+    resumes from it when its task runs again. Only a root checkpoint with pending writes can have any
+    (an interrupted or failed task writes there), so an ordinary step costs no read at all.
+
+    Such checkpoints name ``root`` as their root parent (LangGraph's ``metadata["parents"][""]``) and,
+    made after it, have larger ids: the thread's checkpoints of every namespace are read newest
+    first, a page at a time, down to ``root``.
+    """
+    if not root.pending_writes:
+        return []
+    root_id = root.checkpoint["id"]
+    where = {"configurable": {"thread_id": root.config["configurable"]["thread_id"]}}  # no namespace: all
+    latest: dict[str, Any] = {}
+    before: dict[str, Any] | None = None
+    while True:
+        got = [t async for t in saver.alist(where, before=before, limit=page)]
+        for tup in got:
+            conf = tup.config["configurable"]
+            if conf["checkpoint_id"] <= root_id:
+                return list(latest.values())
+            ns = conf.get("checkpoint_ns") or ""
+            if ns and ns not in latest and (tup.metadata or {}).get("parents", {}).get("") == root_id:
+                latest[ns] = tup
+        if len(got) < page:
+            return list(latest.values())
+        before = {"configurable": {"checkpoint_id": got[-1].config["configurable"]["checkpoint_id"]}}
+        page *= 2
+
+
 def _item(raw: Any) -> tuple[Any, ...]:
     """A stream item as LangGraph yields it (the wire made its tuples lists)."""
     item = tuple(raw)
@@ -163,9 +194,10 @@ class SandboxedGraph:
                       interrupt_after: Any = "*", subgraphs: bool = False,
                       context: Any = None) -> AsyncIterator[Any]:
         tup = await self.saver.aget_tuple(config)
+        tuples = [tup, *await subgraph_tuples(self.saver, tup)] if tup is not None else []
         request = {"op": "step", "ref": self.ref, "config": config, "input": graph_input,
                    "stream_mode": stream_mode, "subgraphs": subgraphs, "context": context,
-                   "checkpoints": [_tuple_in(tup)] if tup is not None else []}
+                   "checkpoints": [_tuple_in(t) for t in tuples]}
         async for item in self._run(request):
             if item[0] != "__done__":
                 yield item
@@ -259,16 +291,16 @@ class StepIsolation:
                            thread: dict[str, Any]) -> SandboxedGraph | None:
         """For the threads API: reading or updating a sandboxed version's thread state imports its
         graph in the thread's sandbox, never here."""
-        from garrison.runtime.attribution import RUN_SCOPES
         from garrison.runtime.sessions import manager
 
         descriptor = await self.descriptor(assistant["agent_id"], number)
         if descriptor.get("isolation") != "sandbox":
             return None
         agent = await self.service.runs.credentials.agent_name(assistant["agent_id"])
-        # The thread's owner already passed the API's checks; the sandbox gets the thread's session.
+        # The thread's owner already passed the API's checks; the sandbox gets the thread's session. No
+        # scopes named: an open session keeps its run's, a new one gets SESSION_SCOPES until a run comes.
         run = {"tenant_id": tenant_id, "thread_id": thread["thread_id"], "owner": thread.get("owner"),
-               "spec": {"agent_id": assistant["agent_id"], "version": number, "scopes": list(RUN_SCOPES)}}
+               "spec": {"agent_id": assistant["agent_id"], "version": number}}
         sessions = manager(self.service)
         sess = await sessions.graph_session(run, agent)
         return SandboxedGraph(sessions, sess, self.service.state.saver(tenant_id), ref)

@@ -44,6 +44,7 @@ from garrison.runtime.attribution import traceparent_of
 from garrison.runtime.deploy_sandbox import RUNNER_FILE
 from garrison.runtime.deps import AGENT_DIR, IN_SANDBOX
 from garrison.sandbox.relay import (
+    EGRESS_PREFIXES,
     EgressPump,
     EgressRequest,
     Relay,
@@ -59,6 +60,9 @@ log = logging.getLogger("garrison.runtime.sessions")
 SESSION_HEADER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 SESSION_NAMESPACE = uuid.UUID("0b9e4d4c-5d53-4a52-9d0c-7f3b8f6c2a11")
 SESSION_SCOPES = ("llm:invoke", "tools:call")
+# A sandboxed LangGraph graph also reaches garrison's long-term store (LangGraph Platform /store API),
+# with its run's store scopes (runtime:read, runtime:invoke) where the run's owner has them.
+GRAPH_EGRESS_PREFIXES = (*EGRESS_PREFIXES, "/store/")
 # Workspace file an AgentCore agent keeps its session state in (restored into a fresh sandbox).
 STATE_FILE = "/workspace/.garrison/session-state"
 STATE_CHANNEL = "agentcore_session_state"
@@ -314,13 +318,16 @@ class SessionManager:
         self.ensure_reaper()
         spec = run["spec"]
         key = (run["tenant_id"], agent, f"v{spec['version']}", run["thread_id"])
+        scopes = tuple(spec["scopes"]) if spec.get("scopes") is not None else None
         sess = self.sessions.get(key)
         if sess is None:
-            scopes = spec.get("scopes")
             sess = self.sessions.setdefault(key, Session(
                 run["tenant_id"], agent, key[2], run["thread_id"], run.get("owner") or "", spec["agent_id"],
-                version=int(spec["version"]),
-                scopes=tuple(scopes) if scopes is not None else SESSION_SCOPES))
+                version=int(spec["version"]), scopes=scopes if scopes is not None else SESSION_SCOPES))
+        elif scopes is not None and scopes != sess.scopes:
+            # A run of the thread whose owner's scopes changed (or that opened after a state read, which
+            # names none): the session's token carries this run's scopes from now on, never more.
+            sess.scopes, sess.token_expires = scopes, 0.0
         if not sess.alive():
             async with sess.lock:
                 if not sess.alive():
@@ -383,15 +390,16 @@ class SessionManager:
         sess.sandboxes_started += 1
         sess.ended_reason = None
         try:
+            sess.kind = descriptor.get("kind") or "agentcore"
             sess.pump = EgressPump(sbx.runtime.conn, self._forwarder(sess, app))
             egress = sess.egress_port = await sess.pump.start(s.egress_port)
             env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{egress}/v1", "OPENAI_API_KEY": self.current_token(sess),
                    "GARRISON_MCP_URL": f"http://127.0.0.1:{egress}/mcp/", "PORT": str(s.agent_port),
                    "GARRISON_AGENT": sess.agent, "GARRISON_SESSION_ID": sess.session_id}
-            sess.kind = descriptor.get("kind") or "agentcore"
             if sess.kind == "langgraph":  # runtime/sandbox_runner.py serves the graph's steps
                 script = f"{IN_SANDBOX}/{RUNNER_FILE}"
                 env["GARRISON_AGENT_ROOT"] = f"{IN_SANDBOX}/{AGENT_DIR}"
+                env["GARRISON_STORE_URL"] = f"http://127.0.0.1:{egress}/store"  # the graph's get_store()
             else:
                 script = f"{IN_SANDBOX}/{AGENT_DIR}/{descriptor.get('entrypoint') or 'main.py'}"
                 env["GARRISON_SESSION_STATE"] = STATE_FILE
@@ -411,7 +419,8 @@ class SessionManager:
 
     def _forwarder(self, sess: Session, app: Any) -> Any:
         """garrison_forwarder, with garrison (not the sandbox) naming the agent and version each call is for."""
-        forward = garrison_forwarder(app, lambda: self.current_token(sess))
+        prefixes = GRAPH_EGRESS_PREFIXES if sess.kind == "langgraph" else EGRESS_PREFIXES
+        forward = garrison_forwarder(app, lambda: self.current_token(sess), prefixes)
         named = [("x-garrison-agent", sess.agent), ("x-garrison-agent-version", str(sess.version))]
 
         async def attributed(req: EgressRequest) -> RelayResponse:

@@ -215,15 +215,15 @@ def text_response(status: int, detail: str) -> RelayResponse:
     return RelayResponse(status, [("content-type", "application/problem+json")], _once(body))
 
 
-def egress_path_allowed(path: str) -> bool:
-    """Only garrison's model and tool gateways: ``/v1/*`` and ``/mcp/*``, after decoding and
-    normalising the path, so ``/v1/../api`` or ``/v1/%2e%2e/api`` cannot reach anything else."""
+def egress_path_allowed(path: str, prefixes: tuple[str, ...] = EGRESS_PREFIXES) -> bool:
+    """Only garrison's model and tool gateways: ``/v1/*`` and ``/mcp/*`` (or ``prefixes``), after
+    decoding and normalising the path, so ``/v1/../api`` or ``/v1/%2e%2e/api`` cannot reach anything else."""
     raw = path.split("?", 1)[0]
     decoded = unquote(raw)
     if "\\" in decoded or "\x00" in decoded or "%" in decoded:  # double encoding is refused outright
         return False
     normal = posixpath.normpath(decoded) + ("/" if decoded.endswith("/") else "")
-    return normal == decoded and any(normal.startswith(p) for p in EGRESS_PREFIXES)
+    return normal == decoded and any(normal.startswith(p) for p in prefixes)
 
 
 async def asgi_request(app: Any, method: str, path: str, headers: list[tuple[str, str]],
@@ -285,13 +285,14 @@ async def asgi_request(app: Any, method: str, path: str, headers: list[tuple[str
     return RelayResponse(int(start["status"]), out_headers, chunks())
 
 
-def garrison_forwarder(app: Any, token: Callable[[], str]) -> EgressHandler:
-    """An egress handler that reaches garrison's own API only (``/v1/*``, ``/mcp/*``), with the
-    session's token in place of whatever Authorization the sandbox sent; else 403."""
+def garrison_forwarder(app: Any, token: Callable[[], str],
+                       prefixes: tuple[str, ...] = EGRESS_PREFIXES) -> EgressHandler:
+    """An egress handler that reaches garrison's own API only (``/v1/*``, ``/mcp/*``, or ``prefixes``),
+    with the session's token in place of whatever Authorization the sandbox sent; else 403."""
 
     async def forward(req: EgressRequest) -> RelayResponse:
-        if not egress_path_allowed(req.path):
-            return text_response(403, f"the sandbox may reach only garrison's {' and '.join(EGRESS_PREFIXES)} "
+        if not egress_path_allowed(req.path, prefixes):
+            return text_response(403, f"the sandbox may reach only garrison's {' and '.join(prefixes)} "
                                       f"paths, not {req.path[:200]!r}")
         headers = [(k, v) for k, v in req.headers if k.lower() not in ("authorization", "cookie", "x-api-key")]
         headers.append(("authorization", f"Bearer {token()}"))
