@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from garrison.core.inputs import DbText
 from garrison.gpus.model import PriorityClass, Topology
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -25,8 +26,8 @@ class ServeIn(_In):
 
 
 class WorkloadIn(_In):
-    queue: str = Field(min_length=1, max_length=63, description="Leaf queue of the caller's tenant.")
-    name: str = Field("", max_length=200)
+    queue: DbText = Field(min_length=1, max_length=63, description="Leaf queue of the caller's tenant.")
+    name: DbText = Field("", max_length=200)
     priority_class: PriorityClass = PriorityClass.batch
     gpus: int = Field(0, ge=0, le=1024, description="Whole GPUs per member (on one node).")
     fraction: float = Field(0.0, ge=0, le=1024, allow_inf_nan=False, description="Share of one GPU per member.")
@@ -36,7 +37,7 @@ class WorkloadIn(_In):
     min_runtime_s: float = Field(0.0, ge=0, le=7 * 24 * 3600, allow_inf_nan=False)
     topology: Topology = Topology.any
     topology_required: bool = False
-    command: list[str] | None = Field(None, min_length=1, max_length=256,
+    command: list[DbText] | None = Field(None, min_length=1, max_length=256,
                                       description="Run by the local launcher (operator, launcher enabled).")
     serve: ServeIn | None = None
 
@@ -84,13 +85,13 @@ class FinishIn(_In):
 
 class QueueIn(_In):
     name: str = Field(pattern=NAME, max_length=63)
-    parent: str | None = Field(None, max_length=63)
-    tenant: str | None = Field(None, max_length=128, description="Tenant id or name; root queues only.")
+    parent: DbText | None = Field(None, max_length=63)
+    tenant: DbText | None = Field(None, max_length=128, description="Tenant id or name; root queues only.")
     quota: float = Field(0.0, ge=0, le=1_000_000, allow_inf_nan=False)
     over_quota_weight: float = Field(1.0, ge=0, le=1_000_000, allow_inf_nan=False)
     limit: float = Field(-1.0, ge=-1, le=1_000_000, allow_inf_nan=False, description="-1: no limit.")
     priority: int = Field(100, ge=-1000, le=1000)
-    display_name: str = Field("", max_length=200)
+    display_name: DbText = Field("", max_length=200)
 
 
 class QueuesIn(_In):
@@ -118,10 +119,10 @@ class QueuesOut(BaseModel):
 
 
 class NodeIn(_In):
-    name: str = Field(min_length=1, max_length=128)
+    name: DbText = Field(min_length=1, max_length=128)
     gpus: int = Field(ge=1, le=64)
     memory_mib: int = Field(ge=1, le=10_000_000)
-    model: str = Field("unknown", max_length=128)
+    model: DbText = Field("unknown", max_length=128)
     nvlink_groups: list[list[int]] | None = Field(None, max_length=64)
     unhealthy: list[int] = Field(default_factory=list, max_length=64)
     mig: bool = False

@@ -99,3 +99,12 @@ async def test_pagination_and_bad_cursor(client: httpx.AsyncClient, cluster: dic
     assert (await client.get("/api/gpus/workloads", params={"limit": 100000})).status_code == 422
     r = await client.put("/api/gpus/queues", json={"queues": [{"name": "other", "tenant": "default"}]})
     assert r.status_code == 400 and "still has" in r.json()["detail"]  # its live work would be orphaned
+
+
+async def test_text_the_database_cannot_hold_is_422_naming_the_field(client: httpx.AsyncClient, cluster: dict) -> None:
+    # A NUL in a workload's name (or a queue's display name) reached PostgreSQL's INSERT: a 500 there.
+    r = await submit(client, queue="ops-a", gpus=1, name="train\x00")
+    assert r.status_code == 422 and "name" in r.text, r.text
+    r = await client.put("/api/gpus/queues", json={"queues": [{"name": "q", "display_name": "Q\x00"}]})
+    assert r.status_code == 422 and "display_name" in r.text, r.text
+    assert (await client.get("/api/gpus/workloads")).json()["items"] == []
