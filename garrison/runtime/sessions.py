@@ -5,8 +5,9 @@ main.py, or any server on port 8080) starts inside the sandbox as a background p
 invocations reach it as ``POST /invocations`` and ``GET /ping`` through the relay (the sandbox
 has no network), with the session id header. Its only way out is garrison: ``OPENAI_BASE_URL``
 and ``GARRISON_MCP_URL`` point at the in-sandbox egress listener, which forwards ``/v1/*`` and
-``/mcp/*`` to garrison's own API with a short-lived token scoped to ``llm:invoke`` and
-``tools:call`` for the session's tenant (re-minted before it expires).
+``/mcp/*`` (and, for a LangGraph graph's session, ``/store/*``) to garrison's own API with a
+short-lived token scoped to ``llm:invoke`` and ``tools:call`` (a graph's: its run's scopes) for the
+session's tenant (re-minted before it expires).
 
 A session is sticky for its life: it ends after ``idle_timeout_s`` without an invocation
 (unless its /ping says ``HealthyBusy``) or at ``max_lifetime_s``. A sandbox killed under a
