@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
+from garrison.core.inputs import DbText
+
 
 class ExporterIn(BaseModel):
-    endpoint: str = Field(max_length=1024, description="OTLP/HTTP traces URL, e.g. http://phoenix:6006/v1/traces")
-    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
+    endpoint: DbText = Field(max_length=1024, description="OTLP/HTTP traces URL, e.g. http://phoenix:6006/v1/traces")
+    headers: dict[DbText, DbText] = Field(default_factory=dict, max_length=32)
     enabled: bool = True
     include_content: bool = Field(
         default=False,

@@ -184,6 +184,9 @@ async def test_exporter_api_validates_and_audits(client: httpx.AsyncClient, plat
     bad = await client.put("/api/telemetry/exporter", json={"endpoint": "http://x/v1/traces",
                                                             "headers": {"bad name": "v"}})
     assert bad.status_code == 422
+    for body in ({"endpoint": "http://x\x00/v1/traces"}, {"endpoint": "http://x/v1/traces", "headers": {"k": "v\x00"}}):
+        bad = await client.put("/api/telemetry/exporter", json=body)  # PostgreSQL text cannot hold NUL
+        assert bad.status_code == 422, bad.text
     ok = await client.put("/api/telemetry/exporter", json={"endpoint": "http://127.0.0.1:9/v1/traces",
                                                            "headers": {"x-api-key": "secret"}, "enabled": False})
     assert ok.status_code == 200 and ok.json() == {"endpoint": "http://127.0.0.1:9/v1/traces", "enabled": False,
