@@ -9,6 +9,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, Field
 
+from garrison.core.inputs import DbText
+
 OFFICIAL_META = "io.modelcontextprotocol.registry/official"
 GARRISON_META = "dev.garrison/registry"
 
@@ -17,7 +19,7 @@ Status = Literal["active", "deprecated", "deleted"]
 
 class StatusIn(BaseModel):
     status: Status
-    statusMessage: str | None = Field(default=None, max_length=1000)
+    statusMessage: DbText | None = Field(default=None, max_length=1000)
 
 
 @dataclass(slots=True)

@@ -114,6 +114,9 @@ async def test_status_changes_hide_deleted_and_updated_since_sees_them(client):
     before = (await client.get("/v0.1/servers")).json()["servers"][0]
     since = official(before)["updatedAt"]
     name = enc("com.example/weather")
+    r = await client.patch(f"/v0.1/servers/{name}/versions/1.1.0/status",  # PostgreSQL text cannot hold NUL
+                           json={"status": "deprecated", "statusMessage": "use\x002.x"})
+    assert r.status_code == 422 and "statusMessage" in r.text, r.text
     r = await client.patch(f"/v0.1/servers/{name}/versions/1.1.0/status",
                            json={"status": "deprecated", "statusMessage": "use 2.x"})
     assert r.status_code == 200
