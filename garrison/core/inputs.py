@@ -1,14 +1,16 @@
 """What a request may carry into the database, as types every layer's wire models share.
 
 PostgreSQL text cannot hold NUL, UTF-8 cannot encode an unpaired surrogate (json.loads
-accepts "\\ud800"), and integer columns are 32-bit (``Integer``) or 64-bit (``BigInteger``);
-SQLite raises OverflowError past 64 bits. Each of these reached a query as a 500 before;
-with these it is a 4xx that names the field. Use them on every string and integer of an
-input model that is stored or used in a query.
+accepts "\\ud800"), a time must stay within years 1-9999 in UTC to be read back, and
+integer columns are 32-bit (``Integer``) or 64-bit (``BigInteger``); SQLite raises
+OverflowError past 64 bits. Each of these reached a query as a 500 before; with these it
+is a 4xx that names the field. Use them on every string, time and integer of an input
+model that is stored or used in a query.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -54,8 +56,22 @@ def check_storable(value: Any, what: str) -> None:
         raise BadRequest(f"{what} {exc}") from None
 
 
+def storable_time(value: datetime) -> datetime:
+    """``value`` in UTC (naive means UTC) if it is within years 1-9999 there; ValueError if not.
+    0001-01-01T00:00:00+23:59 is year 0 in UTC: PostgreSQL stores it, then every read of the
+    row fails ("timestamp too small"), so one bad write broke the table's readers for good."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be between 0001-01-01 and 9999-12-31 in UTC") from None
+
+
 # A string both databases can store. Combine with Field(max_length=...) as usual. (Integers
 # take Field(le=INT32_MAX) or le=INT64_MAX: an Annotated bound would lose to the field's own ge.)
 DbText = Annotated[str, AfterValidator(storable)]
 # Any JSON (dict, list, ...) whose strings both databases can store.
 DbJson = AfterValidator(storable_json)
+# A time both databases and Python can store and read back, as UTC.
+DbTime = Annotated[datetime, AfterValidator(storable_time)]

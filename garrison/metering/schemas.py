@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from garrison.core.inputs import DbText
+from garrison.core.inputs import DbText, DbTime
 
 
 class BudgetIn(BaseModel):
@@ -44,7 +44,7 @@ class PriceIn(BaseModel):
     cached_input_per_mtok: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=10)
     gpu_second_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=10,
                                            description="USD per GPU-second of request time")
-    valid_from: datetime | None = None
+    valid_from: DbTime | None = None
 
 
 class PriceOut(BaseModel):

@@ -44,3 +44,19 @@ def test_storable_json_is_the_same_check_for_nested_values() -> None:
     for bad in ({"a\x00": 1}, [{"b": "\ud800"}]):
         with pytest.raises(ValueError):
             storable_json(bad)
+
+
+def test_times_are_utc_and_within_what_can_be_read_back() -> None:
+    from datetime import UTC, datetime
+
+    from garrison.core.inputs import DbTime
+
+    class _T(BaseModel):
+        at: DbTime
+
+    assert _T(at="2026-01-01T01:00:00+01:00").at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert _T(at="2026-01-01T00:00:00").at == datetime(2026, 1, 1, tzinfo=UTC)  # naive is UTC
+    for bad in ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"):
+        with pytest.raises(ValidationError) as exc:
+            _T(at=bad)
+        assert exc.value.errors()[0]["loc"] == ("at",)

@@ -14,3 +14,16 @@ async def test_budget_and_price_text_with_nul_is_422_naming_the_field(client):
     assert (await client.get("/api/metering/budgets")).json() == []
     r = await client.post("/api/metering/budgets", json={"scope": "key", "scope_id": "k\u00e9", "limit_usd": "1"})
     assert r.status_code == 201, r.text  # ordinary non-ASCII text is fine
+
+
+async def test_price_valid_from_outside_years_1_to_9999_in_utc_is_422(client):
+    # Found by probing on PostgreSQL: year 0 in UTC was stored, then every read of the prices
+    # failed ("timestamp too small"), later price writes included.
+    for at in ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"):
+        r = await client.post("/api/metering/prices", json={"model": "m", "input_per_mtok": "1",
+                                                            "output_per_mtok": "1", "valid_from": at})
+        assert r.status_code == 422 and "valid_from" in r.text, r.text
+    r = await client.post("/api/metering/prices", json={"model": "m", "input_per_mtok": "1", "output_per_mtok": "1",
+                                                        "valid_from": "2026-01-01T02:00:00+02:00"})
+    assert r.status_code == 201 and r.json()["valid_from"].startswith("2026-01-01T00:00:00"), r.text
+    assert (await client.get("/api/metering/prices")).status_code == 200
