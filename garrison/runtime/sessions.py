@@ -7,7 +7,8 @@ has no network), with the session id header. Its only way out is garrison: ``OPE
 and ``GARRISON_MCP_URL`` point at the in-sandbox egress listener, which forwards ``/v1/*`` and
 ``/mcp/*`` (and, for a LangGraph graph's session, ``/store/*``) to garrison's own API with a
 short-lived token scoped to ``llm:invoke`` and ``tools:call`` (a graph's: its run's scopes) for the
-session's tenant (re-minted before it expires).
+session's tenant (re-minted before it expires). ``/store/*`` gets a token of its own, with the run's
+store scopes only, that never enters the sandbox.
 
 A session is sticky for its life: it ends after ``idle_timeout_s`` without an invocation
 (unless its /ping says ``HealthyBusy``) or at ``max_lifetime_s``. A sandbox killed under a
@@ -41,17 +42,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from garrison.core.clock import utcnow
 from garrison.core.errors import Conflict, NotFound, Problem, ServiceUnavailable
 from garrison.core.principal import Principal
-from garrison.runtime.attribution import traceparent_of
+from garrison.runtime.attribution import STORE_SCOPES, traceparent_of
 from garrison.runtime.deploy_sandbox import RUNNER_FILE
 from garrison.runtime.deps import AGENT_DIR, IN_SANDBOX
 from garrison.sandbox.relay import (
-    EGRESS_PREFIXES,
     EgressPump,
     EgressRequest,
     Relay,
     RelayError,
     RelayResponse,
+    egress_path_allowed,
     garrison_forwarder,
+    text_response,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ SESSION_NAMESPACE = uuid.UUID("0b9e4d4c-5d53-4a52-9d0c-7f3b8f6c2a11")
 SESSION_SCOPES = ("llm:invoke", "tools:call")
 # A sandboxed LangGraph graph also reaches garrison's long-term store (LangGraph Platform /store API),
 # with its run's store scopes (runtime:read, runtime:invoke) where the run's owner has them.
-GRAPH_EGRESS_PREFIXES = (*EGRESS_PREFIXES, "/store/")
+STORE_PREFIXES = ("/store/",)
 # Workspace file an AgentCore agent keeps its session state in (restored into a fresh sandbox).
 STATE_FILE = "/workspace/.garrison/session-state"
 STATE_CHANNEL = "agentcore_session_state"
@@ -120,8 +122,10 @@ class Session:
     sandboxes_started: int = 0
     ended_reason: str | None = None
     last_sandbox: dict[str, Any] | None = None
-    token: str = ""
+    token: str = ""  # the one the sandbox sees (OPENAI_API_KEY): never a store scope
     token_expires: float = 0.0
+    store_token: str = ""  # the one the egress sends to /store: the store scopes only
+    store_token_expires: float = 0.0
     scopes: tuple[str, ...] = SESSION_SCOPES
     egress_port: int = 0
     thread_id: str = ""  # the session's thread: its owner, and the checkpoints of its state
@@ -328,7 +332,7 @@ class SessionManager:
         elif scopes is not None and scopes != sess.scopes:
             # A run of the thread whose owner's scopes changed (or that opened after a state read, which
             # names none): the session's token carries this run's scopes from now on, never more.
-            sess.scopes, sess.token_expires = scopes, 0.0
+            sess.scopes, sess.token_expires, sess.store_token_expires = scopes, 0.0, 0.0
         if not sess.alive():
             async with sess.lock:
                 if not sess.alive():
@@ -346,17 +350,28 @@ class SessionManager:
         return Principal(id=f"runtime/{sess.agent}", tenant_id=sess.tenant_id, kind="service",
                          scopes=frozenset({"sandbox:create", "sandbox:delete"}), name=f"agent {sess.agent} sessions")
 
-    def current_token(self, sess: Session) -> str:
-        """The session's token, re-minted when under a fifth of its life is left."""
-        if time.time() > sess.token_expires - self.settings.token_ttl_s / 5:
+    def current_token(self, sess: Session, store: bool = False) -> str:
+        """The session's token (``store``: the one for /store), re-minted when under a fifth of its life
+        is left; "" where the session has none of its scopes.
+
+        The sandbox's own token (its environment, the graph's config) never carries a store scope, so a
+        graph that leaks it leaks no more than model and tool calls; the egress alone holds the other."""
+        scopes = [scope for scope in sess.scopes if (scope in STORE_SCOPES) == store]
+        if store and not scopes:
+            return ""
+        expires = sess.store_token_expires if store else sess.token_expires
+        if time.time() > expires - self.settings.token_ttl_s / 5:
             identity = self.platform.identity
             ttl = min(self.settings.token_ttl_s, identity.token_max_ttl_s)
             minter = Principal(id=sess.owner, tenant_id=sess.tenant_id, kind="agent",
-                               scopes=frozenset(sess.scopes), name=f"agent {sess.agent}")
-            minted = identity.mint_token(minter, scopes=list(sess.scopes), ttl_s=ttl,
+                               scopes=frozenset(scopes), name=f"agent {sess.agent}")
+            minted = identity.mint_token(minter, scopes=scopes, ttl_s=ttl,
                                          session_id=sess.session_id[:256], name=f"agent {sess.agent}")
-            sess.token, sess.token_expires = minted["token"], time.time() + ttl
-        return sess.token
+            if store:
+                sess.store_token, sess.store_token_expires = minted["token"], time.time() + ttl
+            else:
+                sess.token, sess.token_expires = minted["token"], time.time() + ttl
+        return sess.store_token if store else sess.token
 
     async def _start(self, sess: Session, app: Any, agent_id: str) -> None:
         from garrison.sandbox.schemas import CreateIn, LimitsIn
@@ -420,14 +435,20 @@ class SessionManager:
 
     def _forwarder(self, sess: Session, app: Any) -> Any:
         """garrison_forwarder, with garrison (not the sandbox) naming the agent and version each call is for."""
-        prefixes = GRAPH_EGRESS_PREFIXES if sess.kind == "langgraph" else EGRESS_PREFIXES
-        forward = garrison_forwarder(app, lambda: self.current_token(sess), prefixes)
+        forward = garrison_forwarder(app, lambda: self.current_token(sess))
+        # A graph's get_store() (runtime/sandbox_runner.py): /store/* with the store token, which only garrison holds.
+        store = garrison_forwarder(app, lambda: self.current_token(sess, store=True), STORE_PREFIXES)
         named = [("x-garrison-agent", sess.agent), ("x-garrison-agent-version", str(sess.version))]
 
         async def attributed(req: EgressRequest) -> RelayResponse:
             req.headers = [(k, v) for k, v in req.headers if k.lower() not in ATTRIBUTION_HEADERS] + named
             if sess.active and sess.traceparent and not any(k.lower() == "traceparent" for k, _ in req.headers):
                 req.headers.append(("traceparent", sess.traceparent))
+            if sess.kind == "langgraph" and egress_path_allowed(req.path, STORE_PREFIXES):
+                if not self.current_token(sess, store=True):
+                    return text_response(403, "this run may not use garrison's store: whoever created it has "
+                                              "neither runtime:read nor runtime:invoke")
+                return await store(req)
             return await forward(req)
 
         return attributed

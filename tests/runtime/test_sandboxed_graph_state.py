@@ -12,7 +12,7 @@ import pytest
 
 from garrison.core.principal import Principal
 from garrison.runtime.attribution import RUN_SCOPES, run_scopes
-from garrison.runtime.sessions import manager
+from garrison.runtime.sessions import Session, manager
 from runtime.helpers import deploy
 from runtime.test_sessions import deps_cache  # noqa: F401 (fixture)
 from tests.sandbox.helpers import make_backend
@@ -59,9 +59,26 @@ async def test_get_store_in_the_sandbox_is_garrisons_store_across_threads(bwrap_
     r = await client.get("/store/items", params={"namespace": "memories.ada", "key": "k1"})
     assert r.status_code == 404, r.text
 
-    # The session token carries the run's store scopes, and the egress lets /store (and only that more) through.
+    # The run's store scopes went to the store token that only the egress holds, never to the sandbox's own.
     sess = _session(platform, second)
     assert {"runtime:read", "runtime:invoke"} <= set(sess.scopes)
+    visible = await platform.identity.authenticate(sess.token)
+    assert not visible.has_scope("runtime:read") and not visible.has_scope("runtime:invoke")
+
+
+async def test_store_scopes_go_only_to_the_egress_token(platform):
+    sessions = manager(platform.services["runtime"])
+    tenant = platform.identity.default_tenant_id
+    sess = Session(tenant, "graph", "v1", "t" * 40, owner="alice",
+                   scopes=("llm:invoke", "runtime:read", "runtime:invoke"), kind="langgraph")
+    visible = await platform.identity.authenticate(sessions.current_token(sess))
+    assert visible.scopes == frozenset({"llm:invoke"})
+    store = await platform.identity.authenticate(sessions.current_token(sess, store=True))
+    assert store.scopes == frozenset({"runtime:read", "runtime:invoke"}) and store.id == "alice"
+    assert store.tenant_id == tenant and store.session_id == "t" * 40
+    sess.scopes = ("llm:invoke",)  # a run whose creator has no store scope: no store token at all
+    sess.store_token_expires = 0.0
+    assert sessions.current_token(sess, store=True) == ""
 
 
 def test_runs_get_only_the_store_scopes_their_owner_has():
