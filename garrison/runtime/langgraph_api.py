@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, Header, Response
 from fastapi.responses import StreamingResponse
 
 from garrison.core.errors import BadRequest
+from garrison.core.inputs import check_storable
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
@@ -63,12 +64,14 @@ def _check_texts(body: dict[str, Any]) -> None:
         value = body.get(key)
         if value is not None and (not isinstance(value, str) or len(value) > 4096):
             raise BadRequest(f"{key} must be a string of at most 4096 characters")
+        check_storable(value, key)  # PostgreSQL text cannot hold NUL
 
 
 def _graph_filter(body: dict[str, Any]) -> str | None:
     graph_id = body.get("graph_id")
     if graph_id is not None and not isinstance(graph_id, str):
         raise BadRequest("graph_id must be a string")
+    check_storable(graph_id, "graph_id")  # compared in SQL: a NUL was a 500 on PostgreSQL
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("metadata must be an object")
