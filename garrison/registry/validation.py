@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema_rs
 
 from garrison.core.errors import BadRequest, ValidationFailed
+from garrison.core.inputs import check_storable
 from garrison.registry.versions import check_version
 
 SCHEMA_PATH = Path(__file__).with_name("server.schema.json")
@@ -57,4 +58,5 @@ def validate_server_json(doc: Any) -> dict[str, Any]:
         )
     check_name(doc["name"])
     check_version(doc["version"])
+    check_storable(doc, "server.json")  # stored as text: PostgreSQL cannot hold a NUL
     return doc

@@ -230,3 +230,11 @@ async def test_bad_bodies(client):
     huge = server(_meta={"io.modelcontextprotocol.registry/publisher-provided": {"blob": "x" * 300_000}})
     r = await client.post("/v0.1/publish", json=huge)
     assert r.status_code == 413
+
+
+async def test_server_json_with_nul_is_a_400_not_a_database_error(client):
+    # Found by probing on PostgreSQL: a NUL in description reached the INSERT (500 there).
+    for extra in ({"description": "a\x00"}, {"title": "t\x00"}, {"_meta": {"k": ["\x00"]}}):
+        r = await client.post("/v0.1/publish", json=server(name="com.example/nul", **extra))
+        assert r.status_code == 400 and "server.json" in r.text, (extra, r.status_code, r.text)
+    assert (await client.get("/v0.1/servers")).json()["servers"] == []
