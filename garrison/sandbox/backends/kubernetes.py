@@ -1,8 +1,9 @@
 """Kubernetes agent-sandbox manifests (``specs/agent-sandbox/``): SandboxTemplate,
 SandboxWarmPool and SandboxClaim with a gVisor or Kata RuntimeClass.
 
-This module renders the manifests (validated against the CRD schemas in tests); it does
-not yet apply them to a cluster or run sandboxes there (see docs/sandbox.md).
+This module renders the manifests (validated against the CRD schemas in tests);
+``kube_client`` applies them to a cluster. Running sandboxes there is not wired in yet
+(see docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ API_EXT = "extensions.agents.x-k8s.io/v1beta1"
 AGENT_COMMAND = ["/usr/bin/python3", "-I", "-S", "-u", "/opt/garrison/agent.py"]
 
 
-def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: str = "gvisor",
-                     memory_mib: int = 512, cpus: float = 1.0, workspace_mib: int = 512) -> dict[str, Any]:
+def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: str | None = "gvisor",
+                     memory_mib: int = 512, cpus: float = 1.0, workspace_mib: int = 512,
+                     command: list[str] | None = None) -> dict[str, Any]:
     """A pod shaped like a local sandbox: uid 1000, no capabilities, read-only root,
-    in-memory /workspace and /tmp, no service account token, no network (deny-all policy)."""
+    in-memory /workspace and /tmp, no service account token, no network (deny-all policy).
+
+    ``runtime_class=None`` leaves the cluster's default runtime (for clusters without
+    gVisor/Kata, e.g. a test cluster); ``command`` replaces the agent for such tests."""
     container = {
         "name": "sandbox",
         "image": image,
-        "command": AGENT_COMMAND,
+        "command": list(command or AGENT_COMMAND),
         "stdin": True,
         "workingDir": "/workspace",
         "resources": {"limits": {"memory": f"{memory_mib}Mi", "cpu": f"{int(cpus * 1000)}m",
@@ -41,7 +46,7 @@ def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: st
             "podTemplate": {
                 "metadata": {"labels": {"garrison.dev/sandbox-template": name}},
                 "spec": {
-                    "runtimeClassName": runtime_class,
+                    **({"runtimeClassName": runtime_class} if runtime_class else {}),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "hostNetwork": False, "hostPID": False, "hostIPC": False,
