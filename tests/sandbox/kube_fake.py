@@ -32,7 +32,8 @@ from cryptography.x509.oid import NameOID
 from tests.sandbox.test_kubernetes import validate
 
 CRD_GROUP = "extensions.agents.x-k8s.io"
-PLURALS = {"sandboxtemplates": "SandboxTemplate", "sandboxwarmpools": "SandboxWarmPool",
+CORE_GROUP = "agents.x-k8s.io"
+PLURALS = {"sandboxes": "Sandbox", "sandboxtemplates": "SandboxTemplate", "sandboxwarmpools": "SandboxWarmPool",
            "sandboxclaims": "SandboxClaim", "runtimeclasses": "RuntimeClass", "namespaces": "Namespace"}
 
 
@@ -140,7 +141,8 @@ class FakeKubeAPI:
         if parts == ["version"]:
             return web.json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake"})
         if parts[:1] == ["apis"] and len(parts) == 3:
-            if f"{parts[1]}/{parts[2]}" in (f"{CRD_GROUP}/v1beta1", f"{CRD_GROUP}/v1alpha1", "node.k8s.io/v1"):
+            if f"{parts[1]}/{parts[2]}" in (f"{CRD_GROUP}/v1beta1", f"{CRD_GROUP}/v1alpha1", f"{CORE_GROUP}/v1beta1",
+                                            "node.k8s.io/v1"):
                 return web.json_response({"kind": "APIResourceList", "groupVersion": f"{parts[1]}/{parts[2]}",
                                           "resources": []})
             return status(404, "NotFound", "the server could not find the requested resource")
@@ -223,9 +225,14 @@ class FakeKubeAPI:
         template = pool and self.objects.get(("sandboxtemplates", ns, pool["spec"]["sandboxTemplateRef"]["name"]))
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if pool and template:
+            name = f"{pool['metadata']['name']}-{uuid.uuid4().hex[:5]}"
+            sandbox = {"apiVersion": f"{CORE_GROUP}/v1beta1", "kind": "Sandbox",
+                       "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4())},
+                       "spec": {"podTemplate": template["spec"]["podTemplate"]}}
+            validate(sandbox)
+            self.objects[("sandboxes", ns, name)] = sandbox
             cond = {"type": "Ready", "status": "True", "reason": "SandboxReady", "message": "", "lastTransitionTime": now}
-            new_status = {"conditions": [cond], "sandbox": {"name": f"{pool['metadata']['name']}-{uuid.uuid4().hex[:5]}",
-                                                            "podIPs": ["10.244.0.7"]}}
+            new_status = {"conditions": [cond], "sandbox": {"name": name, "podIPs": ["10.244.0.7"]}}
         else:
             new_status = {"conditions": [{"type": "Ready", "status": "False", "reason": "WarmPoolNotFound",
                                           "message": "the claim's warm pool or its template does not exist",
@@ -245,9 +252,10 @@ def _route(parts: list[str]) -> tuple[str, str, str, str] | None:
         return "v1", "namespaces", "", parts[3]
     if parts[:3] == ["apis", "node.k8s.io", "v1"] and len(parts) == 5 and parts[3] == "runtimeclasses":
         return "node.k8s.io/v1", "runtimeclasses", "", parts[4]
-    if (parts[:2] == ["apis", CRD_GROUP] and len(parts) == 7 and parts[3] == "namespaces"
-            and parts[5] in PLURALS and parts[2] in ("v1beta1", "v1alpha1")):
-        return f"{CRD_GROUP}/{parts[2]}", parts[5], parts[4], parts[6]
+    if (len(parts) == 7 and parts[0] == "apis" and parts[3] == "namespaces" and parts[2] in ("v1beta1", "v1alpha1")
+            and ((parts[1] == CRD_GROUP and parts[5] in ("sandboxtemplates", "sandboxwarmpools", "sandboxclaims"))
+                 or (parts[1] == CORE_GROUP and parts[5] == "sandboxes"))):
+        return f"{parts[1]}/{parts[2]}", parts[5], parts[4], parts[6]
     return None
 
 

@@ -89,6 +89,8 @@ async def test_token_kubeconfig_applies_waits_and_deletes(fake: FakeKubeAPI, tok
         assert again["metadata"]["uid"] == live[1]["metadata"]["uid"]
         ready = await kube.wait_claim_ready("c1", "sbx", timeout_s=30, interval=0.05)
         assert ready.sandbox_name.startswith("python-pool-") and ready.pod_ips == ["10.244.0.7"]
+        sandbox = await kube.get("agents.x-k8s.io/v1beta1", "Sandbox", ready.sandbox_name, "sbx")
+        assert sandbox["spec"]["podTemplate"]["spec"]["runtimeClassName"] == "gvisor"
         got = await kube.get(EXT, "SandboxTemplate", "python", "sbx")
         assert got["spec"]["podTemplate"]["spec"]["runtimeClassName"] == "gvisor"
         for obj in reversed(live):
@@ -99,7 +101,8 @@ async def test_token_kubeconfig_applies_waits_and_deletes(fake: FakeKubeAPI, tok
         assert not await kube.delete(EXT, "SandboxClaim", "c1", "sbx")
         with pytest.raises(KubeNotFound):
             await kube.delete(EXT, "SandboxClaim", "c1", "sbx", missing_ok=False)
-    assert fake.objects.keys() == {("namespaces", "", "sbx")}
+    # The Sandbox is the controller's (its claim's shutdownPolicy deletes it in a real cluster).
+    assert {k[0] for k in fake.objects} == {"namespaces", "sandboxes"}
 
 
 async def test_client_certificate_files_relative_to_the_kubeconfig(fake: FakeKubeAPI, tmp_path: Path) -> None:
