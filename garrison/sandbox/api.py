@@ -26,6 +26,8 @@ from garrison.sandbox.schemas import (
     ExecutionOut,
     FileEntry,
     FileList,
+    KubernetesApplyIn,
+    KubernetesApplyOut,
     LimitsOut,
     RunCodeIn,
     SandboxList,
@@ -289,3 +291,15 @@ async def delete_template(name: str = TEMPLATE_NAME, principal: Principal = Depe
                           platform: Platform = Depends(get_platform)) -> Response:
     await _svc(platform).delete_template(principal, name)
     return Response(status_code=204)
+
+
+@router.post("/api/sandbox-templates/{name}/kubernetes", tags=["sandbox templates"],
+             summary="Apply the template to the Kubernetes cluster as agent-sandbox SandboxTemplate and "
+                     "SandboxWarmPool (operator admin)")
+async def apply_template_kubernetes(body: KubernetesApplyIn, name: str = TEMPLATE_NAME,
+                                    principal: Principal = Depends(require("sandbox:admin")),
+                                    platform: Platform = Depends(get_platform)) -> KubernetesApplyOut:
+    out = await _svc(platform).apply_kubernetes(principal, name, image=body.image, replicas=body.replicas,
+                                                runtime_class=body.runtime_class,
+                                                install_runtime_class=body.install_runtime_class)
+    return KubernetesApplyOut(**out)

@@ -53,3 +53,7 @@ class SandboxSettings(BaseSettings):
         "Packages of the default 'python' template, installed from the wheelhouse at start-up (JSON list)."))
     kubernetes_namespace: str = "garrison-sandboxes"
     kubernetes_runtime_class: str = "gvisor"
+    kubernetes_kubeconfig: str | None = Field(default=None, description=(
+        "Kubeconfig for applying templates to a cluster; unset: $KUBECONFIG, ~/.kube/config, "
+        "else the in-cluster service account."))
+    kubernetes_context: str | None = Field(default=None, description="Kubeconfig context; unset: current-context.")

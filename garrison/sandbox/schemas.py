@@ -223,3 +223,28 @@ class TemplateOut(BaseModel):
 
 class TemplateList(BaseModel):
     items: list[TemplateOut]
+
+
+class KubernetesApplyIn(Strict):
+    image: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+                       description="Container image with python3, the agent and the template's packages.")
+    replicas: int = Field(default=2, ge=0, le=1000, description="Warm sandboxes kept ready.")
+    runtime_class: Literal["gvisor", "kata"] | None = Field(
+        default=None, description="RuntimeClass of the pods; unset: GARRISON_SANDBOX_KUBERNETES_RUNTIME_CLASS.")
+    install_runtime_class: bool = Field(default=False, description=(
+        "Also apply the (cluster-scoped) RuntimeClass, handler runsc or kata."))
+
+
+class KubernetesObjectOut(BaseModel):
+    apiVersion: str
+    kind: str
+    name: str | None
+    namespace: str | None = None
+    uid: str | None = None
+    resourceVersion: str | None = None
+
+
+class KubernetesApplyOut(BaseModel):
+    server: str
+    namespace: str
+    objects: list[KubernetesObjectOut]

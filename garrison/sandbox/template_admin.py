@@ -1,5 +1,5 @@
 """Template administration for the sandbox service: list, get, add (built from the
-wheelhouse), remove. Templates are shared by every tenant of this host, so changing
+wheelhouse), remove, apply to a Kubernetes cluster as agent-sandbox resources. Templates are shared by every tenant of this host, so changing
 them is for an operator admin; reading them is for anyone who may create sandboxes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound, Problem
 from garrison.core.principal import Principal
 from garrison.policy.engine import Resource
 from garrison.sandbox.templates import DEFAULT_TEMPLATE, TemplateError, TemplateExists, TemplateStore
@@ -98,3 +98,43 @@ class TemplateAdmin:
             await asyncio.to_thread(self.templates.remove, name)
         await self.platform.audit.record_now(principal, "sandbox:template:delete", f"sandbox_template/{name}",
                                              "allow", "", {})
+
+    async def apply_kubernetes(self, principal: Principal, name: str, *, image: str, replicas: int,
+                               runtime_class: str | None, install_runtime_class: bool) -> dict[str, Any]:
+        """Server-side apply of a SandboxTemplate and SandboxWarmPool for template ``name``
+        (and optionally the RuntimeClass) to the configured cluster. The image must already
+        hold the template's packages: garrison does not build images."""
+        from garrison.sandbox.backends import kube_client
+        from garrison.sandbox.backends import kubernetes as k8s
+
+        await self._check_operator(principal, "sandbox:template:kubernetes", name)
+        if name not in self.templates.names():
+            raise NotFound(f"no sandbox template named {name!r}")
+        s = self.settings
+        rc = runtime_class if runtime_class is not None else s.kubernetes_runtime_class
+        docs = [k8s.runtime_class(rc, "runsc" if rc == "gvisor" else "kata")] if install_runtime_class else []
+        docs += [k8s.sandbox_template(name, s.kubernetes_namespace, image=image, runtime_class=rc,
+                                      memory_mib=s.memory_mib, cpus=s.cpus, workspace_mib=s.workspace_mib),
+                 k8s.sandbox_warm_pool(f"{name}-pool", s.kubernetes_namespace, name, replicas)]
+        cfg = await asyncio.to_thread(kube_client.load_config, s.kubernetes_kubeconfig, s.kubernetes_context)
+        applied: list[dict[str, Any]] = []
+        context = {"server": cfg.server, "namespace": s.kubernetes_namespace, "image": image, "replicas": replicas,
+                   "runtime_class": rc, "objects": applied}
+        try:
+            async with kube_client.KubeClient(cfg) as kube:
+                for doc in docs:
+                    live = await kube.apply(doc)
+                    meta = live.get("metadata") or {}
+                    applied.append({"apiVersion": doc["apiVersion"], "kind": doc["kind"], "name": meta.get("name"),
+                                    "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                                    "resourceVersion": meta.get("resourceVersion")})
+        except Problem as exc:
+            # A partial apply changed the cluster: the audit log says what was written before the failure.
+            await self.platform.audit.record_now(principal, "sandbox:template:kubernetes", f"sandbox_template/{name}",
+                                                 "allow", f"failed: {exc.detail}"[:500], context)
+            if isinstance(exc, kube_client.KubeNotFound):  # e.g. the namespace: the route itself exists
+                raise BadRequest(f"the cluster refused: {exc.detail}") from None
+            raise
+        await self.platform.audit.record_now(principal, "sandbox:template:kubernetes", f"sandbox_template/{name}",
+                                             "allow", "", context)
+        return {"server": cfg.server, "namespace": s.kubernetes_namespace, "objects": applied}

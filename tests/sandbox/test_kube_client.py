@@ -16,6 +16,7 @@ from garrison.sandbox.backends import kubernetes as k8s
 from garrison.sandbox.backends.kube_client import (
     KubeClient,
     KubeConfigError,
+    KubeNotConfigured,
     KubeNotFound,
     KubeRejected,
     KubeTimeout,
@@ -203,8 +204,12 @@ async def test_in_cluster_service_account_rereads_its_token(fake: FakeKubeAPI, t
     (sa / "namespace").write_text("garrison-sbx")
     port = fake.server.rsplit(":", 1)[1]
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(KubeConfigError, match="not in a cluster"):
+    with pytest.raises(KubeNotConfigured, match="no Kubernetes cluster configured"):
         load_incluster(sa)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config either
+    with pytest.raises(KubeNotConfigured):
+        load_config()
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
     cfg = load_incluster(sa)

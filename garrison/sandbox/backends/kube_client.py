@@ -7,7 +7,8 @@ than pulling in the (large, synchronous) official client.
 
 Errors: an unreachable, unauthenticated or forbidden cluster (and any 5xx) is a
 ``BackendUnavailable`` carrying the API server's ``Status`` message; 404 is ``KubeNotFound``,
-400/409/422 is ``KubeRejected``; a claim that does not become ready in time is ``KubeTimeout``.
+400/409/422 is ``KubeRejected``; no kubeconfig and no in-cluster account is
+``KubeNotConfigured`` (409); a claim that does not become ready in time is ``KubeTimeout``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class KubeTimeout(Problem):
 
 class KubeConfigError(BackendUnavailable):
     slug, title = "kube-config", "Kubernetes configuration unusable"
+
+
+class KubeNotConfigured(Problem):
+    """No kubeconfig anywhere and not in a pod: the cluster is not down, there is none to use.
+    A 409 (this server's state refuses the request), not a 503 that says "retry later"."""
+    status, slug, title = 409, "kube-not-configured", "No Kubernetes cluster configured"
 
 
 @dataclass
@@ -167,7 +174,9 @@ def load_incluster(root: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
     """The pod's service account, as client-go's rest.InClusterConfig reads it."""
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
     if not host or not port:
-        raise KubeConfigError("not in a cluster: KUBERNETES_SERVICE_HOST/PORT are not set")
+        raise KubeNotConfigured("no Kubernetes cluster configured: no kubeconfig ($KUBECONFIG, ~/.kube/config "
+                                "or GARRISON_SANDBOX_KUBERNETES_KUBECONFIG) and not in a cluster "
+                                "(KUBERNETES_SERVICE_HOST/PORT are not set)")
     if not (root / "token").is_file():
         raise KubeConfigError(f"not in a cluster: no service account token in {root}")
     try:
