@@ -1,4 +1,4 @@
-"""`garrison sandbox ...`: backends, create, list, exec, run, kill, k8s manifests."""
+"""`garrison sandbox ...`: backends, create, list, exec, run, kill, k8s manifests, templates."""
 
 from __future__ import annotations
 
@@ -132,3 +132,24 @@ def templates_remove(name: str, url: str = UrlOption, key: str = KeyOption) -> N
     """Remove a template that no running sandbox or warm pool uses."""
     call(_http(url, key).request, "DELETE", f"/api/sandbox-templates/{name}")
     console.print(f"removed {name}")
+
+
+@templates_app.command("k8s-apply")
+def templates_k8s_apply(name: str, image: str = typer.Option(..., "--image", help=(
+                            "Container image with python3, the agent and the template's packages.")),
+                        replicas: int = typer.Option(2, "--replicas", help="Warm sandboxes kept ready."),
+                        runtime_class: str = typer.Option(None, "--runtime-class", help="gvisor or kata; unset: "
+                                                          "the server's GARRISON_SANDBOX_KUBERNETES_RUNTIME_CLASS."),
+                        install_runtime_class: bool = typer.Option(False, "--install-runtime-class", help=(
+                            "Also apply the cluster-scoped RuntimeClass.")),
+                        url: str = UrlOption, key: str = KeyOption) -> None:
+    """Apply a template to the server's Kubernetes cluster as an agent-sandbox SandboxTemplate
+    and SandboxWarmPool (server-side apply; operator admin; audited)."""
+    body: dict[str, Any] = {"image": image, "replicas": replicas, "install_runtime_class": install_runtime_class}
+    if runtime_class:
+        body["runtime_class"] = runtime_class
+    out = call(_http(url, key).request, "POST", f"/api/sandbox-templates/{name}/kubernetes", json=body)
+    for obj in out["objects"]:
+        where = f"{obj['namespace']}/" if obj.get("namespace") else ""
+        console.print(f"applied {obj['kind']} {where}{obj['name']} (uid {obj['uid']})")
+    console.print(f"on {out['server']}")

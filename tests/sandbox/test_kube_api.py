@@ -102,3 +102,43 @@ async def test_no_cluster_configured_is_a_409(client, platform, tmp_path: Path, 
     monkeypatch.setenv("HOME", str(tmp_path))
     r = await client.post(URL, json={"image": "img"})
     assert r.status_code == 409 and "no Kubernetes cluster configured" in r.json()["detail"], r.text
+
+
+@pytest.mark.slow  # a real `garrison up` (~15 s)
+def test_cli_applies_a_template_through_a_live_server(tmp_path: Path) -> None:
+    """`garrison sandbox templates k8s-apply` against `garrison up`, which applies to the fake
+    API server (run in a thread: the CLI and the server are synchronous to this test)."""
+    import asyncio
+    import threading
+
+    from typer.testing import CliRunner
+
+    from garrison.cli.sandbox import app
+    from tests.support.live import start_server, stop_server
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    api = FakeKubeAPI(make_pki())
+    asyncio.run_coroutine_threadsafe(api.start(tmp_path), loop).result(30)
+    api.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "garrison-sandboxes"}}, "kubectl")
+    data = tmp_path / "data"
+    data.mkdir()
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.server, api.pki.ca_pem, api.token)
+    server = start_server(data, extra_env={"GARRISON_SANDBOX_KUBERNETES_KUBECONFIG": kubeconfig,
+                                           "GARRISON_SANDBOX_BACKEND": "bubblewrap"})
+    try:
+        auth = ["--url", server.url, "--key", server.admin_key]
+        out = CliRunner().invoke(app, ["templates", "k8s-apply", "python", "--image", "registry.local/sbx:2",
+                                       "--replicas", "4", "--runtime-class", "kata", *auth])
+        assert out.exit_code == 0, out.output
+        assert "applied SandboxWarmPool garrison-sandboxes/python-pool" in out.output and api.server in out.output
+        pool = api.objects[("sandboxwarmpools", "garrison-sandboxes", "python-pool")]
+        assert pool["spec"]["replicas"] == 4
+        out = CliRunner().invoke(app, ["templates", "k8s-apply", "nope", "--image", "img", *auth])
+        assert out.exit_code == 1 and "nope" in out.output, out.output
+    finally:
+        stop_server(server)
+        asyncio.run_coroutine_threadsafe(api.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
