@@ -259,6 +259,10 @@ def measure(name: str, proc: psutil.Process, url: str, keys: dict[str, str], dir
     res["added_p50_ms"] = pct(lat, 0.5) - pct(direct, 0.5)
     res["added_p99_ms"] = pct(lat, 0.99) - pct(direct, 0.99)
     res["requests_per_core_s"] = 1000 / res["cpu_ms_per_request"] if res["cpu_ms_per_request"] else None
+    if rss_requests and args.rss_warmup:
+        # The phases above ran at 1 and 8 concurrent; growth is measured from the working size at
+        # the 16 concurrent requests of the run itself, so a step up in load is not counted as growth.
+        asyncio.run(run_load(url, key, args.rss_warmup, 16, stream=False))
     res["rss_mb_start"] = rss_mb(proc)
     # RSS after each quarter: a leak keeps climbing; a warm-up (allocator arenas and caches
     # reaching their working size) flattens. Both figures are reported; the target is the first.
@@ -283,6 +287,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--latency-requests", type=int, default=1000)
     ap.add_argument("--rss-requests", type=int, default=100_000)
+    ap.add_argument("--rss-warmup", type=int, default=2000,
+                    help="requests at the RSS run's concurrency (16) before its start is measured")
     ap.add_argument("--litellm-requests", type=int, default=500, help="LiteLLM is slow: fewer requests")
     ap.add_argument("--litellm-rss-requests", type=int, default=1000)
     ap.add_argument("--fair-seconds", type=float, default=20.0)
