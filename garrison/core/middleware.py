@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from garrison.core.errors import PROBLEM_CONTENT_TYPE, BadRequest, PayloadTooLarge, Problem
 from garrison.core.ids import new_id
 from garrison.core.logs import request_id_var, trace_id_var
+from garrison.core.trace_ids import request_trace_id
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -98,18 +99,24 @@ class RequestContextMiddleware:
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
-        # Spans that garrison's layers open during this request join the caller's trace.
-        token = None
-        if own is None:
-            parent = SpanContext(int(trace_id, 16), int(tp.group(2), 16) if tp else int(span_id, 16),
-                                 is_remote=True, trace_flags=TraceFlags(0x01))
+        # Spans that garrison's layers open during this request join the caller's trace. Without a
+        # caller context the first of them is the root, with this request's trace id (not the child
+        # of a span id that nothing records).
+        token = root = None
+        if own is None and tp is not None:
+            parent = SpanContext(int(trace_id, 16), int(tp.group(2), 16), is_remote=True,
+                                 trace_flags=TraceFlags(0x01))
             token = otel_context.attach(set_span_in_context(NonRecordingSpan(parent)))
+        elif own is None:
+            root = request_trace_id.set(int(trace_id, 16))
         start = time.perf_counter()
         try:
             await self.app(scope, capped_receive, send_with_headers)
         finally:
             if token is not None:
                 otel_context.detach(token)
+            if root is not None:
+                request_trace_id.reset(root)
             route = _route_of(scope)
             HTTP_REQUESTS.labels(scope["method"], route, str(status_holder[0])).inc()
             HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)

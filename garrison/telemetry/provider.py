@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from garrison.core.trace_ids import RequestTraceIds
 from garrison.telemetry.otlp import RawSpan
 
 log = logging.getLogger("garrison.telemetry.provider")
@@ -91,7 +92,8 @@ def install(sink: Sink, *, schedule_delay_ms: int = 200) -> int:
             if isinstance(current, TracerProvider):
                 current.add_span_processor(_processor)  # someone installed an SDK provider: join it
             else:
-                provider = TracerProvider(resource=Resource.create({"service.name": "garrison"}))
+                provider = TracerProvider(resource=Resource.create({"service.name": "garrison"}),
+                                          id_generator=RequestTraceIds())
                 provider.add_span_processor(_processor)
                 trace.set_tracer_provider(provider)
         token = id(sink)

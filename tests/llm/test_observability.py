@@ -38,9 +38,11 @@ async def test_gateway_span_is_stored_by_telemetry_with_gen_ai_usage(client, pla
     r = await client.post("/v1/chat/completions", json={"model": "m", "max_tokens": 4,
                                                          "messages": [{"role": "user", "content": "a b c"}]})
     assert r.status_code == 200
+    answered_trace = r.headers["traceparent"].split("-")[1]
     metering = platform.services["metering"]
     await metering.ledger.drain()
     entry = (await metering.entries(None))[0]
+    assert entry["trace_id"] == answered_trace
     telemetry = platform.services.get("telemetry")
     assert telemetry is not None, "the telemetry layer stores garrison's own spans"
     span = None
@@ -53,6 +55,9 @@ async def test_gateway_span_is_stored_by_telemetry_with_gen_ai_usage(client, pla
             break
         await asyncio.sleep(0.1)
     assert span is not None, "the gateway's span never reached the trace store"
+    # The caller sent no trace context: the gateway's span is the root of the trace the response
+    # named, not the child of a span id that nothing recorded.
+    assert span["parent_span_id"] is None and r.json()["orphan_count"] == 0, r.json()
     assert span["gateway"] is True and span["attributes"]["garrison.gateway"] is True
     assert span["usage"]["input_tokens"] == 6 and span["usage"]["output_tokens"] == 4
     assert span["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
