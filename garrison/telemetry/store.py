@@ -25,6 +25,20 @@ from garrison.telemetry.tables import content, exporters, spans, store_bytes, tr
 log = logging.getLogger("garrison.telemetry.store")
 
 SPAN_COLUMNS = tuple(c.name for c in spans.columns)
+# IN-list sizes the hot-path lookups are padded to (see _padded); the largest is the chunk size.
+_IN_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 500)
+
+
+def _padded(ids: list[str]) -> list[str]:
+    """ids padded (repeating the last) to the next of _IN_SIZES.
+
+    Each IN-list length is its own SQL text, so its own prepared statement in the driver's
+    per-connection statement cache (128 on SQLite, each a program of up to ~100 kB for 500
+    parameters). Batch sizes vary, so unpadded the caches kept filling with new lengths: the
+    slow resident-memory creep of the gateway under load. Padded, there are ten texts; a
+    repeated value in an IN list changes no result."""
+    n = next(s for s in _IN_SIZES if s >= len(ids))
+    return ids + [ids[-1]] * (n - len(ids)) if ids else ids
 HOUR_NS = 3600 * 10**9
 
 
@@ -211,7 +225,7 @@ class SpanStore:
         out: dict[str, tuple[int, int]] = {}
         for i in range(0, len(trace_ids), 500):
             q = sa.select(traces.c.trace_id, traces.c.first_day, traces.c.last_day).where(
-                traces.c.tenant_id == tenant_id, traces.c.trace_id.in_(trace_ids[i:i + 500]))
+                traces.c.tenant_id == tenant_id, traces.c.trace_id.in_(_padded(trace_ids[i:i + 500])))
             out.update({t: (a, b) for t, a, b in await conn.execute(q)})
         return out
 
@@ -243,7 +257,7 @@ class SpanStore:
                           spans.c.start_ns < (max(b for _, b in known.values()) + 1) * DAY_NS]
             for i in range(0, len(ids), 500):
                 q = sa.select(spans.c.trace_id, spans.c.span_id).where(
-                    spans.c.tenant_id == tenant, spans.c.trace_id.in_(ids[i:i + 500]), *bounds)
+                    spans.c.tenant_id == tenant, spans.c.trace_id.in_(_padded(ids[i:i + 500])), *bounds)
                 existing.update((tenant, t, s) for t, s in await conn.execute(q))
         if not existing:
             return rows

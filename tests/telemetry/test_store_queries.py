@@ -110,3 +110,31 @@ async def test_content_is_dropped_when_capture_is_off(db_url: str) -> None:
     finally:
         await svc.stop()
         await db.dispose()
+
+
+async def test_duplicate_lookup_reuses_few_statements(service: TelemetryService) -> None:
+    """Batches of 1..40 traces look stored spans up with a handful of SQL texts (each text is a
+    prepared statement the driver caches per connection), and a span sent again is still one."""
+    from sqlalchemy import event
+
+    texts: set[str] = set()
+
+    def seen(_conn: object, _cur: object, sql: str, *_a: object) -> None:
+        if sql.startswith("SELECT telemetry_spans.trace_id, telemetry_spans.span_id"):
+            texts.add(sql)
+
+    event.listen(service.store.db.engine.sync_engine, "before_cursor_execute", seen)
+    first = agent_run(new_trace_id())
+    await _send(service, ALICE, first)
+    await service.flush()
+    for k in range(1, 41):
+        await _send(service, ALICE, [s for _ in range(k) for s in agent_run(new_trace_id())])
+        await service.flush()
+    await _send(service, ALICE, first)  # sent again: already stored
+    await service.flush()
+    event.remove(service.store.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(texts) <= 7  # sizes 1, 2, 4, 8, 16, 32, 64 (unpadded: one per batch size)
+    if service.store.db.is_sqlite:  # PostgreSQL looks up only traces its trace index knows
+        assert len(texts) > 1
+    stored = await service.store.trace_spans("ten_a", first[0]["trace_id"])
+    assert len(stored) == len(first)
