@@ -22,8 +22,8 @@ class PoolConfig(BaseModel):
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_SANDBOX_", extra="ignore")
 
-    backend: Literal["auto", "gvisor", "bubblewrap"] = Field(
-        default="auto", description="auto: gVisor when runsc passes its self-test, else bubblewrap.")
+    backend: Literal["auto", "gvisor", "bubblewrap", "kubernetes"] = Field(
+        default="auto", description="auto: gVisor when runsc passes its self-test, else bubblewrap (never kubernetes).")
     require_backend: bool = Field(default=False, description="Refuse to start when `backend` is not usable.")
     self_test: bool = True
     gvisor_platform: str | None = Field(default=None, description="systrap or ptrace; unset: detect.")
@@ -57,3 +57,15 @@ class SandboxSettings(BaseSettings):
         "Kubeconfig for applying templates to a cluster; unset: $KUBECONFIG, ~/.kube/config, "
         "else the in-cluster service account."))
     kubernetes_context: str | None = Field(default=None, description="Kubeconfig context; unset: current-context.")
+    kubernetes_enabled: bool = Field(default=False, description=(
+        "Create sandboxes in the cluster (backend=kubernetes): claims from the template's warm pool."))
+    kubernetes_agent_port: int = Field(default=7070, ge=1, le=65535, description=(
+        "TCP port of the agent in the sandbox pod (rendered into the SandboxTemplate; tests override it)."))
+    kubernetes_claim_timeout_s: float = Field(default=120.0, gt=0, description=(
+        "How long a SandboxClaim may take to become Ready and its agent to accept the connection."))
+    kubernetes_warm_pool: str | None = Field(default=None, description=(
+        "SandboxWarmPool to claim from; unset: '<template>-pool' (what the apply endpoint creates)."))
+    kubernetes_self_test: bool = Field(default=True, description=(
+        "Run the isolation self-test in a claimed pod at start-up (takes one pod of the warm pool)."))
+    kubernetes_garrison_namespace: str | None = Field(default=None, description=(
+        "Namespace garrison runs in: only its pods may reach the agent port (unset: any source, token required)."))

@@ -23,7 +23,7 @@ class LimitsIn(Strict):
 
 class CreateIn(Strict):
     template: str = Field(default="python", max_length=40)
-    backend: Literal["gvisor", "bubblewrap"] | None = Field(
+    backend: Literal["gvisor", "bubblewrap", "kubernetes"] | None = Field(
         default=None, description="Require this backend (never a silent fallback); unset: the default.")
     timeout_s: int | None = Field(default=None, ge=1, description="Lifetime; the sandbox is killed after it.")
     idle_timeout_s: int | None = Field(default=None, ge=1)

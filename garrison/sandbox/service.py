@@ -23,6 +23,7 @@ from garrison.sandbox import metrics
 from garrison.sandbox.backends.base import Backend, BackendError, SandboxSpec, pid_alive
 from garrison.sandbox.backends.bubblewrap import BubblewrapBackend
 from garrison.sandbox.backends.gvisor import GVisorBackend
+from garrison.sandbox.backends.kube_backend import KubernetesBackend, isolation_of
 from garrison.sandbox.config import MiB, SandboxSettings
 from garrison.sandbox.errors import BackendUnavailable, OOMKilled, PidsExhausted, SandboxGone
 from garrison.sandbox.execution import Execution
@@ -72,6 +73,7 @@ class SandboxService(Execution, TemplateAdmin):
         candidates: list[Backend] = [
             GVisorBackend(self.state_dir / "gvisor", platform=s.gvisor_platform),
             BubblewrapBackend(self.state_dir / "bwrap", uid_base=s.host_uid_base, uid_count=s.host_uid_count),
+            KubernetesBackend(s),
         ]
         for backend in candidates:
             ok, why = backend.check()
@@ -79,7 +81,8 @@ class SandboxService(Execution, TemplateAdmin):
             if ok and key not in _STARTED:
                 with contextlib.suppress(Exception):
                     await backend.cleanup_leftovers()
-            if ok and s.self_test:
+            # The cluster's self-test takes a pod of the warm pool at every start: it has its own switch.
+            if ok and s.self_test and (backend.name != "kubernetes" or s.kubernetes_self_test):
                 # Once per process and backend: every platform start (each test) need not repeat it.
                 if (backend.name, "selftest") not in _STARTED:
                     try:
@@ -93,7 +96,6 @@ class SandboxService(Execution, TemplateAdmin):
             else:
                 self.unavailable[backend.name] = why
                 log.warning("sandbox backend %s unavailable: %s", backend.name, why)
-        self.unavailable.setdefault("kubernetes", "renders agent-sandbox manifests only (garrison sandbox k8s-manifests)")
         await self._end_orphans()
         if s.backend == "auto":
             self.default_backend = next((n for n in ("gvisor", "bubblewrap") if n in self.backends), None)
@@ -143,6 +145,9 @@ class SandboxService(Execution, TemplateAdmin):
             await self.terminate(sbx, "shutdown")
         if self._bg:
             await asyncio.gather(*self._bg, return_exceptions=True)
+        kube = self.backends.get("kubernetes")
+        if isinstance(kube, KubernetesBackend):
+            await kube.aclose()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -481,7 +486,8 @@ class SandboxService(Execution, TemplateAdmin):
 
     def backends_info(self) -> list[dict[str, Any]]:
         out = []
-        for name, iso in (("gvisor", "kernel"), ("bubblewrap", "process"), ("kubernetes", "kernel")):
+        k8s_iso = isolation_of(self.settings.kubernetes_runtime_class)
+        for name, iso in (("gvisor", "kernel"), ("bubblewrap", "process"), ("kubernetes", k8s_iso)):
             out.append({"name": name, "isolation": iso, "available": name in self.backends,
                         "reason": "ok" if name in self.backends else self.unavailable.get(name, ""),
                         "default": name == self.default_backend})

@@ -114,7 +114,9 @@ class TemplateAdmin:
         rc = runtime_class if runtime_class is not None else s.kubernetes_runtime_class
         docs = [k8s.runtime_class(rc, "runsc" if rc == "gvisor" else "kata")] if install_runtime_class else []
         docs += [k8s.sandbox_template(name, s.kubernetes_namespace, image=image, runtime_class=rc,
-                                      memory_mib=s.memory_mib, cpus=s.cpus, workspace_mib=s.workspace_mib),
+                                      memory_mib=s.memory_mib, cpus=s.cpus, workspace_mib=s.workspace_mib,
+                                      agent_port=s.kubernetes_agent_port,
+                                      garrison_namespace=s.kubernetes_garrison_namespace),
                  k8s.sandbox_warm_pool(f"{name}-pool", s.kubernetes_namespace, name, replicas)]
         cfg = await asyncio.to_thread(kube_client.load_config, s.kubernetes_kubeconfig, s.kubernetes_context)
         applied: list[dict[str, Any]] = []

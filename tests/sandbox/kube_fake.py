@@ -7,15 +7,24 @@ GET and DELETE of the agent-sandbox custom resources, RuntimeClass and Namespace
 applied objects are validated against the CRD openAPIV3Schema with the validator of
 test_kubernetes.py; errors are ``Status`` objects; bearer tokens or client certificates
 are required. As the controller, it marks a SandboxClaim Ready with a sandbox name and
-pod IP shortly after it is applied, when its warm pool and template exist.
+pod IP shortly after it is applied, when its warm pool and template exist. With
+``run_agents`` the claimed sandbox's "pod" is a real garrison agent: a local process of
+``agent_listen.py`` (the pod's command) with the claim's env, listening on the port of the
+template's ``--listen`` at a loopback address of its own (127.0.0.N, the pod IP it
+reports); deleting the claim kills that process, as the controller deletes the pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
+import os
+import signal
 import ssl
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +108,10 @@ class FakeKubeAPI:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     managers: dict[tuple[str, str, str], str] = field(default_factory=dict)
     server: str = ""
+    run_agents: bool = False
+    workspaces: Path | None = None
+    pods: dict[tuple[str, str], subprocess.Popen[bytes]] = field(default_factory=dict)  # (ns, claim) -> agent
+    _next_ip: int = 2
     _runner: web.AppRunner | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -121,6 +134,8 @@ class FakeKubeAPI:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for key in list(self.pods):
+            self._kill_pod(key)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -161,6 +176,8 @@ class FakeKubeAPI:
             if self.objects.pop(key, None) is None:
                 return status(404, "NotFound", f'{plural} "{name}" not found')
             self.managers.pop(key, None)
+            if plural == "sandboxclaims":
+                self._kill_pod((namespace, name))
             if plural == "namespaces":
                 for k in [k for k in self.objects if k[1] == name]:
                     del self.objects[k]
@@ -231,8 +248,9 @@ class FakeKubeAPI:
                        "spec": {"podTemplate": template["spec"]["podTemplate"]}}
             validate(sandbox)
             self.objects[("sandboxes", ns, name)] = sandbox
+            pod_ip = self._start_pod(key, template, claim) if self.run_agents else "10.244.0.7"
             cond = {"type": "Ready", "status": "True", "reason": "SandboxReady", "message": "", "lastTransitionTime": now}
-            new_status = {"conditions": [cond], "sandbox": {"name": name, "podIPs": ["10.244.0.7"]}}
+            new_status = {"conditions": [cond], "sandbox": {"name": name, "podIPs": [pod_ip]}}
         else:
             new_status = {"conditions": [{"type": "Ready", "status": "False", "reason": "WarmPoolNotFound",
                                           "message": "the claim's warm pool or its template does not exist",
@@ -240,6 +258,32 @@ class FakeKubeAPI:
         updated = {**claim, "status": new_status}
         validate(updated)  # the controller writes only what the CRD's status schema allows
         self.objects[key] = updated
+
+
+    def _start_pod(self, key: tuple[str, str, str], template: dict[str, Any], claim: dict[str, Any]) -> str:
+        """The pod's command, run here: agent_listen.py from this checkout with the claim's env."""
+        command = template["spec"]["podTemplate"]["spec"]["containers"][0]["command"]
+        port = int(command[command.index("--listen") + 1].rpartition(":")[2])
+        ip = f"127.0.0.{self._next_ip}"
+        self._next_ip += 1
+        env = {e["name"]: e["value"] for e in claim["spec"].get("env") or []}
+        assert self.workspaces is not None, "run_agents needs a workspaces directory"
+        workspace = self.workspaces / key[2]
+        workspace.mkdir(parents=True)
+        env.update(GARRISON_WORKSPACE=str(workspace), HOME=str(workspace))  # the pod's /workspace
+        src = Path(__file__).resolve().parents[2] / "garrison" / "sandbox"
+        self.pods[(key[1], key[2])] = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-u", str(src / "agent_listen.py"), "--listen", f"{ip}:{port}",
+             str(src / "agent.py")], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            start_new_session=True)
+        return ip
+
+    def _kill_pod(self, key: tuple[str, str]) -> None:
+        proc = self.pods.pop(key, None)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def _plural(kind: str) -> str:

@@ -46,7 +46,15 @@ def test_manifests_validate_against_the_crds() -> None:
     sc = pod["containers"][0]["securityContext"]
     assert pod["runtimeClassName"] == "gvisor" and pod["automountServiceAccountToken"] is False
     assert sc["runAsUser"] == 1000 and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
-    assert template["spec"]["networkPolicy"] == {"ingress": [], "egress": []}
+    # Egress denied; ingress only to the agent's port (it needs the sandbox's token too).
+    assert template["spec"]["networkPolicy"] == {"ingress": [{"ports": [{"port": 7070, "protocol": "TCP"}]}],
+                                                 "egress": []}
+    assert pod["containers"][0]["command"][-3:] == ["--listen", "0.0.0.0:7070", "/opt/garrison/agent.py"]
+    only_garrison = k8s.sandbox_template("python", "sbx", image="img", agent_port=9000, garrison_namespace="garrison")
+    validate(only_garrison)
+    assert only_garrison["spec"]["networkPolicy"]["ingress"] == [{
+        "ports": [{"port": 9000, "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "garrison"}}}]}]
     validate(k8s.sandbox_warm_pool("python-pool", "sbx", "python", 3))
     claim = k8s.sandbox_claim("c1", "sbx", "python-pool", tenant_id="ten_1", envs={"A": "1"},
                               shutdown_time=datetime(2030, 1, 1, tzinfo=UTC))

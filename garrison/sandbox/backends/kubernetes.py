@@ -2,8 +2,8 @@
 SandboxWarmPool and SandboxClaim with a gVisor or Kata RuntimeClass.
 
 This module renders the manifests (validated against the CRD schemas in tests);
-``kube_client`` applies them to a cluster. Running sandboxes there is not wired in yet
-(see docs/sandbox.md).
+``kube_client`` applies them to a cluster; ``kube_backend`` claims sandboxes from a warm
+pool and talks to the agent in the pod (see docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -13,21 +13,31 @@ from typing import Any
 
 API_CORE = "agents.x-k8s.io/v1beta1"
 API_EXT = "extensions.agents.x-k8s.io/v1beta1"
-AGENT_COMMAND = ["/usr/bin/python3", "-I", "-S", "-u", "/opt/garrison/agent.py"]
+AGENT_PORT = 7070
+
+
+def agent_command(port: int = AGENT_PORT) -> list[str]:
+    """The pod's first process: the agent behind its TCP transport (agent_listen.py), which
+    serves the first connection that sends the sandbox's token (the claim's env)."""
+    return ["/usr/bin/python3", "-I", "-S", "-u", "/opt/garrison/agent_listen.py", "--listen", f"0.0.0.0:{port}",
+            "/opt/garrison/agent.py"]
 
 
 def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: str | None = "gvisor",
                      memory_mib: int = 512, cpus: float = 1.0, workspace_mib: int = 512,
-                     command: list[str] | None = None) -> dict[str, Any]:
+                     command: list[str] | None = None, agent_port: int = AGENT_PORT,
+                     garrison_namespace: str | None = None) -> dict[str, Any]:
     """A pod shaped like a local sandbox: uid 1000, no capabilities, read-only root,
     in-memory /workspace and /tmp, no service account token, no network (deny-all policy).
 
-    ``runtime_class=None`` leaves the cluster's default runtime (for clusters without
+    Ingress is open only to the agent's TCP port (garrison connects there; the agent serves
+    no one without the sandbox's token), and only from ``garrison_namespace`` when given;
+    egress is denied. ``runtime_class=None`` leaves the cluster's default runtime (for clusters without
     gVisor/Kata, e.g. a test cluster); ``command`` replaces the agent for such tests."""
     container = {
         "name": "sandbox",
         "image": image,
-        "command": list(command or AGENT_COMMAND),
+        "command": list(command or agent_command(agent_port)),
         "stdin": True,
         "workingDir": "/workspace",
         "resources": {"limits": {"memory": f"{memory_mib}Mi", "cpu": f"{int(cpus * 1000)}m",
@@ -59,10 +69,17 @@ def sandbox_template(name: str, namespace: str, *, image: str, runtime_class: st
                 },
             },
             "networkPolicyManagement": "Managed",
-            "networkPolicy": {"ingress": [], "egress": []},  # deny all traffic both ways
+            "networkPolicy": {"ingress": [agent_ingress(agent_port, garrison_namespace)], "egress": []},
             "envVarsInjectionPolicy": "Allowed",
         },
     }
+
+
+def agent_ingress(port: int, garrison_namespace: str | None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"ports": [{"port": port, "protocol": "TCP"}]}
+    if garrison_namespace:
+        rule["from"] = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": garrison_namespace}}}]
+    return rule
 
 
 def sandbox_warm_pool(name: str, namespace: str, template: str, replicas: int) -> dict[str, Any]:
@@ -74,11 +91,14 @@ def sandbox_warm_pool(name: str, namespace: str, template: str, replicas: int) -
     }
 
 
-def sandbox_claim(name: str, namespace: str, warm_pool: str, *, tenant_id: str, envs: dict[str, str] | None = None,
-                  shutdown_time: datetime | None = None) -> dict[str, Any]:
+def sandbox_claim(name: str, namespace: str, warm_pool: str, *, tenant_id: str | None,
+                  envs: dict[str, str] | None = None, shutdown_time: datetime | None = None,
+                  labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """``tenant_id=None``: a sandbox not yet handed to a tenant (garrison's own warm pool)."""
+    labels = {**({"garrison.dev/tenant": tenant_id} if tenant_id else {}), **(labels or {})}
     spec: dict[str, Any] = {
         "warmPoolRef": {"name": warm_pool},
-        "additionalPodMetadata": {"labels": {"garrison.dev/tenant": tenant_id}},
+        "additionalPodMetadata": {"labels": labels},
         "lifecycle": {"shutdownPolicy": "Delete"},
     }
     if envs:
@@ -86,8 +106,7 @@ def sandbox_claim(name: str, namespace: str, warm_pool: str, *, tenant_id: str, 
     if shutdown_time is not None:
         spec["lifecycle"]["shutdownTime"] = shutdown_time.strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"apiVersion": API_EXT, "kind": "SandboxClaim",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"garrison.dev/tenant": tenant_id}},
-            "spec": spec}
+            "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
 
 
 def runtime_class(name: str = "gvisor", handler: str = "runsc") -> dict[str, Any]:
