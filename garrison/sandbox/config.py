@@ -68,4 +68,5 @@ class SandboxSettings(BaseSettings):
     kubernetes_self_test: bool = Field(default=True, description=(
         "Run the isolation self-test in a claimed pod at start-up (takes one pod of the warm pool)."))
     kubernetes_garrison_namespace: str | None = Field(default=None, description=(
-        "Namespace garrison runs in: only its pods may reach the agent port (unset: any source, token required)."))
+        "Namespace garrison runs in: only its pods may reach the agent port (unset: garrison's own namespace when "
+        "it runs in the cluster, else any source, the sandbox's token still required)."))

@@ -112,13 +112,15 @@ class TemplateAdmin:
             raise NotFound(f"no sandbox template named {name!r}")
         s = self.settings
         rc = runtime_class if runtime_class is not None else s.kubernetes_runtime_class
+        cfg = await asyncio.to_thread(kube_client.load_config, s.kubernetes_kubeconfig, s.kubernetes_context)
+        # Only garrison's own pods may reach the agent port: in a cluster garrison knows its
+        # namespace; from outside one only the setting can say (else the token alone guards it).
+        garrison_ns = s.kubernetes_garrison_namespace or (cfg.namespace if cfg.in_cluster else None)
         docs = [k8s.runtime_class(rc, "runsc" if rc == "gvisor" else "kata")] if install_runtime_class else []
         docs += [k8s.sandbox_template(name, s.kubernetes_namespace, image=image, runtime_class=rc,
                                       memory_mib=s.memory_mib, cpus=s.cpus, workspace_mib=s.workspace_mib,
-                                      agent_port=s.kubernetes_agent_port,
-                                      garrison_namespace=s.kubernetes_garrison_namespace),
+                                      agent_port=s.kubernetes_agent_port, garrison_namespace=garrison_ns),
                  k8s.sandbox_warm_pool(f"{name}-pool", s.kubernetes_namespace, name, replicas)]
-        cfg = await asyncio.to_thread(kube_client.load_config, s.kubernetes_kubeconfig, s.kubernetes_context)
         applied: list[dict[str, Any]] = []
         context = {"server": cfg.server, "namespace": s.kubernetes_namespace, "image": image, "replicas": replicas,
                    "runtime_class": rc, "objects": applied}

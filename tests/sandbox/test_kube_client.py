@@ -75,6 +75,7 @@ def manifests(ns: str) -> list[dict[str, Any]]:
 async def test_token_kubeconfig_applies_waits_and_deletes(fake: FakeKubeAPI, token_config: Path) -> None:
     cfg = load_kubeconfig(token_config)
     assert cfg.namespace == "sbx" and cfg.token == fake.token and cfg.ca_pem == fake.pki.ca_pem
+    assert not cfg.in_cluster
     async with KubeClient(cfg) as kube:
         assert (await kube.version())["gitVersion"].startswith("v1.")
         assert await kube.has_api("extensions.agents.x-k8s.io/v1beta1")
@@ -214,6 +215,7 @@ async def test_in_cluster_service_account_rereads_its_token(fake: FakeKubeAPI, t
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
     cfg = load_incluster(sa)
     assert cfg.namespace == "garrison-sbx" and cfg.server == fake.server
+    assert cfg.in_cluster  # garrison's own namespace: the only source the agent port admits
     async with KubeClient(cfg) as kube:
         await kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "garrison-sbx"}})
         (sa / "token").write_text("rotated-but-not-accepted")

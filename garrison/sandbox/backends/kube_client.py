@@ -78,6 +78,7 @@ class KubeConfig:
     token_file: Path | None = None     # re-read on each request: service-account tokens rotate
     insecure_skip_tls_verify: bool = False
     tls_server_name: str | None = None
+    in_cluster: bool = False           # from the pod's service account: namespace is garrison's own
     source: str = field(default="", repr=False)
 
     def bearer(self) -> str | None:
@@ -187,7 +188,7 @@ def load_incluster(root: Path = SERVICE_ACCOUNT_DIR) -> KubeConfig:
         raise KubeConfigError(f"service account files in {root}: {exc}") from None
     host = f"[{host}]" if ":" in host else host
     return KubeConfig(server=f"https://{host}:{port}", namespace=namespace, ca_pem=ca,
-                      token_file=root / "token", source=str(root))
+                      token_file=root / "token", source=str(root), in_cluster=True)
 
 
 def load_config(path: str | Path | None = None, context: str | None = None) -> KubeConfig:
