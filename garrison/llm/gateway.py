@@ -230,18 +230,29 @@ class Gateway:
     def _start_span(self, call: Call, headers: Mapping[str, str], state: Any) -> None:
         parsed = call.parsed
         ctx = propagate.extract(headers) if "traceparent" in headers else None
+        p = call.principal
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": parsed.op,
+            "gen_ai.request.model": parsed.model,
+            "gen_ai.provider.name": call.pool.provider or "garrison",
+            "garrison.gateway": True,
+            "garrison.tenant_id": p.tenant_id,
+            "garrison.priority": BANDS[call.band],
+            "user.id": p.id,
+        }
+        # Who the call is for, under the names telemetry indexes (semconv AGENT, SESSION, USER), so a
+        # trace query by agent or session finds the gateway's spans as it finds the ledger's entries.
+        if call.agent:
+            attributes["gen_ai.agent.name"] = call.agent
+        if call.agent_version:
+            attributes["garrison.agent_version"] = call.agent_version
+        if p.session_id:
+            attributes["gen_ai.conversation.id"] = p.session_id
         span = tracer.start_span(
             f"{'chat' if parsed.op == 'chat' else parsed.op} {parsed.model}",
             context=ctx,
             kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": parsed.op,
-                "gen_ai.request.model": parsed.model,
-                "gen_ai.provider.name": call.pool.provider or "garrison",
-                "garrison.gateway": True,
-                "garrison.tenant_id": call.principal.tenant_id,
-                "garrison.priority": BANDS[call.band],
-            },
+            attributes=attributes,
         )
         if parsed.max_tokens:
             span.set_attribute("gen_ai.request.max_tokens", parsed.max_tokens)
