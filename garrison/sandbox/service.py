@@ -95,7 +95,9 @@ class SandboxService(Execution, TemplateAdmin):
                 self.backends[backend.name] = backend
             else:
                 self.unavailable[backend.name] = why
-                log.warning("sandbox backend %s unavailable: %s", backend.name, why)
+                # An opt-in backend left off is the default, not a problem worth a warning.
+                off = backend.name == "kubernetes" and not s.kubernetes_enabled
+                (log.info if off else log.warning)("sandbox backend %s unavailable: %s", backend.name, why)
         await self._end_orphans()
         if s.backend == "auto":
             self.default_backend = next((n for n in ("gvisor", "bubblewrap") if n in self.backends), None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
@@ -19,7 +20,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 
@@ -54,13 +55,17 @@ def _session_id(ctx: ServerRequestContext[Any, Any]) -> str | None:
 class Gateway:
     def __init__(self, service: ToolsService) -> None:
         self.service = service
-        self.server: Server[Any] = Server(
-            "garrison-gateway", version=__version__,
-            instructions="Tools governed by garrison. Call search_tools to find the right tool in a large catalogue.",
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,  # type: ignore[arg-type]  # the runner sends dict results as they are
-            on_set_logging_level=self._set_logging_level,
-        )
+        with warnings.catch_warnings():
+            # logging/setLevel is deprecated (SEP-2577) but clients of the earlier protocol
+            # versions still call it; the SDK's warning about offering it says nothing to operators.
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.server: Server[Any] = Server(
+                "garrison-gateway", version=__version__,
+                instructions="Tools governed by garrison. Call search_tools to find the right tool in a large catalogue.",
+                on_list_tools=self._list_tools,
+                on_call_tool=self._call_tool,  # type: ignore[arg-type]  # the runner sends dict results as they are
+                on_set_logging_level=self._set_logging_level,
+            )
         self.manager = StreamableHTTPSessionManager(
             self.server,
             security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
