@@ -64,14 +64,31 @@ CATALOGUE_OWNER = "catalogue"
 TOO_LARGE: dict[str, Any] = {}  # sentinel: the upstream's answer passed the size cap
 # A durable run step's calls carry these (runtime/calls.py); the gateway passes them to call_tool.
 STEP_HEADER = "x-garrison-step"
-STEP_HEADERS = (b"x-garrison-run", b"x-garrison-step")
+# The agent and version a call is for (the LLM gateway reads the same headers), for the call's span.
+STEP_HEADERS = (b"x-garrison-run", b"x-garrison-step", b"x-garrison-agent", b"x-garrison-agent-version")
 REPLAYED_META = "garrison/replayed"  # in a result's _meta: answered from the run's journal
 
 
 def step_headers(scope: Any) -> dict[str, str] | None:
-    """The run step an MCP request comes from (its ASGI scope's x-garrison-run/-step), or None."""
+    """The run step an MCP request comes from (its ASGI scope's x-garrison-run/-step) and the agent it is
+    for (x-garrison-agent/-version), or None when it names neither."""
     found = {k.decode(): v.decode("latin-1") for k, v in scope.get("headers", ()) if k in STEP_HEADERS}
-    return found if STEP_HEADER in found else None
+    return found or None
+
+
+def who(principal: Principal, headers: dict[str, str] | None) -> dict[str, str]:
+    """Span attributes naming the agent, version, session and user a call is for, as the ledger and the
+    LLM gateway's spans name them (telemetry/semconv.py indexes these spellings)."""
+    out = {"user.id": principal.id}
+    agent = (headers.get("x-garrison-agent") if headers else None) or principal.attributes.get("agent")
+    if agent:
+        out["gen_ai.agent.name"] = str(agent)
+    version = headers.get("x-garrison-agent-version") if headers else None
+    if version:
+        out["garrison.agent_version"] = version
+    if principal.session_id:
+        out["gen_ai.conversation.id"] = principal.session_id
+    return out
 
 
 def error_result(text: str) -> dict[str, Any]:
@@ -415,7 +432,8 @@ class ToolsService:
         """
         def governed(ended: list[str] | None = None) -> Awaitable[dict[str, Any]]:
             return self._call_tool(principal, vs, name, arguments, owner=owner, session_id=session_id,
-                                   notify=notify, progress=progress, log_sink=log_sink, parent=parent, ended=ended)
+                                   notify=notify, progress=progress, log_sink=log_sink, parent=parent, ended=ended,
+                                   headers=headers)
 
         journal = self.call_journal
         if journal is None or not headers or STEP_HEADER not in headers:
@@ -439,7 +457,8 @@ class ToolsService:
         with tracer.start_as_current_span(f"tools/call {name}", context=parent, kind=trace.SpanKind.SERVER,
                                           attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": name,
                                                       "garrison.tenant_id": principal.tenant_id,
-                                                      "garrison.virtual_server": vs.name, "garrison.replayed": True}):
+                                                      "garrison.virtual_server": vs.name, "garrison.replayed": True,
+                                                      **who(principal, headers)}):
             if self.platform is not None:
                 self.platform.audit.record(principal, "tools:call", f"tool/{vs.name}/{name}", "allow", "replayed",
                                            {"run": headers.get("x-garrison-run"), "step": headers.get(STEP_HEADER)})
@@ -448,6 +467,7 @@ class ToolsService:
         self, principal: Principal, vs: VirtualServer, name: str, arguments: dict[str, Any], *,
         owner: str, session_id: str | None, notify: Notify | None, progress: bool,
         log_sink: LogSink | None, parent: Context | None, ended: list[str] | None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """``call_tool`` itself; appends how the call ended (its outcome) to ``ended``."""
         started = time.perf_counter()
@@ -456,7 +476,8 @@ class ToolsService:
                                                       "gen_ai.operation.name": "execute_tool",
                                                       "gen_ai.tool.name": name,
                                                       "garrison.tenant_id": principal.tenant_id,
-                                                      "garrison.virtual_server": vs.name}) as span:
+                                                      "garrison.virtual_server": vs.name,
+                                                      **who(principal, headers)}) as span:
             if session_id:
                 span.set_attribute("mcp.session.id", session_id)
             upstream_label, outcome = "-", "error"
