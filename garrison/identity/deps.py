@@ -7,6 +7,7 @@ import binascii
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
+from opentelemetry import trace
 
 from garrison.core.errors import Forbidden, Unauthorized
 from garrison.core.principal import Principal
@@ -58,11 +59,18 @@ def _route_template(request: Request) -> str:
     return getattr(route, "path", None) or request.url.path[:256]
 
 
-def require(scope: str, *, audit_allow: bool = True) -> Callable[[Request], Awaitable[Principal]]:
+def trace_context() -> dict[str, str]:
+    """An audit entry's context naming the trace it was decided in (none outside a trace)."""
+    ctx = trace.get_current_span().get_span_context()
+    return {"trace_id": f"{ctx.trace_id:032x}"} if ctx.is_valid else {}
+
+
+def require(scope: str, *, audit_allow: bool = True, traced: bool = False) -> Callable[[Request], Awaitable[Principal]]:
     """Authenticate, check ``scope`` through the policy engine, audit, return the Principal.
 
     Denies are always audited; allows are audited for requests that change state, unless
     the route writes its own, more specific entry for every call (``audit_allow=False``).
+    ``traced``: the entries name the request's trace (an invocation's, found from its audit entry).
     """
 
     async def dependency(request: Request) -> Principal:
@@ -70,11 +78,12 @@ def require(scope: str, *, audit_allow: bool = True) -> Callable[[Request], Awai
         platform = request.app.state.platform
         resource = Resource("route", _route_template(request), principal.tenant_id)
         decision = platform.policy.authorize(principal, scope, resource, {"method": request.method})
+        context = trace_context() if traced else None
         if not decision.allowed:
-            platform.audit.record(principal, scope, request.url.path, "deny", decision.reason)
+            platform.audit.record(principal, scope, request.url.path, "deny", decision.reason, context)
             raise Forbidden(f"{scope} denied: {decision.reason}")
         if (audit_allow and request.method in _MUTATING) or not decision.enforced:
-            platform.audit.record(principal, scope, request.url.path, "allow", decision.reason)
+            platform.audit.record(principal, scope, request.url.path, "allow", decision.reason, context)
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_').replace('*', 'all')}"

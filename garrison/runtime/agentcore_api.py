@@ -72,7 +72,7 @@ async def _graph_of(svc: Any, principal: Principal, name: str, endpoint: str) ->
 
 @router.post("/runtimes/{agent_runtime:path}/invocations")
 async def invoke(agent_runtime: str, request: Request, qualifier: str = "DEFAULT",
-                 principal: Principal = Depends(require("runtime:invoke")),
+                 principal: Principal = Depends(require("runtime:invoke", traced=True)),
                  platform: Platform = Depends(get_platform)) -> Any:
     svc = platform.services["runtime"]
     name = agent_name(agent_runtime)

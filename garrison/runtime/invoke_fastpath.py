@@ -30,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garrison.core.errors import PROBLEM_CONTENT_TYPE, NotFound, Problem, Unauthorized
+from garrison.identity.deps import trace_context
 from garrison.policy import Resource
 from garrison.runtime.agentcore_api import BUFFERED_MAX, SESSION_HEADER, AgentFailed, agent_name
 
@@ -124,8 +125,8 @@ class InvokeFastPath:
         warm = sessions.sessions.get((principal.tenant_id, name, endpoint, sid))
         if warm is None or not warm.alive() or (warm.owner != principal.id and not principal.is_admin):
             return False
-        # From here on this path owns the request: the allow is audited exactly as require() does.
-        platform.audit.record(principal, "runtime:invoke", scope["path"], "allow", decision.reason)
+        # From here on this path owns the request: the allow is audited exactly as require(traced=True) does.
+        platform.audit.record(principal, "runtime:invoke", scope["path"], "allow", decision.reason, trace_context())
         self.served += 1
         headers = {SESSION_HEADER: sid}
         try:

@@ -166,6 +166,10 @@ async def test_a_run_is_one_trace_across_runtime_and_gateways(client, platform, 
         assert span["attributes"]["garrison.run_id"] == run["attributes"]["garrison.run_id"]
         assert span["session_id"] == run["attributes"]["gen_ai.conversation.id"]
     assert run["kind"] == "workflow" and invoke["kind"] == "agent" and run["status"] != "error"
+    # ... on the gateways' spans, so a trace query by agent, session or user finds the model and tool calls...
+    for span in (tree["chat"], tree["tool"]):
+        assert (span["agent"], span["user_id"], span["session_id"]) == ("traced", owner.id, run["session_id"]), span
+        assert span["attributes"]["garrison.agent_version"] == "1", span
     # ... and in the ledger, where the model call's entry names the same trace.
     entries = (await client.get("/api/usage/entries")).json()["entries"]
     mine = [e for e in entries if e["trace_id"] == trace_id]
@@ -237,7 +241,8 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080")
 '''
 
 
-async def test_a_session_invocation_is_one_trace_across_sandbox_and_gateway(client, platform, gateways, tmp_path):
+async def test_a_session_invocation_is_one_trace_across_sandbox_and_gateway(client, platform, admin_key, gateways,
+                                                                           tmp_path):
     bundle = tmp_path / "plain"
     bundle.mkdir()
     (bundle / "agent.toml").write_text('[agent]\nname = "plain"\nkind = "agentcore"\nentrypoint = "server.py"\n')
@@ -247,6 +252,7 @@ async def test_a_session_invocation_is_one_trace_across_sandbox_and_gateway(clie
     assert r.status_code == 201, r.text
     session = {"X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": "trace-plain-" + "p" * 30}
     route = "POST /runtimes/{agent_runtime:path}/invocations"
+    owner = await platform.identity.authenticate(admin_key)
 
     for turn in ("cold", "warm"):  # the first starts the sandbox; the second takes the fast path
         trace_id, caller_span, headers = _caller()
@@ -265,6 +271,15 @@ async def test_a_session_invocation_is_one_trace_across_sandbox_and_gateway(clie
         assert root["attributes"]["garrison.agent_version"] == "1"
         chat = _one(spans, "chat fake-model")
         assert chat["parent_span_id"] == root["span_id"]  # the agent's call, through the sandbox's egress
+        # The agent's model call is attributed to agent, version, session and user on its span too.
+        assert (chat["agent"], chat["session_id"], chat["user_id"]) == ("plain", root["session_id"], owner.id), chat
+        assert chat["attributes"]["garrison.agent_version"] == "1"
+        # The invocation is audited, with the trace it is in (cold: the route's entry; warm: the fast path's).
+        await platform.audit.flush()
+        audited = [e for e in (await client.get("/api/audit", params={"limit": 500})).json()
+                   if e["action"] == "runtime:invoke" and e["resource"] == "/runtimes/plain/invocations"
+                   and json.loads(e["context"]).get("trace_id") == trace_id]
+        assert len(audited) == 1 and audited[0]["decision"] == "allow", audited
         if turn == "cold":
             create, spawn = _one(spans, "sandbox.create"), _one(spans, "sandbox.exec")
             assert create["parent_span_id"] == root["span_id"] and spawn["parent_span_id"] == root["span_id"]
