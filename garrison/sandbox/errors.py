@@ -41,5 +41,10 @@ class BackendUnavailable(ServiceUnavailable):
     slug, title = "backend-unavailable", "Sandbox backend unavailable"
 
 
+class BackendNotEnabled(Problem):
+    """The backend is off by this server's configuration: not an outage to retry later."""
+    status, slug, title = 409, "backend-not-enabled", "Sandbox backend not enabled"
+
+
 class DiskFull(Problem):
     status, slug, title = 507, "disk-full", "Sandbox workspace is full"

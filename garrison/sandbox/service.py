@@ -25,7 +25,13 @@ from garrison.sandbox.backends.bubblewrap import BubblewrapBackend
 from garrison.sandbox.backends.gvisor import GVisorBackend
 from garrison.sandbox.backends.kube_backend import KubernetesBackend, isolation_of
 from garrison.sandbox.config import MiB, SandboxSettings
-from garrison.sandbox.errors import BackendUnavailable, OOMKilled, PidsExhausted, SandboxGone
+from garrison.sandbox.errors import (
+    BackendNotEnabled,
+    BackendUnavailable,
+    OOMKilled,
+    PidsExhausted,
+    SandboxGone,
+)
 from garrison.sandbox.execution import Execution
 from garrison.sandbox.pool import Shape, WarmPool
 from garrison.sandbox.runtime import Sandbox, SandboxRuntime
@@ -219,6 +225,10 @@ class SandboxService(Execution, TemplateAdmin):
         backend = self.backends.get(name)
         if backend is None:
             # A request that names a backend never falls back to another one.
+            if name == "kubernetes" and not self.settings.kubernetes_enabled:
+                raise BackendNotEnabled("sandbox backend 'kubernetes' is not enabled on this server: "
+                                        "set GARRISON_SANDBOX_KUBERNETES_ENABLED=true with a kubeconfig "
+                                        "or in-cluster account, or ask for another backend")
             raise BackendUnavailable(f"sandbox backend {name!r} is unavailable: {self.unavailable.get(name, 'unknown')}")
         return backend
 

@@ -182,6 +182,15 @@ async def test_backends_endpoint_reports_isolation(client: httpx.AsyncClient) ->
     assert sum(b["default"] for b in items.values()) <= 1
 
 
+async def test_a_backend_left_off_is_a_409_and_never_a_fallback(client: httpx.AsyncClient) -> None:
+    """Found by schemathesis: asking for the opt-in kubernetes backend on a server without it
+    was a 503, which says "retry later" of what only configuration changes."""
+    r = await client.post("/api/sandboxes", json={"backend": "kubernetes"})
+    assert r.status_code == 409 and r.json()["type"].endswith("/backend-not-enabled"), r.text
+    assert "GARRISON_SANDBOX_KUBERNETES_ENABLED" in r.json()["detail"]
+    assert (await client.get("/api/sandboxes")).json()["items"] == []
+
+
 async def test_failed_request_past_its_timeout_keeps_the_sandbox(client: httpx.AsyncClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Found by schemathesis: a run_code that times out at once and then fails on its own
     (an unknown context) answered 408 and killed the sandbox as code_timeout."""
