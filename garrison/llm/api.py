@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from garrison.core.errors import Problem
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
+from garrison.llm.errors import with_openai_error
 from garrison.llm.schemas import ModelIn, ModelOut, ModelUpdate
 from garrison.platform import Platform, get_platform
 
@@ -28,8 +29,7 @@ async def _call(op: str, request: Request, principal: Principal) -> Response:
     try:
         return await platform.services["llm"].call(principal, op, raw, request.headers, request.state)  # type: ignore[no-any-return]
     except Problem as exc:
-        # OpenAI clients read `error.message`; the problem+json fields stay for everyone else.
-        exc.extra.setdefault("error", {"message": exc.detail, "type": exc.slug, "code": exc.status})
+        with_openai_error(exc)
         raise
 
 

@@ -21,14 +21,12 @@ the app's server-error handler, as from the route.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from starlette.datastructures import Headers, State
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from garrison.core.errors import PROBLEM_CONTENT_TYPE, Problem, Unauthorized
+from garrison.core.asgi import RouteLabel, bearer_credential, read_body, send_problem
+from garrison.core.errors import Problem, Unauthorized
+from garrison.llm.errors import with_openai_error
 from garrison.policy import Resource
 
 # path -> the gateway operation; the same three routes api.py declares.
@@ -36,16 +34,7 @@ OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completio
 SCOPE = "llm:invoke"
 
 
-class _Route:
-    """What ``scope["route"]`` carries for the request metrics label (the route's template)."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-_ROUTES = {path: _Route(path) for path in OPERATIONS}
+_ROUTES = {path: RouteLabel(path) for path in OPERATIONS}
 
 
 class GatewayFastPath:
@@ -67,14 +56,8 @@ class GatewayFastPath:
         service = platform.services.get("llm")
         if service is None:
             return False
-        auth = b""
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                auth = value
-                break
-        scheme, _, credential = auth.decode("latin-1").partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
+        credential = bearer_credential(scope)
+        if credential is None:
             return False
         try:
             principal = await platform.identity.authenticate(credential)
@@ -92,37 +75,13 @@ class GatewayFastPath:
             platform.audit.record(principal, SCOPE, path, "allow", decision.reason)
         self.served += 1
         try:
-            raw = await _read_body(receive)
+            raw = await read_body(receive)
             if raw is None:
                 return True  # the client went away before its request was complete
             response = await service.call(principal, OPERATIONS[path], raw, Headers(scope=scope), State(state))
         except Problem as exc:
-            exc.extra.setdefault("error", {"message": exc.detail, "type": exc.slug, "code": exc.status})
-            await _problem(scope, receive, send, exc)
+            await send_problem(scope, receive, send, with_openai_error(exc))
             return True
         await response(scope, receive, send)
         return True
 
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request body (RequestContextMiddleware's receive raises 413 past the cap);
-    None when the client disconnected first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _problem(scope: Scope, receive: Receive, send: Send, exc: Problem) -> None:
-    """The same problem+json answer garrison's exception handler gives."""
-    body: dict[str, Any] = exc.to_dict(scope["path"])
-    rid = scope.get("state", {}).get("request_id")
-    if rid:
-        body.setdefault("request_id", rid)
-    await Response(orjson.dumps(body), status_code=exc.status, headers=exc.headers,
-                   media_type=PROBLEM_CONTENT_TYPE)(scope, receive, send)

@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from garrison.core.errors import PROBLEM_CONTENT_TYPE, NotFound, Problem, Unauthorized
+from garrison.core.asgi import RouteLabel, bearer_credential, read_body, send_problem
+from garrison.core.errors import NotFound, Problem, Unauthorized
 from garrison.identity.deps import trace_context
 from garrison.policy import Resource
 from garrison.runtime.agentcore_api import BUFFERED_MAX, SESSION_HEADER, AgentFailed, agent_name
@@ -47,9 +47,7 @@ def is_invocation(scope: Scope) -> bool:
             and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX))
 
 
-class _Route:
-    """What ``scope["route"]`` carries for the metrics label and the policy resource."""
-    path = ROUTE
+_ROUTE_LABEL = RouteLabel(ROUTE)  # the metrics label and the policy resource
 
 
 class InvokeFastPath:
@@ -99,16 +97,13 @@ class InvokeFastPath:
             name = agent_name(scope["path"][len(_PREFIX):-len(_SUFFIX)])
         except NotFound:
             return False
-        auth = session = b""
+        session = b""
         for key, value in scope["headers"]:
-            if key == b"authorization":
-                auth = value
-            elif key == _SESSION_KEY:
+            if key == _SESSION_KEY:
                 session = value
-        scheme, _, credential = auth.decode("latin-1").partition(" ")
-        credential = credential.strip()
+        credential = bearer_credential(scope)
         sid = session.decode("latin-1")
-        if scheme.lower() != "bearer" or not credential or not 33 <= len(sid) <= 256 or not sid.isprintable():
+        if credential is None or not 33 <= len(sid) <= 256 or not sid.isprintable():
             return False
         try:
             principal = await platform.identity.authenticate(credential)
@@ -116,7 +111,7 @@ class InvokeFastPath:
             return False  # FastAPI authenticates again, audits the deny and answers it
         state = scope.setdefault("state", {})
         state["principal"] = principal  # a fallback from here on does not authenticate twice
-        scope["route"] = _Route  # the metrics label and policy resource name the route's template
+        scope["route"] = _ROUTE_LABEL  # the metrics label and policy resource name the route's template
         decision = platform.policy.authorize(principal, "runtime:invoke",
                                              Resource("route", ROUTE, principal.tenant_id), {"method": "POST"})
         if not decision.allowed:
@@ -130,7 +125,9 @@ class InvokeFastPath:
         self.served += 1
         headers = {SESSION_HEADER: sid}
         try:
-            body = await _read_body(receive)
+            body = await read_body(receive)
+            if body is None:
+                return True  # the client went away before its request was complete
             resp = await sessions.invoke(principal, scope["app"], warm.agent_id, name, endpoint, sid, body,
                                          [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
             if resp.status >= 500:
@@ -138,7 +135,7 @@ class InvokeFastPath:
                 detail = (await resp.read()).decode("utf-8", "replace")[:2000]
                 raise AgentFailed(f"the agent answered {resp.status}: {detail}", headers=headers)
         except Problem as exc:
-            await _problem(scope, receive, send, exc)
+            await send_problem(scope, receive, send, exc)
             return True
         media_type = resp.header("content-type") or "application/json"
         length = resp.header("content-length")
@@ -150,25 +147,3 @@ class InvokeFastPath:
         await answer(scope, receive, send)
         return True
 
-
-async def _read_body(receive: Receive) -> bytes:
-    """The request body; RequestContextMiddleware's receive raises 413 past the cap."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _problem(scope: Scope, receive: Receive, send: Send, exc: Problem) -> None:
-    """The same problem+json answer garrison's exception handler gives."""
-    body = exc.to_dict(scope["path"])
-    rid = scope.get("state", {}).get("request_id")
-    if rid:
-        body.setdefault("request_id", rid)
-    await Response(orjson.dumps(body), status_code=exc.status, headers=exc.headers,
-                   media_type=PROBLEM_CONTENT_TYPE)(scope, receive, send)
