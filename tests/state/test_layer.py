@@ -17,7 +17,7 @@ async def test_tables_come_from_the_state_migration_and_savers_are_tenant_scoped
     assert {"state_checkpoints", "state_blobs", "state_writes", "state_memory_jobs"} <= tables
     async with platform.db.engine.connect() as conn:
         heads = {r[0] for r in await conn.execute(sa.text("SELECT version_num FROM alembic_version"))}
-    assert "state_0004" in heads  # the head of the state branch
+    assert "state_0005" in heads  # the head of the state branch
 
     service: StateService = platform.services["state"]
     acme, other = service.saver("ten_acme"), service.saver("ten_other")

@@ -121,3 +121,5 @@ def create_async(url: str, *, pool_size: int = 16, synchronous: str | None = Non
 def create_schema(conn: sa.Connection) -> None:
     """Create the state tables where missing (standalone use; garrison runs Alembic)."""
     CHECKPOINT_TABLES[0].metadata.create_all(conn, tables=CHECKPOINT_TABLES, checkfirst=True)
+    # Databases set up by an earlier version have an index every put paid for (state_0005).
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_state_checkpoints_created"))
