@@ -110,3 +110,57 @@ def test_a_bad_write_in_a_group_fails_alone(tmp_path: Path) -> None:
         # The writer connection works after the failed group.
         Steps(saver, "after").put({"a": 2})
         assert count(saver, "state_checkpoints", "after") == 1
+
+
+def test_writers_queued_during_a_commit_form_the_next_group(tmp_path: Path) -> None:
+    """The leader wakes its whole group when it commits and hands the lead to a writer that
+    queued meanwhile, who commits everything queued by then in one transaction."""
+    with GarrisonSaver.from_conn_string(str(tmp_path / "g.db"), synchronous="FULL") as saver:
+        Steps(saver, "warm").put({"a": 1})
+        gc = saver._direct.sqlite_writes
+        assert gc._writer is not None
+        second_wave_queued = threading.Event()
+        statements: list[str] = []
+
+        def trace(sql: str) -> None:
+            statements.append(sql)
+            if sql == "COMMIT" and statements.count("COMMIT") == 1:
+                assert second_wave_queued.wait(10)  # the first group's commit waits for the second wave
+
+        gc._writer[1].set_trace_callback(trace)
+        returned: list[str] = []
+        errors: list[BaseException] = []
+
+        def work(thread_id: str) -> None:
+            try:
+                Steps(saver, thread_id).put({"a": thread_id})
+                returned.append(thread_id)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        first = [str(uuid.uuid4()) for _ in range(4)]
+        second = [str(uuid.uuid4()) for _ in range(4)]
+        wave1 = [threading.Thread(target=work, args=(t,)) for t in first]
+        with gc._lock:
+            for w in wave1:
+                w.start()
+            _queued(saver, 4)
+        wave2 = [threading.Thread(target=work, args=(t,)) for t in second]
+        deadline = time.monotonic() + 10
+        while statements.count("BEGIN IMMEDIATE") < 1:  # the first group is committing
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        for w in wave2:
+            w.start()
+        _queued(saver, 4)
+        assert returned == []
+        second_wave_queued.set()
+        for w in wave1 + wave2:
+            w.join(10)
+            assert not w.is_alive(), "a writer was never woken"
+        assert errors == []
+        assert sorted(returned) == sorted(first + second)
+        assert statements.count("BEGIN IMMEDIATE") == 2 and statements.count("COMMIT") == 2
+        for t in first + second:
+            tup = saver.get_tuple({"configurable": {"thread_id": t, "checkpoint_ns": ""}})
+            assert tup is not None and tup.checkpoint["channel_values"] == {"a": t}
