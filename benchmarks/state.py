@@ -655,7 +655,8 @@ def main() -> None:
     ap.add_argument("--pg", default=os.environ.get("GARRISON_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--puts", type=int, default=400)
-    ap.add_argument("--per-thread", type=int, default=40)
+    ap.add_argument("--per-thread", type=int, default=400,
+                    help="puts per thread in the 16-thread run (short runs are mostly thread start-up)")
     ap.add_argument("--memory-records", type=int, default=100_000, help="0 skips the memory search part")
     ap.add_argument("--count-syncs", action="store_true",
                     help="also count fsyncs per put on SQLite (needs strace) and commits per put on PostgreSQL")
