@@ -216,8 +216,11 @@ async def thread_state_at(thread_id: str, checkpoint_id: str, subgraphs: bool = 
 async def thread_state_checkpoint(thread_id: str, body: dict[str, Any] = JsonBody,
                                   principal: Principal = Depends(READ),
                                   platform: Platform = Depends(get_platform)) -> dict[str, Any]:
+    subgraphs = body.get("subgraphs")
+    if subgraphs is not None and not isinstance(subgraphs, bool):
+        raise BadRequest("subgraphs must be true or false")
     return await _svc(platform).threads.state(principal, thread_id, checkpoint=body.get("checkpoint"),  # type: ignore[no-any-return]
-                                              subgraphs=bool(body.get("subgraphs")))
+                                              subgraphs=bool(subgraphs))
 
 
 @router.post("/threads/{thread_id}/state")

@@ -7,7 +7,8 @@ garrison reaches only through the relay:
 
 ``GET /ping``: ready. ``POST /invocations`` with one request serialized by LangGraph's
 JsonPlusSerializer (``<type>\\n<bytes>``): ``{"op": "step"|"history"|"update", "ref", "config",
-"checkpoints", ...}``. ``checkpoints`` are the thread's checkpoint tuples that garrison read from
+"checkpoints", ...}`` (a ``history`` request with ``"state": true`` asks for ``aget_state``, with
+``"subgraphs"``). ``checkpoints`` are the thread's checkpoint tuples that garrison read from
 its own checkpointer (newest first). They seed an in-memory saver; the graph runs against it; the
 answer is a stream of frames (one per line, ``<type>:<base64>``): the stream items as they come,
 then ``{"done": ..., "ops": [...], "states": [...]}`` with every checkpoint and write the step made,
@@ -221,6 +222,9 @@ async def run(req: dict[str, Any], emit: Any) -> None:
     if STORE is not None:
         update["store"] = STORE
     bound = graph.copy(update=update)
+    if req["op"] == "history" and req.get("state"):  # the thread's state (subgraphs' nested with "subgraphs")
+        emit({"done": True, "ops": [], "states": [await bound.aget_state(config, subgraphs=bool(req.get("subgraphs")))]})
+        return
     if req["op"] == "history":
         states = [s async for s in bound.aget_state_history(config, filter=req.get("filter"), before=req.get("before"),
                                                             limit=req.get("limit") or 2)]

@@ -85,11 +85,13 @@ async def subgraph_tuples(saver: Any, root: Any, page: int = 16) -> list[Any]:
 
     Such checkpoints name ``root`` as their root parent (LangGraph's ``metadata["parents"][""]``) and,
     made after it, have larger ids: the thread's checkpoints of every namespace are read newest
-    first, a page at a time, down to ``root``.
+    first, a page at a time, down to ``root``. ``root`` may itself be a subgraph's checkpoint (a state
+    read that names its namespace): then its own subgraphs' are those that name it under its namespace.
     """
     if not root.pending_writes:
         return []
     root_id = root.checkpoint["id"]
+    root_ns = root.config["configurable"].get("checkpoint_ns") or ""
     where = {"configurable": {"thread_id": root.config["configurable"]["thread_id"]}}  # no namespace: all
     latest: dict[str, Any] = {}
     before: dict[str, Any] | None = None
@@ -100,7 +102,7 @@ async def subgraph_tuples(saver: Any, root: Any, page: int = 16) -> list[Any]:
             if conf["checkpoint_id"] <= root_id:
                 return list(latest.values())
             ns = conf.get("checkpoint_ns") or ""
-            if ns and ns not in latest and (tup.metadata or {}).get("parents", {}).get("") == root_id:
+            if ns and ns not in latest and (tup.metadata or {}).get("parents", {}).get(root_ns) == root_id:
                 latest[ns] = tup
         if len(got) < page:
             return list(latest.values())
@@ -210,14 +212,26 @@ class SandboxedGraph:
         return frame
 
     async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
-        if self._state is not None:
-            return self._state  # computed in the sandbox at the end of the step
-        states = [s async for s in self.aget_state_history(config, limit=1)]
-        if states:
-            return states[0]
-        from langgraph.types import StateSnapshot
+        """The graph's ``aget_state`` in the sandbox, on the checkpoint that ``config`` names (the
+        latest by default) and, with ``subgraphs``, the latest checkpoint of each subgraph namespace
+        the step from it left behind (``subgraph_tuples``), so a task's nested state is the
+        subgraph's own, as in-process.
 
-        return StateSnapshot({}, (), config, None, None, None, (), ())  # type: ignore[arg-type]  # no checkpoint yet
+        Sent as a ``history`` request marked ``state``: a runner built into an older version's
+        template ignores the mark and answers the checkpoint's history entry (the root's state,
+        the subgraph tasks named by reference only) instead of taking an unknown op for a step."""
+        if self._state is not None and not subgraphs:
+            return self._state  # computed in the sandbox at the end of the step
+        tup = await self.saver.aget_tuple(config)
+        if tup is None:
+            from langgraph.types import StateSnapshot
+
+            return StateSnapshot({}, (), config, None, None, None, (), ())  # type: ignore[arg-type]  # no checkpoint yet
+        tuples = [tup, *await subgraph_tuples(self.saver, tup)] if subgraphs else [tup]
+        frame = await self._last({"op": "history", "state": True, "subgraphs": subgraphs, "ref": self.ref,
+                                  "config": config, "limit": 1, "filter": None, "before": None,
+                                  "checkpoints": [_tuple_in(t) for t in tuples]})
+        return (frame.get("states") or [None])[0]
 
     async def aget_state_history(self, config: dict[str, Any], *, filter: dict[str, Any] | None = None,
                                  before: dict[str, Any] | None = None, limit: int | None = 2) -> AsyncIterator[Any]:
@@ -331,7 +345,7 @@ class SandboxedVersion:
         return graph
 
     async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
-        return await (await self._graph(config)).aget_state(config)
+        return await (await self._graph(config)).aget_state(config, subgraphs=subgraphs)
 
     async def aget_state_history(self, config: dict[str, Any], **kw: Any) -> AsyncIterator[Any]:
         async for state in (await self._graph(config)).aget_state_history(config, **kw):

@@ -7,6 +7,8 @@ import contextlib
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from langgraph.types import StateSnapshot
+
 from garrison.core.errors import BadRequest, Conflict, NotFound
 from garrison.core.principal import Principal
 from garrison.runtime import graphs, serde
@@ -29,10 +31,29 @@ def _interrupts(items: Any) -> list[dict[str, Any]]:
     return [{"value": serde.jsonable(i.value), "id": i.id} for i in items or ()]
 
 
+def _subgraph_ref(state: Any) -> dict[str, Any] | None:
+    """A task's subgraph checkpoint as LangGraph names it when not asked for subgraph state (a config
+    ``{"configurable": {"thread_id", "checkpoint_ns": "node:task_id"}}``): its ``configurable``, as
+    LangGraph Platform renders it in the task's ``checkpoint``."""
+    if not isinstance(state, dict):
+        return None
+    c = state.get("configurable") or {}
+    ref = {"thread_id": c.get("thread_id"), "checkpoint_ns": c.get("checkpoint_ns") or ""}
+    for key in ("checkpoint_id", "checkpoint_map"):
+        if c.get(key) is not None:
+            ref[key] = serde.jsonable(c[key])
+    return ref
+
+
 def snapshot_out(snap: Any) -> dict[str, Any]:
-    """A LangGraph ``StateSnapshot`` in the Platform API's ``ThreadState`` shape."""
+    """A LangGraph ``StateSnapshot`` in the Platform API's ``ThreadState`` shape.
+
+    A task that runs a subgraph: read with ``subgraphs=True``, its ``state`` is the subgraph's own
+    ``ThreadState`` (nested as deep as the subgraphs are) and its ``checkpoint`` is null; read without,
+    its ``checkpoint`` names the subgraph's namespace and its ``state`` is null (as in LangGraph Platform)."""
     tasks = [{"id": t.id, "name": t.name, "path": list(t.path) if t.path else [], "error": t.error and str(t.error),
-              "interrupts": _interrupts(t.interrupts), "checkpoint": None, "state": None,
+              "interrupts": _interrupts(t.interrupts), "checkpoint": _subgraph_ref(t.state),
+              "state": snapshot_out(t.state) if isinstance(t.state, StateSnapshot) else None,
               "result": serde.jsonable(t.result) if getattr(t, "result", None) is not None else None}
              for t in snap.tasks]
     return {"values": serde.jsonable(snap.values), "next": list(snap.next), "tasks": tasks,
