@@ -110,6 +110,33 @@ async def subgraph_tuples(saver: Any, root: Any, page: int = 16) -> list[Any]:
         page *= 2
 
 
+async def persistent_tuples(saver: Any, thread_id: str, have: set[str]) -> list[Any]:
+    """The latest checkpoint tuple (with its pending writes) of each namespace of the thread's persistent
+    subgraphs (compiled with ``checkpointer=True``: one history per thread under a namespace without task
+    ids, ``node`` or ``node|child``), but those in ``have``: a step that runs such a subgraph goes on from
+    its state, as in-process. One read of the thread's namespaces, then one per persistent namespace: a
+    thread without any sends nothing more. A saver that cannot list namespaces sends none."""
+    find = getattr(saver, "apersistent_namespaces", None)
+    if find is None:
+        return []
+    out = []
+    for ns in await find(thread_id):
+        if ns not in have:
+            tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}})
+            if tup is not None:
+                out.append(tup)
+    return out
+
+
+async def _with_subgraphs(saver: Any, root: Any) -> list[Any]:
+    """``root``, the latest checkpoints of the subgraphs that a step from it left behind (``subgraph_tuples``)
+    and those of the thread's persistent subgraphs (``persistent_tuples``): what a step or a nested state
+    read sends in."""
+    tuples = [root, *await subgraph_tuples(saver, root)]
+    have = {t.config["configurable"].get("checkpoint_ns") or "" for t in tuples}
+    return tuples + await persistent_tuples(saver, root.config["configurable"]["thread_id"], have)
+
+
 def _item(raw: Any) -> tuple[Any, ...]:
     """A stream item as LangGraph yields it (the wire made its tuples lists)."""
     item = tuple(raw)
@@ -196,7 +223,7 @@ class SandboxedGraph:
                       interrupt_after: Any = "*", subgraphs: bool = False,
                       context: Any = None) -> AsyncIterator[Any]:
         tup = await self.saver.aget_tuple(config)
-        tuples = [tup, *await subgraph_tuples(self.saver, tup)] if tup is not None else []
+        tuples = await _with_subgraphs(self.saver, tup) if tup is not None else []
         request = {"op": "step", "ref": self.ref, "config": config, "input": graph_input,
                    "stream_mode": stream_mode, "subgraphs": subgraphs, "context": context,
                    "checkpoints": [_tuple_in(t) for t in tuples]}
@@ -214,8 +241,8 @@ class SandboxedGraph:
     async def aget_state(self, config: dict[str, Any], *, subgraphs: bool = False) -> Any:
         """The graph's ``aget_state`` in the sandbox, on the checkpoint that ``config`` names (the
         latest by default) and, with ``subgraphs``, the latest checkpoint of each subgraph namespace
-        the step from it left behind (``subgraph_tuples``), so a task's nested state is the
-        subgraph's own, as in-process.
+        the step from it left behind (``subgraph_tuples``) and of each persistent subgraph's
+        (``persistent_tuples``), so a task's nested state is the subgraph's own, as in-process.
 
         Sent as a ``history`` request marked ``state``: a runner built into an older version's
         template ignores the mark and answers the checkpoint's history entry (the root's state,
@@ -227,7 +254,7 @@ class SandboxedGraph:
             from langgraph.types import StateSnapshot
 
             return StateSnapshot({}, (), config, None, None, None, (), ())  # type: ignore[arg-type]  # no checkpoint yet
-        tuples = [tup, *await subgraph_tuples(self.saver, tup)] if subgraphs else [tup]
+        tuples = await _with_subgraphs(self.saver, tup) if subgraphs else [tup]
         frame = await self._last({"op": "history", "state": True, "subgraphs": subgraphs, "ref": self.ref,
                                   "config": config, "limit": 1, "filter": None, "before": None,
                                   "checkpoints": [_tuple_in(t) for t in tuples]})

@@ -491,6 +491,39 @@ def list_checkpoints(
     return out
 
 
+# The thread's checkpoint namespaces that name no task, read in the primary key (tenant, thread, ns). SQLite
+# (BINARY order: a node's per-task namespaces ``node:<id>...`` sort together) seeks from one namespace to the
+# next and over each node's per-task ones at once; PostgreSQL's order depends on the database's collation, so
+# it reads the thread's subgraph keys in one range.
+PERSISTENT_NS_SQL = {
+    "sqlite": """
+WITH RECURSIVE ns(n) AS (
+  SELECT (SELECT checkpoint_ns FROM state_checkpoints WHERE tenant_id = :tenant AND thread_id = :thread
+          AND checkpoint_ns > '' ORDER BY checkpoint_ns LIMIT 1)
+  UNION ALL
+  SELECT (SELECT checkpoint_ns FROM state_checkpoints WHERE tenant_id = :tenant AND thread_id = :thread
+          AND checkpoint_ns > CASE WHEN instr(n, ':') > 0 THEN substr(n, 1, instr(n, ':')) || char(1114111) ELSE n END
+          ORDER BY checkpoint_ns LIMIT 1)
+  FROM ns WHERE n IS NOT NULL
+)
+SELECT n FROM ns WHERE n IS NOT NULL AND instr(n, ':') = 0""",
+    "postgresql": ("SELECT DISTINCT checkpoint_ns FROM state_checkpoints WHERE tenant_id = %(tenant)s "
+                   "AND thread_id = %(thread)s AND checkpoint_ns > '' AND strpos(checkpoint_ns, ':') = 0 "
+                   "ORDER BY checkpoint_ns"),
+}
+
+
+def persistent_namespaces(s: Scope, thread_id: str) -> Op:
+    """The thread's checkpoint namespaces that name no task (``node``, ``node|child``): those of subgraphs
+    compiled with ``checkpointer=True``, which keep one history per thread under LangGraph's namespace with
+    the task ids removed. The root's (``""``) and per-task ones (``node:<task id>``) are left out; a thread
+    without subgraphs has nothing to read (``PERSISTENT_NS_SQL``)."""
+    (thread_id,) = _ids([thread_id], "thread_id")
+    sql = PERSISTENT_NS_SQL[s.dialect].replace("%(tenant)s", ":tenant").replace("%(thread)s", ":thread")
+    rows = yield sa.text(sql), {"tenant": s.tenant_id, "thread": thread_id}, True
+    return sorted(r[0] for r in rows)
+
+
 def _hydrate(s: Scope, rows: Sequence[Any]) -> Op:
     blob_keys = set()
     for r in rows:

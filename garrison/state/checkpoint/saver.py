@@ -176,6 +176,10 @@ class GarrisonSaver(_Common):
     ) -> Iterator[CheckpointTuple]:
         yield from self._read(ops.list_checkpoints(self.scope, config, filter, before, limit))
 
+    def persistent_namespaces(self, thread_id: str) -> Sequence[str]:
+        """The thread's namespaces of subgraphs compiled with ``checkpointer=True`` (``ops.persistent_namespaces``)."""
+        return self._read(ops.persistent_namespaces(self.scope, thread_id))  # type: ignore[no-any-return]
+
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
         return self._direct.put(self.scope, config, checkpoint, metadata, new_versions)
@@ -215,6 +219,9 @@ class GarrisonSaver(_Common):
             lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
         for item in items:
             yield item
+
+    async def apersistent_namespaces(self, thread_id: str) -> Sequence[str]:
+        return await asyncio.to_thread(self.persistent_namespaces, thread_id)
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                    new_versions: ChannelVersions) -> RunnableConfig:
@@ -344,6 +351,17 @@ class AsyncGarrisonSaver(_Common):
     ) -> AsyncIterator[CheckpointTuple]:
         for item in await self._read(ops.list_checkpoints(self.scope, config, filter, before, limit)):
             yield item
+
+    async def apersistent_namespaces(self, thread_id: str) -> Sequence[str]:
+        """The thread's namespaces of subgraphs compiled with ``checkpointer=True`` (``ops.persistent_namespaces``):
+        on the driver connections where the saver has them (its get_tuple's), one statement."""
+        if self._direct is not None or self._apg is not None:
+            params = {"tenant": self.tenant_id, "thread": ops._ids([thread_id], "thread_id")[0]}
+            sql = ops.PERSISTENT_NS_SQL[self.dialect]  # in the drivers' own parameter style
+            rows = (self._direct._fetch(sql, params) if self._direct is not None
+                    else await self._apg._execute(sql, params, rows=True))  # type: ignore[union-attr]
+            return sorted(r[0] for r in rows)
+        return await self._read(ops.persistent_namespaces(self.scope, thread_id))  # type: ignore[no-any-return]
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                    new_versions: ChannelVersions) -> RunnableConfig:
