@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 
 from garrison.audit.service import AuditLog
-from garrison.config import Settings
+from garrison.config import Settings, check_config_file
 from garrison.db import Database
 from garrison.identity.service import IdentityService
 from garrison.policy import PolicyEngine
@@ -71,6 +71,9 @@ class Platform:
     async def start(self, *, migrate: bool = True) -> None:
         began = time.monotonic()
         took: dict[str, float] = {}
+        # garrison.toml: a layer table's unknown key or bad value stops the start here, naming the
+        # file, table and key (a layer that reads its settings late would otherwise fail later).
+        check_config_file()
         if self.preload:
             self._preloading = asyncio.ensure_future(asyncio.to_thread(_import_quietly, list(self.preload)))
         self.settings.ensure_data_dir()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from garrison.config import LayerSettings
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_LLM_", extra="ignore")
 
     connect_timeout_s: float = Field(default=5.0, gt=0)

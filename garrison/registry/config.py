@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from garrison.config import LayerSettings
 
 
-class RegistrySettings(BaseSettings):
+class RegistrySettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_REGISTRY_", extra="ignore")
 
     public_reads: bool = Field(default=False, description="Serve GET endpoints without a key.")

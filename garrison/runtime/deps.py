@@ -25,8 +25,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from garrison.config import LayerSettings
 from garrison.core.errors import BadRequest, ServiceUnavailable
 
 AGENT_DIR = "__garrison_agent__"
@@ -37,7 +38,7 @@ REQ_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?\s*([<>=
 MISSING_RE = re.compile(r"No matching distribution found for ([^\s]+)")
 
 
-class DepsSettings(BaseSettings):
+class DepsSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_", extra="ignore")
 
     # Where wheels come from (no index, no network); unset: <data dir>/wheelhouse.

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from opentelemetry import trace
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from garrison.config import LayerSettings
 from garrison.runtime.attribution import traceparent_of
 from garrison.sandbox.relay import RelayError
 
@@ -38,7 +39,7 @@ TRUSTED = JsonPlusSerializer()  # what garrison sends in (its own checkpoints)
 STRICT = JsonPlusSerializer(allowed_msgpack_modules=None)  # what the sandbox sends back
 
 
-class GraphIsolationSettings(BaseSettings):
+class GraphIsolationSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_GRAPH_", extra="ignore")
 
     # The default for LangGraph versions whose agent.toml does not say: "sandbox" runs the graph in

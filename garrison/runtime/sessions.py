@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from opentelemetry import trace
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from garrison.config import LayerSettings
 from garrison.core.clock import utcnow
 from garrison.core.errors import Conflict, NotFound, Problem, ServiceUnavailable
 from garrison.core.principal import Principal
@@ -75,7 +76,7 @@ PASSED_HEADERS = ("content-type", "accept", "x-amzn-bedrock-agentcore-runtime-cu
 sandbox_tracer = trace.get_tracer("garrison.sandbox")
 
 
-class SessionSettings(BaseSettings):
+class SessionSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_SESSION_", extra="ignore")
 
     idle_timeout_s: float = Field(default=900.0, gt=0)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from garrison.config import LayerSettings
 
 
-class RuntimeSettings(BaseSettings):
+class RuntimeSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_RUNTIME_", extra="ignore")
 
     # "lazy": Temporal starts on the first durable run (or at start when unfinished runs

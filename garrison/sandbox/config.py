@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from garrison.config import LayerSettings
 
 MiB = 1024 * 1024
 
@@ -19,7 +21,7 @@ class PoolConfig(BaseModel):
     pids: int | None = None
 
 
-class SandboxSettings(BaseSettings):
+class SandboxSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_SANDBOX_", extra="ignore")
 
     backend: Literal["auto", "gvisor", "bubblewrap", "kubernetes"] = Field(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,11 +16,12 @@ from garrison.state import metrics, retention
 from garrison.state.checkpoint.adirect import AsyncDirectPG
 from garrison.state.checkpoint.crypto import load_or_create_key
 from garrison.state.checkpoint.direct import DirectSQL
-from garrison.state.checkpoint.engine import SYNCHRONOUS, create_async, create_sync_engine, normalize_url
+from garrison.state.checkpoint.engine import create_async, create_sync_engine, normalize_url
 from garrison.state.checkpoint.saver import AsyncGarrisonSaver, GarrisonSaver
 from garrison.state.kv import SessionKV, session_kv
 from garrison.state.memory.embedder import MiniLMEmbedder
 from garrison.state.memory.strategies import StrategyJobs
+from garrison.state.settings import StateSettings
 from garrison.state.tables import retention as R
 
 if TYPE_CHECKING:
@@ -33,24 +33,6 @@ log = logging.getLogger("garrison.state")
 KEY_FILE = "state.key"
 
 
-def encryption_wanted() -> bool:
-    return os.environ.get("GARRISON_STATE_ENCRYPT", "").lower() in ("1", "true", "yes")
-
-
-def synchronous() -> str | None:
-    """GARRISON_STATE_SYNCHRONOUS: NORMAL (commits survive a killed process) or FULL (they
-    survive the database host losing power too; slower puts). Unset: NORMAL on SQLite, the
-    server's synchronous_commit on PostgreSQL."""
-    value = os.environ.get("GARRISON_STATE_SYNCHRONOUS", "").upper() or None
-    if value is not None and value not in SYNCHRONOUS:
-        raise ValueError(f"GARRISON_STATE_SYNCHRONOUS must be one of {SYNCHRONOUS}, not {value!r}")
-    return value
-
-
-def retention_interval_s() -> float:
-    return float(os.environ.get("GARRISON_STATE_RETENTION_INTERVAL_S", "3600"))
-
-
 class StateService:
     """Hands out per-tenant checkpointers and memory stores; runs retention in the background.
 
@@ -58,8 +40,10 @@ class StateService:
     on the platform's database URL (see ``checkpoint/engine.py`` for why), made on first use.
     """
 
-    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+    def __init__(self, settings: Settings, db: Database | None = None,
+                 state_settings: StateSettings | None = None) -> None:
         self.settings = settings
+        self.state_settings = state_settings or StateSettings()  # GARRISON_STATE_* or [state]
         self.db = db
         self.url = settings.resolved_database_url
         self._async_engine: AsyncEngine | None = None
@@ -72,20 +56,20 @@ class StateService:
         self.kv: SessionKV = session_kv(settings.redis_url)
         self.strategies = StrategyJobs(self._async)
         key_path: Path = settings.data_dir / KEY_FILE
-        self.encryption_key: bytes | None = load_or_create_key(key_path) if encryption_wanted() else None
+        self.encryption_key: bytes | None = load_or_create_key(key_path) if self.state_settings.encrypt else None
 
     # -- checkpointers and store --------------------------------------------------------
 
     def _async(self) -> AsyncEngine:
         if self._async_engine is None:
             self._async_engine = create_async(normalize_url(self.url, use_async=True), pool_size=8,
-                                              synchronous=synchronous())
+                                              synchronous=self.state_settings.synchronous)
         return self._async_engine
 
     def _sync(self) -> Engine:
         if self._sync_engine is None:
             self._sync_engine = create_sync_engine(normalize_url(self.url, use_async=False), pool_size=8,
-                                                   synchronous=synchronous())
+                                                   synchronous=self.state_settings.synchronous)
         return self._sync_engine
 
     def saver(self, tenant_id: str) -> AsyncGarrisonSaver:
@@ -178,7 +162,7 @@ class StateService:
                 log.exception("retention pass failed")
 
     def start_background(self) -> None:
-        interval = retention_interval_s()
+        interval = self.state_settings.retention_interval_s
         if interval > 0 and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._retention_loop(interval))
 

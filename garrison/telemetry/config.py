@@ -7,10 +7,12 @@ has a default that works on one machine.
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from garrison.config import LayerSettings
 
 
-class TelemetrySettings(BaseSettings):
+class TelemetrySettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_TELEMETRY_", extra="ignore")
 
     # Ingest.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from garrison.config import LayerSettings
 
 
-class ToolsSettings(BaseSettings):
+class ToolsSettings(LayerSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_TOOLS_", extra="ignore")
 
     call_timeout_s: float = Field(default=30.0, gt=0, description="Default per-call upstream timeout.")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from garrison.gpus.inventory import InventoryError, discover_nvml, parse_declared
@@ -106,13 +108,18 @@ def test_nvml_discovery_maps_model_memory_mig_nvlink_and_health(monkeypatch: pyt
     assert found.gpus[1].uuid == "GPU-1"
 
 
-def test_layer_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from garrison.gpus.layer import _number
+def test_layer_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from garrison.gpus.settings import GpuSettings
 
+    monkeypatch.setenv("GARRISON_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("GARRISON_GPUS_STARVATION_S", "600")
-    assert _number("STARVATION_S", 1800, 1, 10_000) == 600
+    assert GpuSettings().starvation_s == 600
     monkeypatch.setenv("GARRISON_GPUS_STARVATION_S", "soon")
-    with pytest.raises(ValueError, match="GARRISON_GPUS_STARVATION_S must be a number"):
-        _number("STARVATION_S", 1800, 1, 10_000)
+    with pytest.raises(ValueError, match="GARRISON_GPUS_STARVATION_S: must be a number from 1 to 604800, not 'soon'"):
+        GpuSettings()
+    monkeypatch.setenv("GARRISON_GPUS_STARVATION_S", "")
+    assert GpuSettings().starvation_s == 1800
     monkeypatch.delenv("GARRISON_GPUS_STARVATION_S")
-    assert _number("STARVATION_S", 1800, 1, 10_000) == 1800
+    assert GpuSettings().starvation_s == 1800
+    monkeypatch.setenv("GARRISON_GPUS_LAUNCHER", "maybe")  # as before: only 1, true or yes turn it on
+    assert GpuSettings().launcher is False
