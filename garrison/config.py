@@ -290,11 +290,13 @@ def check_config_file(path: Path | None = None) -> list[str]:
             if key not in core:
                 warnings.append(f"{path}: {key} is not a garrison setting (top-level keys are the core settings, "
                                 "GARRISON_* without a layer); it is ignored")
+                log.warning(warnings[-1])
             continue
         classes = _layer_classes(key)
         if not classes:
             known = ", ".join(sorted(t for t in LAYER_SETTINGS_MODULES if _layer_classes(t)))
             warnings.append(f"{path}: [{key}] matches no garrison layer present (tables: {known}); it is ignored")
+            log.warning(warnings[-1])
             continue
         allowed = set().union(*(c.toml_keys() for c in classes))
         unknown = sorted(k for k in value if k not in allowed)
@@ -304,8 +306,6 @@ def check_config_file(path: Path | None = None) -> list[str]:
                               + f"; its settings are: {', '.join(sorted(allowed))}")
         for cls in classes:
             cls()  # a bad value: ConfigError naming the file, table and key
-    for warning in warnings:
-        log.warning(warning)
     return warnings
 
 
