@@ -205,7 +205,9 @@ class Settings(BaseSettings):
         from sqlalchemy.engine import make_url
 
         url = make_url(self.resolved_database_url).render_as_string(hide_password=True)
+        path = _toml_path()
         return {
+            "config_file": str(path.resolve()) if path.is_file() else f"none ({path} not found)",
             "data_dir": str(self.data_dir.resolve()),
             "listen": f"{self.host}:{self.port}",
             "database": url,

@@ -17,7 +17,7 @@ from garrison import __version__
 from garrison.cli.audit import audit_app
 from garrison.cli.common import console
 from garrison.cli.identity import keys_app, tenants_app
-from garrison.config import Settings
+from garrison.config import ConfigError, Settings, check_config_file
 
 app = typer.Typer(name="garrison", help="On-premises infrastructure for AI agents.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -178,6 +178,11 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     """Show what is installed and in use: store, sandboxes, Temporal, PostgreSQL, Redis, GPUs."""
     settings = Settings()
     info: dict[str, Any] = {"version": __version__, **settings.describe()}
+    try:
+        warnings = check_config_file()
+        info["config_check"] = "; ".join(warnings) or "ok"
+    except ConfigError as exc:
+        info["config_check"] = f"error: {exc}"
     if settings.resolved_database_url.startswith("postgresql"):
         info["postgresql"] = _probe_postgres(settings.resolved_database_url)
     info["redis_server"] = _probe_redis(settings.redis_url) if settings.redis_url else "not configured"
