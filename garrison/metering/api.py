@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from garrison.core.errors import Forbidden
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.metering.budgets import BudgetState
@@ -19,15 +18,15 @@ router = APIRouter(tags=["metering"])
 
 
 def _operator(principal: Principal, platform: Platform) -> bool:
-    return principal.is_admin and principal.tenant_id == platform.policy.operator_tenant_id
+    return platform.policy.is_operator(principal)
 
 
 def _tenant_filter(principal: Principal, platform: Platform, tenant: str | None) -> str | None:
     """Own tenant, unless the operator's admin asks for another one or for all ('*')."""
     if tenant is None or tenant == principal.tenant_id:
         return principal.tenant_id
-    if not _operator(principal, platform):
-        raise Forbidden("only the operator's admin may read another tenant's usage")
+    platform.policy.require_operator(principal, "metering:read", f"tenant/{tenant}/usage",
+                                     "only the operator's admin may read another tenant's usage")
     return None if tenant == "*" else tenant
 
 
@@ -106,8 +105,8 @@ async def create_budget(body: BudgetIn, principal: Principal = Depends(require("
                         platform: Platform = Depends(get_platform)) -> BudgetOut:
     tenant_id = principal.tenant_id
     if body.tenant_id and body.tenant_id != tenant_id:
-        if not _operator(principal, platform):
-            raise Forbidden("only the operator's admin may set another tenant's budget")
+        platform.policy.require_operator(principal, "metering:admin", f"tenant/{body.tenant_id}/budget",
+                                         "only the operator's admin may set another tenant's budget")
         tenant_id = body.tenant_id
     scope_id = body.scope_id or (tenant_id if body.scope == "tenant" else None)
     if not scope_id:
@@ -156,8 +155,8 @@ async def list_prices(principal: Principal = Depends(require("metering:read")),
 @router.post("/api/metering/prices", status_code=201)
 async def set_price(body: PriceIn, principal: Principal = Depends(require("metering:admin")),
                     platform: Platform = Depends(get_platform)) -> PriceOut:
-    if not _operator(principal, platform):
-        raise Forbidden("prices apply to every tenant: only the operator's admin may set them")
+    platform.policy.require_operator(principal, "metering:admin", f"price/{body.model}",
+                                     "prices apply to every tenant: only the operator's admin may set them")
     p = await platform.services["metering"].set_price(
         body.model, input_per_mtok=body.input_per_mtok, output_per_mtok=body.output_per_mtok,
         cached_input_per_mtok=body.cached_input_per_mtok, gpu_second_usd=body.gpu_second_usd,
@@ -171,8 +170,8 @@ async def set_price(body: PriceIn, principal: Principal = Depends(require("meter
 @router.delete("/api/metering/prices/{price_id}", status_code=204)
 async def delete_price(price_id: str, principal: Principal = Depends(require("metering:admin")),
                        platform: Platform = Depends(get_platform)) -> Response:
-    if not _operator(principal, platform):
-        raise Forbidden("only the operator's admin may change prices")
+    platform.policy.require_operator(principal, "metering:admin", f"price/{price_id}",
+                                     "only the operator's admin may change prices")
     await platform.services["metering"].delete_price(price_id)
     await platform.audit.record_now(principal, "metering:admin", f"price/{price_id}", "allow", "price deleted")
     return Response(status_code=204)

@@ -90,13 +90,30 @@ class PolicyEngine:
         return True
 
     # -- deciding ----------------------------------------------------------------------------
+    def is_operator(self, principal: Principal, *, admin: bool = True) -> bool:
+        """The operator's admin: an ``admin:*`` principal of the operator's (default) tenant.
+        ``admin:*`` alone is not enough: the operator may grant it to a tenant's key, and that key
+        administers its own tenant only, never what every tenant shares. ``admin=False``: any
+        principal of the operator's tenant (its scopes say what it may do)."""
+        ours = bool(self.operator_tenant_id) and principal.tenant_id == self.operator_tenant_id
+        return ours and (principal.is_admin or not admin)
+
+    def require_operator(self, principal: Principal, action: str, resource: str, detail: str,
+                         *, admin: bool = True) -> None:
+        """Audit a deny and raise Forbidden(``detail``) unless ``is_operator(principal, admin=admin)``."""
+        if self.is_operator(principal, admin=admin):
+            return
+        if self.audit is not None:
+            why = "not the operator's admin" if admin else "not of the operator's tenant"
+            self.audit.record(principal, action, resource, "deny", why)
+        raise Forbidden(detail)
+
     def authorize(self, principal: Principal, action: str, resource: Resource,
                   context: dict[str, Any] | None = None) -> Decision:
         if not principal.has_scope(action):
             return Decision(False, f"missing scope {action}")
         if resource.tenant_id is not None and resource.tenant_id != principal.tenant_id:
-            cross_ok = (principal.is_admin and principal.tenant_id == self.operator_tenant_id
-                        and action.startswith(CROSS_TENANT_ADMIN_ACTIONS))
+            cross_ok = self.is_operator(principal) and action.startswith(CROSS_TENANT_ADMIN_ACTIONS)
             if not cross_ok:
                 return Decision(False, "resource belongs to another tenant")
         ctx_key = json.dumps(context, sort_keys=True, default=str) if context else ""
@@ -122,7 +139,7 @@ class PolicyEngine:
             {"uid": p_uid, "parents": [], "attrs": {
                 "tenant": principal.tenant_id, "kind": principal.kind, "name": principal.name,
                 "scopes": sorted(principal.scopes),
-                "operator": principal.is_admin and principal.tenant_id == self.operator_tenant_id}},
+                "operator": self.is_operator(principal)}},
             {"uid": r_uid, "parents": [], "attrs": {
                 **res_attrs, "tenant": resource.tenant_id or principal.tenant_id, "type": resource.type}},
         ]

@@ -111,6 +111,7 @@ async def _write(service: RegistryService, principal: Principal,
     now = utcnow()
     imported = skipped = 0
     failures: list[tuple[Any, str]] = []
+    refused: set[str] = set()
     names = sorted({d["name"] for d, _, _ in ready})
     namespaces = sorted({namespace_of(n) for n in names})
     async with service.db.engine.begin() as conn:
@@ -132,8 +133,9 @@ async def _write(service: RegistryService, principal: Principal,
         for doc, status, when in ready:
             name, version = doc["name"], doc["version"]
             owner = owners.get(namespace_of(name))
-            if owner != principal.tenant_id and not principal.is_admin:
+            if owner != principal.tenant_id and not service.is_operator(principal):
                 failures.append((doc, f"namespace {namespace_of(name)!r} belongs to another tenant"))
+                refused.add(namespace_of(name))
                 continue
             if version in known.setdefault(name, set()):
                 skipped += 1
@@ -168,5 +170,9 @@ async def _write(service: RegistryService, principal: Principal,
     tally.counts["skipped"] += skipped
     for doc, detail in failures:
         tally.fail(doc, detail)
+    if service.platform is not None:
+        for ns in sorted(refused):  # one deny per namespace, as publishing one by one audits it
+            service.platform.audit.record(principal, "registry:publish", f"registry_namespace:{ns}", "deny",
+                                          "namespace belongs to another tenant")
     for name in names:
         service._changed(name)

@@ -229,8 +229,16 @@ class RegistryService:
         if claim:
             await self.store.claim_namespace(conn, namespace, principal.tenant_id, utcnow())
         owner = await self.store.namespace_owner(conn, namespace, lock=True)
-        if owner is not None and owner != principal.tenant_id and not principal.is_admin:
-            raise Forbidden(f"namespace {namespace!r} belongs to another tenant; publish under your own namespace")
+        if owner is not None and owner != principal.tenant_id and not self.is_operator(principal):
+            if self.platform is not None:
+                self.platform.audit.record(principal, "registry:publish", f"registry_namespace:{namespace}",
+                                           "deny", "namespace belongs to another tenant")
+            raise Forbidden(f"namespace {namespace!r} belongs to another tenant; publish under your own namespace "
+                            "(only the operator's admin may write in every namespace)")
+
+    def is_operator(self, principal: Principal) -> bool:
+        """The operator's admin may write in every namespace; a tenant's admin:* key only in its own."""
+        return self.platform is not None and self.platform.policy.is_operator(principal)
 
     async def publish(self, principal: Principal, doc: Any, *, tenant_id: str | None = None,
                       status: str = "active", published_at: datetime | None = None, force: bool = False,

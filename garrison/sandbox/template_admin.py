@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garrison.core.errors import BadRequest, Conflict, Forbidden, NotFound, Problem
+from garrison.core.errors import BadRequest, Conflict, NotFound, Problem
 from garrison.core.principal import Principal
 from garrison.policy.engine import Resource
 from garrison.sandbox.templates import DEFAULT_TEMPLATE, TemplateError, TemplateExists, TemplateStore
@@ -50,9 +50,9 @@ class TemplateAdmin:
     async def _check_operator(self, principal: Principal, action: str, name: str) -> None:
         policy = self.platform.policy
         await policy.check(principal, action, Resource("sandbox_template", name, principal.tenant_id, {}))
-        if not (principal.is_admin and principal.tenant_id == policy.operator_tenant_id):
-            raise Forbidden("sandbox templates are shared by every tenant of this host: "
-                            "only an admin of the operator tenant may change them")
+        policy.require_operator(principal, action, f"sandbox_template/{name}",
+                                "sandbox templates are shared by every tenant of this host: "
+                                "only an admin of the operator tenant may change them")
 
     async def list_templates(self, principal: Principal) -> list[dict[str, Any]]:
         return [await self.get_template(principal, n) for n in self.templates.names()]

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from garrison.core.errors import BadRequest, Forbidden
+from garrison.core.errors import BadRequest
 from garrison.core.principal import Principal
 from garrison.identity.deps import require
 from garrison.platform import Platform, get_platform
@@ -198,9 +198,10 @@ async def delete_exporter(principal: Principal = Depends(require("telemetry:admi
 @router.post("/api/telemetry/retention", summary="Apply retention now (operator only)")
 async def retention(principal: Principal = Depends(require("telemetry:admin")),
                     platform: Platform = Depends(get_platform)) -> dict[str, int]:
-    if not principal.is_admin:
-        platform.audit.record(principal, "telemetry:retention", "telemetry/spans", "deny", "operator only")
-        raise Forbidden("retention spans every tenant: only the operator (admin:*) may run it")
+    platform.policy.require_operator(
+        principal, "telemetry:retention", "telemetry/spans",
+        "retention deletes the spans of every tenant: only the operator's admin (an admin:* key of the "
+        "operator's tenant) may run it")
     result = await _service(platform).apply_retention()
     await platform.audit.record_now(principal, "telemetry:retention", "telemetry/spans", "allow", "", result)
     return result

@@ -199,6 +199,61 @@ async def test_publish_needs_scope_and_namespace_belongs_to_first_tenant(app, ma
         assert names == ["com.acme/tool", "com.globex/tool"]
 
 
+async def test_a_tenants_admin_key_stays_out_of_other_namespaces(app, client, platform, make_key):
+    """admin:* of a tenant is that tenant's admin: it may not write in another tenant's namespace;
+    only the operator's admin (the default tenant's admin:* key) may act in every namespace."""
+    import httpx
+
+    def as_key(key):
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers={"Authorization": f"Bearer {key}"})
+
+    acme = await make_key(scopes=["registry:publish", "registry:read"], tenant="acme")
+    globex_admin = await make_key(scopes=["admin:*"], tenant="globex")
+    async with as_key(acme) as c:
+        assert (await c.post("/v0.1/publish", json=server(name="com.acme/tool"))).status_code == 200
+    name = enc("com.acme/tool")
+    async with as_key(globex_admin) as c:
+        attempts = [
+            await c.post("/v0.1/publish", json=server(name="com.acme/tool", version="2.0.0")),
+            await c.post("/v0.1/publish", json=server(name="com.acme/other")),
+            await c.put(f"/v0.1/servers/{name}/versions/1.0.0", json=server(name="com.acme/tool",
+                                                                             description="hijacked")),
+            await c.patch(f"/v0.1/servers/{name}/status", json={"status": "deleted"}),
+            await c.patch(f"/v0.1/servers/{name}/versions/1.0.0/status", json={"status": "deprecated"}),
+            await c.delete(f"/v0.1/servers/{name}/versions/1.0.0"),
+            await c.put(f"/api/registry/servers/{name}/versions/1.0.0/tools", json={"tools": []}),
+        ]
+        for r in attempts:
+            assert r.status_code == 403, (r.request.method, r.request.url, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert "belongs to another tenant" in r.json()["detail"]
+            assert "operator's admin" in r.json()["detail"]
+        # Its own namespace is its own.
+        assert (await c.post("/v0.1/publish", json=server(name="com.globex/tool"))).status_code == 200
+    # Nothing changed: one version, active, acme's words, and the namespace still acme's.
+    versions = (await client.get(f"/v0.1/servers/{name}/versions")).json()["servers"]
+    assert [(v["server"]["version"], v["server"]["description"], official(v)["status"]) for v in versions] == [
+        ("1.0.0", "Weather forecasts", "active")]
+    assert (await client.get(f"/v0.1/servers/{enc('com.acme/other')}/versions")).status_code == 404
+    svc = platform.services["registry"]
+    acme_tenant = (await platform.identity.tenant_by_name("acme"))["id"]
+    async with svc.db.engine.connect() as conn:
+        assert await svc.store.namespace_owner(conn, "com.acme", lock=False) == acme_tenant
+    globex_tenant = (await platform.identity.tenant_by_name("globex"))["id"]
+    denies = [e for e in await platform.audit.tail(100, globex_tenant)
+              if e["action"] == "registry:publish" and e["decision"] == "deny"]
+    assert len(denies) == len(attempts) and {e["resource"] for e in denies} == {"registry_namespace:com.acme"}
+
+    # The operator's admin may act in every namespace.
+    r = await client.put(f"/v0.1/servers/{name}/versions/1.0.0", json=server(name="com.acme/tool",
+                                                                              description="Fixed by the operator"))
+    assert r.status_code == 200, r.text
+    assert (await client.post("/v0.1/publish", json=server(name="com.acme/tool", version="1.1.0"))).status_code == 200
+    async with svc.db.engine.connect() as conn:  # acting there does not take the namespace over
+        assert await svc.store.namespace_owner(conn, "com.acme", lock=False) == acme_tenant
+
+
 @pytest.mark.parametrize("path", [
     "/v0.1/servers/com.example%2F..%2F..%2Fetc/versions",
     "/v0.1/servers/..%2F..%2Fetc/versions/latest",

@@ -121,3 +121,32 @@ async def test_bulk_import_keeps_the_latest_rules_and_namespace_ownership(client
         r = (await c.post("/api/registry/import", json=[server("com.example/sneaky"),
                                                          server("org.intruder/own")])).json()
     assert (r["imported"], r["failed"]) == (1, 1) and "another tenant" in r["errors"][0]
+
+
+async def test_bulk_import_by_a_tenants_admin_key_skips_other_namespaces(client, make_key, app, platform):
+    """A tenant's admin:* key imports into its own namespaces only; the operator's admin everywhere."""
+    import httpx
+
+    acme = await make_key(["registry:publish"], tenant="acme")
+    globex_admin = await make_key(["admin:*"], tenant="globex")
+    headers = {"Authorization": f"Bearer {acme}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers) as c:
+        assert (await c.post("/v0.1/publish", json=server("com.acme/tool"))).status_code == 200
+    snapshot = [server("com.acme/tool", "2.0.0"), server("com.acme/new"),
+                server("com.acme/tool", "3.0.0", tools=[tool("t")]),  # the one-by-one path of the import
+                server("com.globex/own")]
+    headers = {"Authorization": f"Bearer {globex_admin}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers) as c:
+        r = (await c.post("/api/registry/import", json=snapshot)).json()
+    assert (r["imported"], r["failed"]) == (1, 3), r
+    assert all("belongs to another tenant" in e for e in r["errors"])
+    versions = (await client.get(f"/v0.1/servers/{quote('com.acme/tool', safe='')}/versions")).json()["servers"]
+    assert [v["server"]["version"] for v in versions] == ["1.0.0"]
+    assert (await client.get(f"/v0.1/servers/{quote('com.acme/new', safe='')}/versions")).status_code == 404
+    globex = (await platform.identity.tenant_by_name("globex"))["id"]
+    denies = [e for e in await platform.audit.tail(100, globex)
+              if e["action"] == "registry:publish" and e["decision"] == "deny"]
+    assert denies and {e["resource"] for e in denies} == {"registry_namespace:com.acme"}
+    # The operator's admin imports into every namespace.
+    r = (await client.post("/api/registry/import", json=snapshot[:2])).json()
+    assert (r["imported"], r["failed"]) == (2, 0), r
