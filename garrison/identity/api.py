@@ -48,6 +48,10 @@ async def list_tenants(principal: Principal = Depends(require("tenants:read")),
 @router.post("/tenants", response_model=TenantOut, status_code=201)
 async def create_tenant(body: TenantIn, principal: Principal = Depends(require("tenants:write")),
                         platform: Platform = Depends(get_platform)) -> TenantOut:
+    # Tenants are the host's: a tenant's own admin:* key administers that tenant, never creates others.
+    platform.policy.require_operator(principal, "tenants:write", f"tenant/{body.name}",
+                                     "tenants are created by the operator: only keys of the operator's "
+                                     "tenant may create one", admin=False)
     await platform.policy.check(principal, "tenants:write", Resource("tenant", body.name, None))
     row = await platform.identity.create_tenant(body.name)
     await platform.audit.record_now(principal, "tenants:create", f"tenant/{row['id']}", "allow",

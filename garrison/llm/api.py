@@ -22,6 +22,15 @@ admin = APIRouter(prefix="/api/llm", tags=["llm"])
 INVOKE = Depends(require("llm:invoke", audit_allow=False))
 
 
+def _operator_only(platform: Platform, principal: Principal, name: str) -> None:
+    """Models and their replicas serve every tenant: a tenant's own key (admin:* included) must not
+    add, repoint or remove them, or it could read or break other tenants' calls."""
+    platform.policy.require_operator(
+        principal, "llm:admin", f"llm_model/{name}",
+        "models are shared by every tenant of this host: only an llm:admin key of the operator's tenant "
+        "may add, change or remove them", admin=False)
+
+
 async def _call(op: str, request: Request, principal: Principal) -> Response:
     # The platform straight from the app: a sync dependency would cost a thread hop per call.
     platform: Platform = request.app.state.platform
@@ -68,6 +77,7 @@ async def get_model(name: str, principal: Principal = Depends(require("llm:read"
 @admin.post("/models", status_code=201, summary="Add a model, or one more replica of a model")
 async def add_model(body: ModelIn, principal: Principal = Depends(require("llm:admin")),
                     platform: Platform = Depends(get_platform)) -> ModelOut:
+    _operator_only(platform, principal, body.model)
     out = await platform.services["llm"].add(body)
     await platform.audit.record_now(principal, "llm:admin", f"llm_model/{body.model}", "allow", "model added",
                                     context={"base_url": body.base_url, "kind": body.kind})
@@ -77,6 +87,7 @@ async def add_model(body: ModelIn, principal: Principal = Depends(require("llm:a
 @admin.patch("/models/{name:path}")
 async def update_model(name: str, body: ModelUpdate, principal: Principal = Depends(require("llm:admin")),
                        platform: Platform = Depends(get_platform)) -> ModelOut:
+    _operator_only(platform, principal, name)
     out = await platform.services["llm"].update(name, body)
     await platform.audit.record_now(principal, "llm:admin", f"llm_model/{name}", "allow", "model updated",
                                     context=body.model_dump(exclude_unset=True))
@@ -87,6 +98,7 @@ async def update_model(name: str, body: ModelUpdate, principal: Principal = Depe
 async def remove_model(name: str, replica: str | None = None,
                        principal: Principal = Depends(require("llm:admin")),
                        platform: Platform = Depends(get_platform)) -> Response:
+    _operator_only(platform, principal, name)
     service = platform.services["llm"]
     if replica:
         await service.remove_replica(name, replica)

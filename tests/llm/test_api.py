@@ -66,6 +66,39 @@ async def test_models_admin_needs_scope(client, make_key):
     assert r.status_code == 403
 
 
+async def test_a_tenants_admin_key_may_not_add_repoint_or_remove_shared_models(client, platform, make_key,
+                                                                               fake, fake2, add_model):
+    """Models serve every tenant: another tenant's admin:* key adding a replica could read their prompts."""
+    await add_model("m", fake)
+    before = (await client.get("/api/llm/models/m")).json()
+    rid = before["replicas"][0]["id"]
+    acme_admin = await make_key(["admin:*"], tenant="acme")
+    h = {"authorization": f"Bearer {acme_admin}"}
+    attempts = [
+        await client.post("/api/llm/models", json={"model": "m", "base_url": fake2.base_url}, headers=h),
+        await client.post("/api/llm/models", json={"model": "mine", "base_url": fake2.base_url}, headers=h),
+        await client.patch("/api/llm/models/m", json={"fallbacks": ["mine"]}, headers=h),
+        await client.delete(f"/api/llm/models/m?replica={rid}", headers=h),
+        await client.delete("/api/llm/models/m", headers=h),
+    ]
+    for r in attempts:
+        assert r.status_code == 403, (r.request.method, r.request.url, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "shared by every tenant" in r.json()["detail"] and "operator's tenant" in r.json()["detail"]
+    after = (await client.get("/api/llm/models/m")).json()
+    assert [r["base_url"] for r in after["replicas"]] == [fake.base_url.rstrip("/")]
+    assert after["fallbacks"] == before["fallbacks"] == []
+    assert (await client.get("/api/llm/models/mine")).status_code == 404
+    acme = (await platform.identity.tenant_by_name("acme"))["id"]
+    denies = [e for e in await platform.audit.tail(100, acme) if e["decision"] == "deny"]
+    assert [e["action"] for e in denies] == ["llm:admin"] * len(attempts)
+    # The operator's tenant still manages them (admin:* or an llm:admin key of its own).
+    operator_key = await make_key(["llm:admin", "llm:read"])
+    r = await client.patch("/api/llm/models/m", json={"tpm": 1000}, headers={"authorization": f"Bearer {operator_key}"})
+    assert r.status_code == 200 and r.json()["tpm"] == 1000
+    assert (await client.delete("/api/llm/models/m")).status_code == 204
+
+
 async def test_models_cli(fake, garrison_url, admin_key):
     runner = CliRunner()
     base = ["--url", garrison_url, "--key", admin_key]

@@ -40,6 +40,27 @@ def test_admin_scope_does_not_cross_tenants_outside_admin_actions(engine):
     assert not engine.authorize(tenant_admin, "keys:read", Resource("key", "k", "t2")).allowed
 
 
+def test_operator_is_the_operator_tenants_admin_not_any_admin(engine):
+    from garrison.core.errors import Forbidden
+
+    assert engine.is_operator(_p(["admin:*"], tenant="t0"))
+    assert not engine.is_operator(_p(["admin:*"], tenant="t1"))  # a tenant's admin
+    assert not engine.is_operator(_p(["keys:read"], tenant="t0"))
+    assert engine.is_operator(_p(["keys:read"], tenant="t0"), admin=False)
+    assert not engine.is_operator(_p(["admin:*"], tenant="t1"), admin=False)
+    with pytest.raises(Forbidden, match="only the operator"):
+        engine.require_operator(_p(["admin:*"], tenant="t1"), "x:admin", "x/1", "only the operator")
+    engine.require_operator(_p(["admin:*"], tenant="t0"), "x:admin", "x/1", "only the operator")
+    # Cedar sees the same answer as principal.operator.
+    engine.write_file("10-operator-only.cedar",
+                      'forbid (principal, action == Garrison::Action::"x:admin", resource) '
+                      "unless { principal.operator };")
+    assert engine.authorize(_p(["admin:*"], tenant="t0"), "x:admin", Resource("x", "1", "t0")).allowed
+    assert not engine.authorize(_p(["admin:*"], tenant="t1"), "x:admin", Resource("x", "1", "t1")).allowed
+    unset = PolicyEngine(engine.dir)  # no operator tenant known: nobody is the operator
+    assert not unset.is_operator(_p(["admin:*"], tenant=""))
+
+
 def test_forbid_wins_over_permit(engine):
     engine.write_file("10-no-publish.cedar",
                       'forbid (principal, action == Garrison::Action::"registry:publish", resource);')
@@ -135,3 +156,43 @@ async def test_tenants_never_see_each_other(client, app, platform):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
                                  headers={"authorization": f"Bearer {keys['globex']['key']}"}) as globex:
         assert (await globex.get("/api/whoami")).status_code == 200
+
+
+async def test_a_tenants_admin_key_may_not_touch_the_hosts_policies_or_tenants(client, app, platform, make_key):
+    """Policy files and the tenant list are the host's: another tenant's admin:* key gets 403, and
+    nothing changes; the operator's admin still manages them."""
+    assert (await client.put("/api/policies/20-ops.cedar", content='forbid (principal, action == '
+                             'Garrison::Action::"keys:write", resource) when { principal.kind == "agent" };',
+                             headers={"content-type": "text/plain"})).status_code == 200
+    before = platform.policy.list_files()
+    acme_admin = await make_key(["admin:*"], tenant="acme")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                 headers={"authorization": f"Bearer {acme_admin}"}) as acme:
+        attempts = [
+            await acme.get("/api/policies"),
+            await acme.put("/api/policies/99-lockout.cedar", content="forbid (principal, action, resource);",
+                           headers={"content-type": "text/plain"}),
+            await acme.delete("/api/policies/20-ops.cedar"),
+            await acme.delete("/api/policies/00-baseline.cedar"),
+        ]
+        for r in attempts:
+            assert r.status_code == 403, (r.request.method, r.request.url, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert "every tenant" in r.json()["detail"] and "operator's tenant" in r.json()["detail"]
+        r = await acme.post("/api/tenants", json={"name": "globex"})
+        assert r.status_code == 403 and "operator" in r.json()["detail"], r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        # Its own tenant it still administers.
+        assert (await acme.get("/api/whoami")).status_code == 200
+        assert (await acme.post("/api/keys", json={"scopes": ["keys:read"]})).status_code == 201
+    assert platform.policy.list_files() == before
+    assert await platform.identity.tenant_by_name("globex") is None
+    acme = (await platform.identity.tenant_by_name("acme"))["id"]
+    denies = [(e["action"], e["resource"]) for e in await platform.audit.tail(100, acme) if e["decision"] == "deny"]
+    assert denies == [("policies:read", "policy/*"), ("policies:write", "policy/99-lockout.cedar"),
+                      ("policies:write", "policy/20-ops.cedar"), ("policies:write", "policy/00-baseline.cedar"),
+                      ("tenants:write", "tenant/globex")]
+    # The operator's admin still does all of it.
+    assert "20-ops.cedar" in (await client.get("/api/policies")).json()["files"]
+    assert (await client.delete("/api/policies/20-ops.cedar")).status_code == 204
+    assert (await client.post("/api/tenants", json={"name": "globex"})).status_code == 201
