@@ -105,6 +105,10 @@ class Workload:
     reason_code: str = "submitted"
     preemptions: int = 0
     work_done_s: float = 0.0  # simulator: progress kept across preemption
+    # Metering: when the GPU-seconds of its current holding were last handed to the
+    # resource meter (a start later than this begins a new holding), and who submitted it.
+    metered_until: float | None = None
+    owner: dict[str, str] = field(default_factory=dict)  # user, key_id, agent, session_id
 
     def __post_init__(self) -> None:
         if self.preemptible is None:
@@ -134,6 +138,22 @@ class Workload:
 
     def demand(self, reference_mib: int) -> float:
         return self.gang_size * self.member_share(reference_mib)
+
+
+@dataclass(slots=True)
+class Held:
+    """A stretch of time a workload held GPUs, from ``start`` to ``end`` (epoch seconds):
+    ``allocated`` GPUs (fractions summed) on ``placement``. What the resource meter gets."""
+
+    workload: Workload
+    start: float
+    end: float
+    allocated: float
+    placement: list[tuple[str, int]]
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.allocated * max(0.0, self.end - self.start)
 
 
 @dataclass(slots=True)

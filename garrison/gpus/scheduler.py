@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from garrison.gpus.model import EPS, Decision, GpuSpec, QueueSpec, State, Workload
+from garrison.gpus.model import EPS, Decision, GpuSpec, Held, QueueSpec, State, Workload
 from garrison.gpus.placement import Cluster, GpuSlot, Plan
 from garrison.gpus.queues import FIXED, QueueConfigError, QueueNode, QueueTree
 from garrison.gpus.validation import Refused, validate
@@ -64,6 +64,9 @@ class Scheduler:
         self.finished: dict[str, Workload] = {}
         self.history: dict[str, deque[Decision]] = {}
         self.clock = 0.0
+        # What workloads held, for the resource meter: None (the simulator) collects nothing;
+        # the service sets a list and takes it after each change (take_held).
+        self.held: list[Held] | None = None
 
     # -- configuration ----------------------------------------------------------------
     def reconfigure(self, queues: list[QueueSpec]) -> list[str]:
@@ -207,6 +210,32 @@ class Scheduler:
         result.next_wakeup = run.next_wakeup
         return result
 
+    # -- metering ---------------------------------------------------------------------
+    def meter(self, now: float, every_s: float) -> None:
+        """Cut what each running workload held since it was last metered, once that is at
+        least ``every_s`` seconds (0: every running workload, as at shutdown)."""
+        if self.held is None:
+            return
+        for w in self.running.values():
+            if w.started_at is not None and now - max(w.started_at, w.metered_until or w.started_at) >= every_s:
+                self._held(w, now)
+
+    def take_held(self) -> list[Held]:
+        if not self.held:
+            return []
+        held, self.held = self.held, []
+        return held
+
+    def _held(self, w: Workload, now: float) -> None:
+        """What ``w`` held from its last metering (or its start) until ``now``; the mark
+        moves to ``now`` so no stretch is counted twice."""
+        if self.held is None or w.started_at is None:
+            return
+        start = max(w.started_at, w.metered_until or w.started_at)
+        if now > start and w.allocated > 0:
+            self.held.append(Held(w, start, now, w.allocated, list(w.placement)))
+        w.metered_until = max(now, start)
+
     # -- explain ----------------------------------------------------------------------
     def explain(self, workload_id: str) -> dict[str, Any]:
         w = self.get(workload_id)
@@ -251,6 +280,7 @@ class Scheduler:
         return self._decide(w, now, "start", code, text)
 
     def _stop(self, w: Workload, now: float) -> None:
+        self._held(w, now)  # every way a workload lets go of its GPUs passes here
         leaf = self.tree.by_name[w.queue]
         for node in leaf.chain:
             node.allocated -= w.allocated

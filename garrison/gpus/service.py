@@ -20,7 +20,7 @@ from garrison.core.errors import BadRequest, Forbidden, NotFound, TooManyRequest
 from garrison.core.ids import new_id
 from garrison.core.pagination import decode_cursor, encode_cursor
 from garrison.core.principal import Principal
-from garrison.gpus import kai, metrics
+from garrison.gpus import kai, metrics, usage
 from garrison.gpus.inventory import InventoryError, discover_nvml, parse_declared
 from garrison.gpus.launcher import LocalLauncher
 from garrison.gpus.model import Decision, GpuSpec, PriorityClass, QueueSpec, State, Topology, Workload
@@ -53,10 +53,11 @@ MAX_ACTIVE_PER_TENANT = 10_000  # pending + running: keeps one tenant from flood
 
 class GpuService:
     def __init__(self, platform: Platform, *, interval_s: float = 1.0,
-                 config: SchedulerConfig | None = None) -> None:
+                 config: SchedulerConfig | None = None, meter_every_s: float = usage.DEFAULT_EVERY_S) -> None:
         self.platform = platform
         self.store = GpuStore(platform.db)
         self.interval_s = interval_s
+        self.meter_every_s = meter_every_s  # GPU-seconds of running work go to the meter this often
         self.config = config or SchedulerConfig()
         self.sched = Scheduler([], [], self.config)
         self.source = "none"
@@ -73,6 +74,7 @@ class GpuService:
         gpus, self.source = await self._load_inventory()
         queues = [QueueSpec(**q) for q in (await self.store.get_config("queues") or [])]
         self.sched = Scheduler(gpus, queues, self.config)
+        self.sched.held = []  # collect what workloads hold, for the resource meter
         now = self.clock()
         self.sched.clock = now
         requeued: list[Workload] = []
@@ -104,6 +106,9 @@ class GpuService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        async with self.lock:  # meter running work up to now; a restart goes on from here
+            self.sched.meter(self.clock(), 0.0)
+            await self._save([])
 
     async def _load_inventory(self) -> tuple[list[GpuSpec], str]:
         doc = await self.store.get_config("inventory")
@@ -129,14 +134,16 @@ class GpuService:
 
     async def run_cycle(self) -> CycleResult:
         async with self.lock:
+            now = self.clock()
             if not self.sched.pending:
                 result = CycleResult()
             else:
                 t0 = time.perf_counter()
-                result = await asyncio.to_thread(self.sched.cycle, self.clock())
+                result = await asyncio.to_thread(self.sched.cycle, now)
                 metrics.CYCLE.observe(time.perf_counter() - t0)
+            self.sched.meter(now, self.meter_every_s)
             changed = {d.workload_id for d in result.decisions}
-            await self.store.save_states([w for wid in changed if (w := self.sched.get(wid)) is not None])
+            await self._save([w for wid in changed if (w := self.sched.get(wid)) is not None])
             self._record(result.decisions)
             for w in result.started:
                 if w.first_started_at == w.started_at:
@@ -155,10 +162,22 @@ class GpuService:
                 return
             d = self.sched.finish(workload_id, self.clock(), failed=rc != 0)
             w.reason = d.reason = why
-            await self.store.save_states([w])
+            await self._save([w])
             self._record([d])
             self._gauges()
         self.wake()
+
+    async def _save(self, changed: list[Workload]) -> None:
+        """Write the changed workloads and those with GPU-seconds to meter, then hand those
+        to the meter: in that order, a crash in between loses a stretch and never counts one
+        twice. Called under the lock, after each change of the scheduler."""
+        held = self.sched.take_held()
+        rows = {w.id: w for w in changed}
+        for h in held:
+            rows.setdefault(h.workload.id, h.workload)
+        await self.store.save_states(list(rows.values()))
+        if held:
+            usage.record(self.platform, held, self.sched.cluster)
 
     def _record(self, decisions: list[Decision]) -> None:
         audit = self.platform.audit
@@ -227,7 +246,7 @@ class GpuService:
                      priority_class=body.priority_class, gpus=body.gpus, fraction=body.fraction,
                      memory_mib=body.memory_mib, gang_size=body.gang_size, preemptible=body.preemptible,
                      min_runtime_s=body.min_runtime_s, topology=body.topology,
-                     topology_required=body.topology_required)
+                     topology_required=body.topology_required, owner=_owner(principal))
         async with self.lock:
             active = sum(1 for o in self.sched.workloads.values() if o.tenant_id == principal.tenant_id)
             if active >= MAX_ACTIVE_PER_TENANT:
@@ -305,7 +324,7 @@ class GpuService:
                     raise ValidationFailed(f"workload {workload_id} is {w.state.value}, not running: cancel it "
                                            f"instead", slug="gpu-workload-not-running")
                 d = self.sched.finish(workload_id, self.clock(), failed=failed)
-            await self.store.save_states([w])
+            await self._save([w])
             self._record([d])
             self._gauges()
         if self.launcher is not None:
@@ -420,7 +439,7 @@ class GpuService:
             decisions = self.sched.replace_inventory(gpus, self.clock())
             self.source = source
             await self.store.put_config("inventory", doc)
-            await self.store.save_states([self.sched.workloads[d.workload_id] for d in decisions])
+            await self._save([self.sched.workloads[d.workload_id] for d in decisions])
             self._record(decisions)
             self._gauges()
         await self.platform.audit.record_now(principal, "gpus:admin", "gpu_inventory", "allow",
@@ -435,7 +454,7 @@ class GpuService:
                 decisions = self.sched.set_health(gpu_id, healthy, self.clock())
             except KeyError as exc:
                 raise NotFound(f"GPU {gpu_id!r} does not exist") from exc
-            await self.store.save_states([self.sched.workloads[d.workload_id] for d in decisions])
+            await self._save([self.sched.workloads[d.workload_id] for d in decisions])
             self._record(decisions)
             self._gauges()
         await self.platform.audit.record_now(principal, "gpus:admin", f"gpu/{gpu_id}", "allow",
@@ -490,9 +509,19 @@ class GpuService:
                      topology=Topology(spec["topology"]), topology_required=spec["topology_required"],
                      submitted_at=submitted, queued_at=submitted, reason=row["reason"],
                      reason_code=row["reason_code"], preemptions=row["preemptions"],
-                     first_started_at=epoch(row["first_started_at"]))
+                     first_started_at=epoch(row["first_started_at"]), metered_until=epoch(row["metered_until"]),
+                     owner=dict(spec.get("owner") or {}))
         self.launch_specs[w.id] = {"command": spec.get("command"), "serve": spec.get("serve")}
         return w
+
+
+def _owner(principal: Principal) -> dict[str, str]:
+    """Who submitted a workload, as its GPU-seconds are attributed (as the LLM gateway's
+    ledger names them: user, key, agent, session)."""
+    agent = principal.attributes.get("agent")
+    found = {"user": principal.id, "key_id": principal.key_id, "session_id": principal.session_id,
+             "agent": agent if isinstance(agent, str) else None}
+    return {k: v[:200] for k, v in found.items() if v}
 
 
 def _spec_doc(s: QueueSpec) -> dict[str, Any]:

@@ -30,14 +30,14 @@ def spec_of(w: Workload, launch: dict[str, Any]) -> dict[str, Any]:
             "memory_mib": w.memory_mib, "gang_size": w.gang_size, "preemptible": w.preemptible,
             "min_runtime_s": w.min_runtime_s, "topology": w.topology.value,
             "topology_required": w.topology_required, "command": launch.get("command"),
-            "serve": launch.get("serve")}
+            "serve": launch.get("serve"), "owner": w.owner}
 
 
 def state_of(w: Workload) -> dict[str, Any]:
     return {"state": w.state.value, "reason": w.reason[:4000], "reason_code": w.reason_code[:32],
             "placement": json.dumps(w.placement), "allocated": w.allocated, "preemptions": w.preemptions,
             "started_at": ts(w.started_at), "first_started_at": ts(w.first_started_at),
-            "finished_at": ts(w.finished_at)}
+            "finished_at": ts(w.finished_at), "metered_until": ts(w.metered_until)}
 
 
 class GpuStore:

@@ -35,6 +35,7 @@ gpu_workloads = Table(
     Column("started_at", TS, nullable=True),
     Column("first_started_at", TS, nullable=True),
     Column("finished_at", TS, nullable=True),
+    Column("metered_until", TS, nullable=True),  # GPU-seconds handed to the meter up to here
     Index("ix_gpu_workloads_tenant_state", "tenant_id", "state"),
     Index("ix_gpu_workloads_tenant_submitted", "tenant_id", "submitted_at"),
 )
