@@ -276,7 +276,12 @@ class LayerSettings(BaseSettings):
             raise ConfigError(message) from None
 
 
-def check_config_file(path: Path | None = None) -> list[str]:
+def _warn(message: str, log_it: bool) -> None:
+    if log_it:
+        log.warning(message)
+
+
+def check_config_file(path: Path | None = None, *, log_warnings: bool = True) -> list[str]:
     """At start-up: garrison.toml (if there is one) parses, every key of a layer's table is a
     setting of that layer and every value there is valid (ConfigError naming the file, table
     and key otherwise). A table that matches no layer present, and a top-level key that is no core
@@ -292,13 +297,13 @@ def check_config_file(path: Path | None = None) -> list[str]:
             if key not in core:
                 warnings.append(f"{path}: {key} is not a garrison setting (top-level keys are the core settings, "
                                 "GARRISON_* without a layer); it is ignored")
-                log.warning(warnings[-1])
+                _warn(warnings[-1], log_warnings)
             continue
         classes = _layer_classes(key)
         if not classes:
             known = ", ".join(sorted(t for t in LAYER_SETTINGS_MODULES if _layer_classes(t)))
             warnings.append(f"{path}: [{key}] matches no garrison layer present (tables: {known}); it is ignored")
-            log.warning(warnings[-1])
+            _warn(warnings[-1], log_warnings)
             continue
         allowed = set().union(*(c.toml_keys() for c in classes))
         unknown = sorted(k for k in value if k not in allowed)

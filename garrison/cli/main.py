@@ -113,16 +113,28 @@ def _serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
+def _checked_settings() -> Settings:
+    """The settings, with garrison.toml checked before anything starts: a bad value or key
+    ends the command with its one-line reason (file, table, key), not a traceback."""
+    try:
+        settings = Settings()
+        check_config_file(log_warnings=False)  # the platform's start logs them, once
+    except ConfigError as exc:
+        typer.echo(f"garrison: {exc}", err=True)  # plain: Rich would read "[gpus]" as markup and wrap it
+        raise typer.Exit(2) from None
+    return settings
+
+
 @app.command()
 def up() -> None:
     """Migrate the store, then serve every layer present (prints the admin key on first start)."""
-    _serve(Settings())  # the platform migrates the store before it serves (once, not here and there)
+    _serve(_checked_settings())  # the platform migrates the store before it serves (once, not here and there)
 
 
 @app.command()
 def serve() -> None:
     """Serve every layer present (migrations still run at start)."""
-    _serve(Settings())
+    _serve(_checked_settings())
 
 
 @app.command()

@@ -52,3 +52,4 @@ def test_up_refuses_an_unknown_key_in_a_layer_table(workdir: Path) -> None:
     with pytest.raises(RuntimeError) as err:
         start_server(workdir / "data")
     assert "garrison.toml [gpus] starvation: not a setting of the gpus layer" in str(err.value)
+    assert "Traceback" not in str(err.value)  # one line that says what to fix
