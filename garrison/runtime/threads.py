@@ -8,6 +8,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from langgraph.types import StateSnapshot
+from sqlalchemy.exc import IntegrityError
 
 from garrison.core.errors import BadRequest, Conflict, NotFound
 from garrison.core.principal import Principal
@@ -77,7 +78,13 @@ class ThreadManager:
             raise NotFound(f"thread {thread['thread_id']!r} not found")
 
     async def insert(self, principal: Principal, thread_id: str, metadata: dict[str, Any]) -> None:
-        await self.store.insert_thread(principal.tenant_id, thread_id, principal.id, metadata)
+        try:
+            await self.store.insert_thread(principal.tenant_id, thread_id, principal.id, metadata)
+        except IntegrityError as exc:
+            # Thread ids are unique across tenants: the id may be another tenant's thread (which this
+            # caller must neither see nor learn about) or one created a moment ago. Either way a 409.
+            raise Conflict(f"thread_id {thread_id} is already in use: choose another UUID, or leave "
+                           "thread_id out and garrison picks one") from exc
 
     async def create(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         thread_id = body.get("thread_id") or str(uuid.uuid4())
