@@ -81,8 +81,8 @@ class ThreadManager:
         try:
             await self.store.insert_thread(principal.tenant_id, thread_id, principal.id, metadata)
         except IntegrityError as exc:
-            # Thread ids are unique across tenants: the id may be another tenant's thread (which this
-            # caller must neither see nor learn about) or one created a moment ago. Either way a 409.
+            # Thread ids are unique across tenants: the id may be another tenant's thread (never shown
+            # to this caller; the 409 says only that the id is taken) or one created a moment ago.
             raise Conflict(f"thread_id {thread_id} is already in use: choose another UUID, or leave "
                            "thread_id out and garrison picks one") from exc
 
