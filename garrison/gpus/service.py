@@ -211,11 +211,12 @@ class GpuService:
 
     # -- access -----------------------------------------------------------------------
     def _is_operator(self, principal: Principal) -> bool:
-        return principal.tenant_id == self.platform.policy.operator_tenant_id
+        return self.platform.policy.is_operator(principal, admin=False)
 
     def _require_operator(self, principal: Principal, what: str) -> None:
-        if not self._is_operator(principal):
-            raise Forbidden(f"{what} is cluster-wide: only a gpus:admin key of the operator's tenant may change it")
+        self.platform.policy.require_operator(
+            principal, "gpus:admin", "gpus/cluster",
+            f"{what} is cluster-wide: only a gpus:admin key of the operator's tenant may change it", admin=False)
 
     def _visible_queue(self, principal: Principal, name: str) -> QueueSpec:
         node = self.sched.tree.by_name.get(name)
