@@ -15,6 +15,7 @@ from temporalio import activity
 
 from garrison.runtime.calls import STEP_HEADER
 from garrison.runtime.events import StoreEvents
+from garrison.runtime.fresh_steps import NO_BREAKPOINTS, fresh_config
 from garrison.runtime.store import FINAL_RUN, RuntimeStore
 from garrison.runtime.workflows import FINISH_ACTIVITY, STEP_ACTIVITY, FinishParams, StepOutcome, StepParams
 
@@ -278,7 +279,8 @@ class RunExecutor:
             # This execution of the step: the model calls it makes are journaled under it (runtime/calls.py).
             headers[STEP_HEADER] = f"{params.step}/{uuid.uuid4().hex[:16]}"
         skip, started = 0, False
-        if self._maybe_repeated(run_id, params.step):
+        repeated = self._maybe_repeated(run_id, params.step)
+        if repeated:
             if self.journal is not None:
                 self.journal.may_have(run_id)  # calls of its earlier steps may be recorded
             done, before = await self._done_step(graph, config, run_id)
@@ -297,12 +299,21 @@ class RunExecutor:
         modes: list[str] = spec.get("stream_mode") or ["values"]
         wanted = set(modes)
         internal = sorted(wanted | {"updates"})
-        skip_first_values = graph_input is None and params.step > 0
+        # A later superstep of this run, run for the first time: LangGraph is told it does not resume (see
+        # runtime/fresh_steps.py), as in one ainvoke, so its subgraphs take their input. A resume, a step
+        # that may repeat one partly executed (its finished tasks' writes are reused, its subgraphs resume)
+        # and a run that addresses a checkpoint keep LangGraph's default: they resume.
+        fresh = (graph_input is None and params.step > 0 and not repeated and not params.resume_input_id
+                 and not config["configurable"].get("checkpoint_id"))
+        step_config, breakpoints = (fresh_config(config), {"interrupt_before": NO_BREAKPOINTS}) if fresh \
+            else (config, {})
+        # A resumed step streams the state it resumes from first (the last step's end): not published again.
+        skip_first_values = graph_input is None and params.step > 0 and not fresh
         try:
             local = activity.info().is_local
-            async for item in graph.astream(graph_input, config, stream_mode=internal, interrupt_after="*",
+            async for item in graph.astream(graph_input, step_config, stream_mode=internal, interrupt_after="*",
                                             subgraphs=bool(spec.get("stream_subgraphs")),
-                                            context=spec.get("context")):
+                                            context=spec.get("context"), **breakpoints):
                 if not local:
                     activity.heartbeat()
                 if len(item) == 3:

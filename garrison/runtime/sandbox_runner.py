@@ -16,6 +16,9 @@ in order, for garrison to write into its own checkpointer. Durability stays in g
 a sandbox killed mid-step loses nothing that was not already lost with the step. ``checkpoints``
 may hold one tuple per checkpoint namespace (a subgraph's own, ``node:task_id``), so a subgraph
 that interrupted resumes from its state; its new checkpoints come back in ``ops`` like the root's.
+A step request with ``"fresh": true`` is a later superstep of a run, run for the first time: LangGraph is
+told it does not resume (so its subgraphs take their input), and the first item's frame says
+``"fresh": true`` (garrison's runtime/fresh_steps.py).
 
 The graph's ``get_store()`` is ``GarrisonStore``: each operation is a call to garrison's LangGraph
 Platform ``/store`` API through the sandbox's egress (``GARRISON_STORE_URL``), which sends the
@@ -54,7 +57,14 @@ from langgraph.store.base import (
     SearchOp,
 )
 
+try:
+    from langgraph._internal._constants import CONFIG_KEY_RESUMING
+except ImportError:  # an older LangGraph in the template
+    CONFIG_KEY_RESUMING = "__pregel_resuming"
+
 SERDE = JsonPlusSerializer()
+# No node has this name: interrupt_before that stops before none (an empty list means "the graph's").
+NO_BREAKPOINTS = ["__garrison_no_breakpoint__"]
 ROOT = Path(os.environ.get("GARRISON_AGENT_ROOT") or Path(__file__).resolve().parent / "__garrison_agent__")
 _graphs: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -236,11 +246,17 @@ async def run(req: dict[str, Any], emit: Any) -> None:
         emit({"done": True, "ops": saver.ops, "states": [], "config": _where(new_config)})
         return
     saver.recording = True
+    options: dict[str, Any] = {}
+    if req.get("fresh"):  # a later superstep run for the first time: not a resume (garrison's runtime/fresh_steps.py)
+        config = {**config, "configurable": {**config["configurable"], CONFIG_KEY_RESUMING: False}}
+        options["interrupt_before"] = NO_BREAKPOINTS
+    mark = bool(options)  # the first item says the step ran fresh
     try:
         async for item in bound.astream(req.get("input"), config, stream_mode=req["stream_mode"],
                                         interrupt_after="*", subgraphs=bool(req.get("subgraphs")),
-                                        context=req.get("context")):
-            emit({"item": item})
+                                        context=req.get("context"), **options):
+            emit({"item": item, "fresh": True} if mark else {"item": item})
+            mark = False
         state = await bound.aget_state(config)
     except Exception as exc:  # the agent's own error: garrison records it on the run
         emit({"error": {"type": type(exc).__name__, "message": str(exc),

@@ -28,6 +28,7 @@ from pydantic_settings import SettingsConfigDict
 
 from garrison.config import LayerSettings
 from garrison.runtime.attribution import traceparent_of
+from garrison.runtime.fresh_steps import is_fresh, plain
 from garrison.sandbox.relay import RelayError
 
 if TYPE_CHECKING:
@@ -149,6 +150,10 @@ def _item(raw: Any) -> tuple[Any, ...]:
     return item[0], chunk
 
 
+def _root_values(item: tuple[Any, ...]) -> bool:
+    return item[0] == "values" if len(item) == 2 else item[0] == () and item[1] == "values"
+
+
 class SandboxedGraph:
     """What the step activity needs of a compiled graph, executed in the session sandbox."""
 
@@ -158,6 +163,7 @@ class SandboxedGraph:
         self.saver = saver
         self.ref = ref
         self._state: Any = None
+        self._fresh_applied = False  # the runner marked the step's first item: it ran the step fresh
 
     async def _call(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         sess, sbx = self.sess, self.sess.sandbox
@@ -199,6 +205,8 @@ class SandboxedGraph:
         try:
             async for frame in self._call(request):
                 if "item" in frame:
+                    if frame.get("fresh"):
+                        self._fresh_applied = True
                     yield _item(frame["item"])
                     continue
                 ended = True
@@ -222,15 +230,30 @@ class SandboxedGraph:
 
     async def astream(self, graph_input: Any, config: dict[str, Any], *, stream_mode: list[str],
                       interrupt_after: Any = "*", subgraphs: bool = False,
-                      context: Any = None) -> AsyncIterator[Any]:
+                      context: Any = None, interrupt_before: Any = None) -> AsyncIterator[Any]:
+        """One step in the sandbox. A step that continues its run for the first time (``config`` from
+        runtime/fresh_steps.py's ``fresh_config``) goes as ``"fresh": true`` with the config without the
+        flag, and the runner applies it (its own ``interrupt_before`` too: the one given here is not sent).
+        A runner built into an older version's template ignores it and resumes, streaming the state it
+        resumes from first: without the runner's mark on the first item, that item is dropped here, so the
+        executor sees the same stream either way."""
         tup = await self.saver.aget_tuple(config)
         tuples = await _with_subgraphs(self.saver, tup) if tup is not None else []
-        request = {"op": "step", "ref": self.ref, "config": config, "input": graph_input,
+        fresh = is_fresh(config)
+        request = {"op": "step", "ref": self.ref, "config": plain(config) if fresh else config, "input": graph_input,
                    "stream_mode": stream_mode, "subgraphs": subgraphs, "context": context,
                    "checkpoints": [_tuple_in(t) for t in tuples]}
+        if fresh:
+            request["fresh"] = True
+        self._fresh_applied, first = False, True
         async for item in self._run(request):
-            if item[0] != "__done__":
-                yield item
+            if item[0] == "__done__":
+                continue
+            if first:
+                first = False
+                if fresh and not self._fresh_applied and _root_values(item):
+                    continue  # an older runner resumed: the state it resumed from
+            yield item
 
     async def _last(self, request: dict[str, Any]) -> dict[str, Any]:
         frame: dict[str, Any] = {}

@@ -9,6 +9,7 @@ the second run on a thread sees the first run's notes; another thread starts fro
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,30 +113,73 @@ async def test_persistent_subgraphs_keep_their_state_in_the_sandbox(bwrap_env, m
     assert sess.sandboxes_started == 1 and sess.alive()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="garrison runs each superstep as a step resumed from the last checkpoint "
-                   "(interrupt_after='*', then None): LangGraph tells the subgraphs of a resumed superstep that they "
-                   "resume, so a persistent subgraph that already has a checkpoint ignores its input and hands back "
-                   "its last state (plain LangGraph driven the same way does the same; one ainvoke does not)")
 async def test_a_persistent_subgraph_after_the_first_superstep(client, sdk):
+    """garrison runs each superstep as a step of its own (``astream(None, ...)``, which LangGraph takes for a
+    resume): a later superstep that runs for the first time tells LangGraph it does not resume, so the
+    persistent subgraph takes its input, as in one ``ainvoke`` (runtime/fresh_steps.py)."""
     await _check_later(client, sdk)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="as in process (above): the sandbox runs the same supersteps the same way")
 async def test_a_persistent_subgraph_after_the_first_superstep_in_the_sandbox(bwrap_env, monkeypatch,  # noqa: F811
                                                                              client, sdk):
     monkeypatch.setenv("GARRISON_RUNTIME_GRAPH_ISOLATION", "sandbox")
     await _check_later(client, sdk)
 
 
+async def _values(sdk: Any, tid: str, assistant: str, topic: str) -> list[Any]:
+    """The ``values`` events of a run on ``tid`` (each superstep's state, the input's first)."""
+    parts = [p async for p in sdk.runs.stream(tid, assistant, input={"topic": topic}, stream_mode="values")]
+    assert [p.event for p in parts if p.event not in ("metadata", "values")] == [], parts
+    return [p.data for p in parts if p.event == "values"]
+
+
 async def _check_later(client: Any, sdk: Any) -> None:
     await deploy(client, "persistent")
+    for assistant in ("persistent_later", "persistent_stopped"):
+        tid = (await sdk.threads.create())["thread_id"]
+        first = await sdk.runs.wait(tid, assistant, input={"topic": "tea"})
+        assert first == {"topic": "tea", "kept": ["tea"], "log": ["prepared tea"]}, (assistant, first)
+        # What one ainvoke per run gives (LangGraph with an InMemorySaver), not the subgraph's last state (topic
+        # "tea"); each superstep's state once (the first state of a later step is its own, none dropped).
+        assert await _values(sdk, tid, assistant, "chess") == [
+            {"topic": "chess", "kept": ["tea"], "log": ["prepared tea"]},
+            {"topic": "chess", "kept": ["tea"], "log": ["prepared tea", "prepared chess"]},
+            {"topic": "chess", "kept": ["tea", "chess"], "log": ["prepared tea", "prepared chess"]}], assistant
+        state = await sdk.threads.get_state(tid)
+        assert state["values"]["kept"] == ["tea", "chess"] and state["next"] == [], state
+
+
+def _as_an_older_runner(templates: Path) -> None:
+    """The version's template's runner made one that knows no ``"fresh"`` (as one deployed before it)."""
+    from garrison.runtime.deploy_sandbox import RUNNER_FILE
+
+    runners = list(templates.glob(f"graph-*/site-packages/{RUNNER_FILE}"))
+    assert len(runners) == 1, runners
+    text = runners[0].read_text()
+    assert text.count('if req.get("fresh"):') == 1
+    older = runners[0].with_name("older.tmp")
+    older.write_text(text.replace('if req.get("fresh"):', "if False:"))
+    older.chmod(0o644)
+    older.replace(runners[0])  # a new entry in site-packages: a sandbox backend's copy of it is made anew
+
+
+@pytest.mark.slow
+async def test_an_older_runner_ignores_the_fresh_mark(bwrap_env, monkeypatch, client, sdk, platform):  # noqa: F811
+    """A template deployed before garrison ran later supersteps fresh: its runner ignores ``"fresh"`` and
+    resumes, so the subgraph hands back its last state as before, and its stream is what a fresh step's
+    is (the state it resumed from, which such a runner streams first, is not published)."""
+    monkeypatch.setenv("GARRISON_RUNTIME_GRAPH_ISOLATION", "sandbox")
+    await deploy(client, "persistent")
+    _as_an_older_runner(Path(platform.services["sandbox"].templates.root))
     tid = (await sdk.threads.create())["thread_id"]
-    first = await sdk.runs.wait(tid, "persistent_later", input={"topic": "tea"})
-    assert first == {"topic": "tea", "kept": ["tea"], "log": ["prepared tea"]}, first
-    second = await sdk.runs.wait(tid, "persistent_later", input={"topic": "chess"})
-    # What one ainvoke per run gives (LangGraph with an InMemorySaver); garrison gives topic "tea", kept ["tea"].
-    assert second == {"topic": "chess", "kept": ["tea", "chess"], "log": ["prepared tea", "prepared chess"]}, second
+    assert await _values(sdk, tid, "persistent_later", "tea") == [
+        {"topic": "tea", "log": []}, {"topic": "tea", "log": ["prepared tea"]},
+        {"topic": "tea", "kept": ["tea"], "log": ["prepared tea"]}]
+    assert await _values(sdk, tid, "persistent_later", "chess") == [
+        {"topic": "chess", "kept": ["tea"], "log": ["prepared tea"]},
+        {"topic": "chess", "kept": ["tea"], "log": ["prepared tea", "prepared chess"]},
+        {"topic": "tea", "kept": ["tea"], "log": ["prepared tea", "prepared chess"]}]
 
 
 async def test_persistent_namespaces_are_those_without_a_task_id(platform):

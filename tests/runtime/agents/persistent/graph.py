@@ -90,6 +90,9 @@ later_builder.add_edge(START, "prepare")
 later_builder.add_edge("prepare", "keep")
 later_builder.add_edge("keep", END)
 later = later_builder.compile()
+# The same with a breakpoint compiled in: garrison does not stop at it (each later superstep is a step of its
+# own), and a step that runs fresh must not stop before its tasks over and over either.
+later_stopped = later_builder.compile(interrupt_before=["keep"])
 
 
 def ask(state: Memo) -> dict:
