@@ -114,7 +114,11 @@ async def test_step_modes_local_activities_by_default_or_regular_activities(clie
     assert r.json() == {"log": ["first", "second", "third"]}
     assert log.read_text().split() == ["first", "second", "third"]
     run_id = r.headers["content-location"].split("/")[-1]
-    history = await (await runtime.runs.handle(run_id)).fetch_history()
+    handle = await runtime.runs.handle(run_id)
+    # /runs/wait answers once the run's outcome is stored; the workflow task that records the
+    # local activities' markers may complete a moment later: wait for the workflow to finish.
+    await asyncio.wait_for(handle.result(), 30)
+    history = await handle.fetch_history()
     kinds = [event.WhichOneof("attributes") for event in history.events]
     if mode == "local":
         assert "activity_task_scheduled_event_attributes" not in kinds  # local activities leave markers instead
