@@ -85,6 +85,16 @@ class TableSource(TomlConfigSettingsSource):
         return {k[len(self.prefix):]: v for k, v in section.items() if k.startswith(self.prefix)}
 
 
+def _env_then_file(settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                   env_settings: PydanticBaseSettingsSource, table: str | None = None,
+                   prefix: str = "") -> tuple[PydanticBaseSettingsSource, ...]:
+    """Arguments, then the environment, then garrison.toml (its top level, or ``[table]``)."""
+    path = _toml_path()
+    if not path.is_file():
+        return init_settings, env_settings
+    return init_settings, env_settings, TableSource(settings_cls, path, table, prefix)
+
+
 def _explain(cls: type[BaseSettings], exc: ValidationError, init: dict[str, Any], table: str | None,
              prefix: str) -> str | None:
     """One line per error naming where the value came from (an environment variable, or the file,
@@ -150,11 +160,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _toml_path()
-        if path.is_file():
-            sources.append(TableSource(settings_cls, path))
-        return tuple(sources)
+        return _env_then_file(settings_cls, init_settings, env_settings)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -219,6 +225,15 @@ class Settings(BaseSettings):
         }
 
 
+def loose_flag(value: Any) -> bool:
+    """A flag as garrison's older variables read it: 1, true or yes (any case) turn it on, any
+    other text leaves it off. For a layer class: ``_flag = field_validator("x", mode="before")(
+    staticmethod(loose_flag))``."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
 class LayerSettings(BaseSettings):
     """Base of a layer's settings: ``GARRISON_<LAYER>_<NAME>`` environment variables, else the key
     ``<name>`` of the table ``[<layer>]`` of garrison.toml (the part of ``env_prefix`` after
@@ -259,12 +274,7 @@ class LayerSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _toml_path()
-        if path.is_file():
-            table, prefix = cls.toml_table()
-            sources.append(TableSource(settings_cls, path, table, prefix))
-        return tuple(sources)
+        return _env_then_file(settings_cls, init_settings, env_settings, *cls.toml_table())
 
     def __init__(self, **values: Any) -> None:
         try:

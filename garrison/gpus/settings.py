@@ -8,7 +8,7 @@ from pydantic import ValidationInfo, field_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import SettingsConfigDict
 
-from garrison.config import LayerSettings
+from garrison.config import LayerSettings, loose_flag
 
 # Each number's range: a value outside it (or not a number) stops the start.
 RANGES: dict[str, tuple[float, float]] = {
@@ -28,12 +28,8 @@ class GpuSettings(LayerSettings):
     fairshare_k: float = 1.0  # strength of the time-based fair-share correction (0: off)
     meter_s: float = 60.0  # how often running work's GPU-seconds go to the resource meter
 
-    @field_validator("launcher", mode="before")
-    @classmethod
-    def _flag(cls, value: Any) -> bool:
-        if isinstance(value, str):  # as before: 1, true or yes turn it on, anything else leaves it off
-            return value.strip().lower() in ("1", "true", "yes")
-        return bool(value)
+    # as before: 1, true or yes turn it on, anything else leaves it off
+    _flag = field_validator("launcher", mode="before")(staticmethod(loose_flag))
 
     @field_validator("node", mode="before")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import field_validator
 from pydantic_settings import SettingsConfigDict
 
-from garrison.config import LayerSettings
+from garrison.config import LayerSettings, loose_flag
 from garrison.state.checkpoint.engine import SYNCHRONOUS
 
 
@@ -22,12 +22,8 @@ class StateSettings(LayerSettings):
     # Seconds between retention passes; 0 or less: no background retention.
     retention_interval_s: float = 3600.0
 
-    @field_validator("encrypt", mode="before")
-    @classmethod
-    def _flag(cls, value: Any) -> bool:
-        if isinstance(value, str):  # as before: 1, true or yes turn it on, anything else leaves it off
-            return value.strip().lower() in ("1", "true", "yes")
-        return bool(value)
+    # as before: 1, true or yes turn it on, anything else leaves it off
+    _flag = field_validator("encrypt", mode="before")(staticmethod(loose_flag))
 
     @field_validator("synchronous", mode="before")
     @classmethod
