@@ -24,6 +24,9 @@ def stats(fmt: str = typer.Option("table", "--format"), url: str = UrlOption, ke
     """Threads, checkpoints and bytes stored for your tenant."""
     s = call(_state(url, key).stats)
     print_rows([s], ["tenant_id", "threads", "checkpoints", "blobs", "writes", "bytes"], fmt, title="state")
+    if fmt != "json" and s.get("vector_search"):
+        # How memory search finds its candidates (sqlite-vec, pgvector, or numpy and why).
+        console.print(f"memory vector search: {s['vector_search']}", highlight=False, markup=False)
 
 
 @app.command()

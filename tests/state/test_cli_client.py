@@ -30,6 +30,9 @@ def test_state_cli_and_memory_client(tmp_path: Path) -> None:
         out = runner.invoke(app, ["state", "stats", "--format", "json", "--url", url, "--key", key])
         assert out.exit_code == 0, out.output
         assert '"checkpoints": 5' in out.output
+        out = runner.invoke(app, ["state", "stats", "--url", url, "--key", key])
+        assert out.exit_code == 0, out.output
+        assert "memory vector search: " in out.output  # the table says how memory search runs too
         out = runner.invoke(app, ["state", "prune", "--url", url, "--key", key])
         assert out.exit_code == 0 and "nothing pruned" in out.output
         out = runner.invoke(app, ["state", "retention", "--keep-last", "2", "--url", url, "--key", key])
