@@ -15,7 +15,7 @@ from temporalio import activity
 
 from garrison.runtime.calls import STEP_HEADER
 from garrison.runtime.events import StoreEvents
-from garrison.runtime.fresh_steps import NO_BREAKPOINTS, fresh_config
+from garrison.runtime.fresh_steps import breakpoint_stop, fresh_config
 from garrison.runtime.store import FINAL_RUN, RuntimeStore
 from garrison.runtime.workflows import FINISH_ACTIVITY, STEP_ACTIVITY, FinishParams, StepOutcome, StepParams
 
@@ -305,21 +305,25 @@ class RunExecutor:
         # and a run that addresses a checkpoint keep LangGraph's default: they resume.
         fresh = (graph_input is None and params.step > 0 and not repeated and not params.resume_input_id
                  and not config["configurable"].get("checkpoint_id"))
-        step_config, breakpoints = (fresh_config(config), {"interrupt_before": NO_BREAKPOINTS}) if fresh \
-            else (config, {})
+        # A fresh step keeps the graph's compiled interrupt_before: LangGraph stops it before its tasks as it
+        # stops one ainvoke (a resumed step has passed them); the stop ends the run (breakpoint_stop, below).
+        step_config = fresh_config(config) if fresh else config
         # A resumed step streams the state it resumes from first (the last step's end): not published again.
         skip_first_values = graph_input is None and params.step > 0 and not fresh
+        ran: set[str] = set()
         try:
             local = activity.info().is_local
             async for item in graph.astream(graph_input, step_config, stream_mode=internal, interrupt_after="*",
                                             subgraphs=bool(spec.get("stream_subgraphs")),
-                                            context=spec.get("context"), **breakpoints):
+                                            context=spec.get("context")):
                 if not local:
                     activity.heartbeat()
                 if len(item) == 3:
                     namespace, mode, chunk = item
                 else:
                     (mode, chunk), namespace = item, ()
+                if mode == "updates" and not namespace and isinstance(chunk, dict):
+                    ran.update(chunk)  # the nodes of the step's tasks (and a breakpoint's marker)
                 if _is_breakpoint_marker(mode, chunk) or mode not in wanted:
                     continue
                 if mode == "values" and skip_first_values and not namespace:
@@ -344,6 +348,13 @@ class RunExecutor:
             self._writes[run_id].add("error", {"error": type(exc).__name__, "message": str(exc)})
             await self._finish(run, "error", f"{type(exc).__name__}: {exc}")
             return StepOutcome("error")
+        stop = breakpoint_stop(graph, state, ran - {"__interrupt__"}, run_id, params.step)
+        if stop is not None:
+            # A breakpoint compiled into the graph: the run ends interrupted, as LangGraph's would; a new
+            # run on the thread with input None goes on from there (a resume passes the breakpoint).
+            log.info("run %s stopped %s in step %s", run_id, stop, params.step)
+            await self._finish(run, "interrupted", None, steps=params.step + 1, state=state)
+            return StepOutcome("cancelled")  # recorded: the workflow ends (it holds for no input)
         return await self._outcome(run, params, state, began=began)
 
     async def _done_step(self, graph: Any, config: dict[str, Any], run_id: str) -> tuple[int | None, Any]:

@@ -11,13 +11,18 @@ resume, not a retry of a step that may have partly run) runs with LangGraph's re
 - LangGraph does not stream the state the step starts from first (a resumed step does; the executor drops
   it), so the step's first ``values`` event is its own.
 - LangGraph does not mark the channels as seen by breakpoints at the step's start. ``interrupt_after="*"``
-  still stops after the one superstep (its tasks' writes are newer), but a breakpoint compiled into the
-  graph (``interrupt_before``) would stop every such step before its tasks, again and again. garrison does
-  not stop at compiled breakpoints after a run's first superstep (each resumed step passed them), so such a
-  step passes ``NO_BREAKPOINTS``, which names no node, as the step's ``interrupt_before``.
+  still stops after the one superstep (its tasks' writes are newer), and a breakpoint compiled into the
+  graph (``interrupt_before``) stops the step before its tasks when LangGraph's rule holds (a channel
+  updated since the last resume), as it stops one ``ainvoke`` there. Such a stop ends the run, interrupted
+  (``breakpoint_stop``): a new run on the thread with input ``None`` resumes, which passes the breakpoint.
+  The graph's compiled ``interrupt_after`` (garrison's own ``"*"`` replaces it in each step) is applied
+  after the step the same way.
 
 The sandbox runner copies this logic (it imports nothing from garrison); a request carries ``"fresh": true``
-and a runner that applied it marks its first stream item ``"fresh": true`` (runtime/sandboxed_steps.py).
+and a runner that applied it marks its first stream item ``"fresh": true`` (runtime/sandboxed_steps.py). A
+request with ``"breakpoints": true`` has the runner keep the compiled ``interrupt_before`` on a fresh step and
+name the graph's breakpoints in its last frame; a runner deployed before ignores it: it passes
+``NO_BREAKPOINTS`` (a list naming no node) on a fresh step and names none, so its runs do not stop at them.
 """
 
 from __future__ import annotations
@@ -25,9 +30,6 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph._internal._constants import CONFIG_KEY_RESUMING
-
-# No node has this name: a step's interrupt_before that stops before none (an empty list means "the graph's").
-NO_BREAKPOINTS = ["__garrison_no_breakpoint__"]
 
 
 def fresh_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -44,3 +46,31 @@ def plain(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` without the flag ``fresh_config`` set (what an older sandbox runner must not see)."""
     configurable = {k: v for k, v in (config.get("configurable") or {}).items() if k != CONFIG_KEY_RESUMING}
     return {**config, "configurable": configurable}
+
+
+def _named(nodes: Any, names: Any) -> list[str]:
+    """Those of ``names`` that a breakpoint list (``"*"``: every node) names."""
+    return [n for n in names if n in nodes] if nodes != "*" else list(names)
+
+
+def breakpoint_stop(graph: Any, state: Any, ran: set[str], run_id: str, step: int) -> str | None:
+    """Whether step ``step`` of run ``run_id``, which left ``state`` and ran the tasks of the nodes ``ran``,
+    stopped at a breakpoint compiled into ``graph`` (its ``interrupt_before_nodes`` and
+    ``interrupt_after_nodes``, as a compiled graph has them), and which: "before <nodes>" or "after <nodes>".
+
+    Before: LangGraph stopped the step ahead of its tasks (it ran no superstep: the latest checkpoint is not
+    one this step completed) and the next tasks include such a node. After: the step completed a superstep
+    that ran such a node, and tasks remain. A stop at an ``interrupt()`` (tasks with interrupts) is not one.
+    """
+    before = getattr(graph, "interrupt_before_nodes", None) or ()
+    after = getattr(graph, "interrupt_after_nodes", None) or ()
+    if not (before or after) or not state.next or any(task.interrupts for task in state.tasks):
+        return None
+    meta = state.metadata or {}
+    completed = (meta.get("run_id") == run_id and meta.get("garrison_step") == step
+                 and meta.get("source") == "loop")
+    if before and not completed and (nodes := _named(before, state.next)):
+        return f"before {', '.join(nodes)}"
+    if after and completed and (nodes := _named(after, sorted(ran))):
+        return f"after {', '.join(nodes)}"
+    return None

@@ -18,7 +18,9 @@ may hold one tuple per checkpoint namespace (a subgraph's own, ``node:task_id``)
 that interrupted resumes from its state; its new checkpoints come back in ``ops`` like the root's.
 A step request with ``"fresh": true`` is a later superstep of a run, run for the first time: LangGraph is
 told it does not resume (so its subgraphs take their input), and the first item's frame says
-``"fresh": true`` (garrison's runtime/fresh_steps.py).
+``"fresh": true`` (garrison's runtime/fresh_steps.py). With ``"breakpoints": true`` such a step keeps the
+graph's compiled ``interrupt_before`` (garrison ends the run where it stops) and the last frame names the
+graph's compiled breakpoints (``"breakpoints": {"before": [...], "after": [...]}``).
 
 The graph's ``get_store()`` is ``GarrisonStore``: each operation is a call to garrison's LangGraph
 Platform ``/store`` API through the sandbox's egress (``GARRISON_STORE_URL``), which sends the
@@ -247,10 +249,12 @@ async def run(req: dict[str, Any], emit: Any) -> None:
         return
     saver.recording = True
     options: dict[str, Any] = {}
+    mark = False  # the first item says the step ran fresh
     if req.get("fresh"):  # a later superstep run for the first time: not a resume (garrison's runtime/fresh_steps.py)
         config = {**config, "configurable": {**config["configurable"], CONFIG_KEY_RESUMING: False}}
-        options["interrupt_before"] = NO_BREAKPOINTS
-    mark = bool(options)  # the first item says the step ran fresh
+        if not req.get("breakpoints"):  # a garrison that does not end a run at a compiled breakpoint
+            options["interrupt_before"] = NO_BREAKPOINTS
+        mark = True
     try:
         async for item in bound.astream(req.get("input"), config, stream_mode=req["stream_mode"],
                                         interrupt_after="*", subgraphs=bool(req.get("subgraphs")),
@@ -262,7 +266,15 @@ async def run(req: dict[str, Any], emit: Any) -> None:
         emit({"error": {"type": type(exc).__name__, "message": str(exc),
                         "traceback": traceback.format_exc()[-4000:]}, "ops": saver.ops})
         return
-    emit({"done": True, "ops": saver.ops, "states": [state]})
+    done: dict[str, Any] = {"done": True, "ops": saver.ops, "states": [state]}
+    if req.get("breakpoints"):  # the graph's compiled breakpoints: garrison ends the run at them
+        done["breakpoints"] = {"before": _nodes(getattr(graph, "interrupt_before_nodes", None)),
+                               "after": _nodes(getattr(graph, "interrupt_after_nodes", None))}
+    emit(done)
+
+
+def _nodes(found: Any) -> Any:
+    return "*" if found == "*" else list(found or ())
 
 
 class Handler(BaseHTTPRequestHandler):

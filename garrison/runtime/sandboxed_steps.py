@@ -164,6 +164,10 @@ class SandboxedGraph:
         self.ref = ref
         self._state: Any = None
         self._fresh_applied = False  # the runner marked the step's first item: it ran the step fresh
+        # The graph's compiled breakpoints, as the runner named them after the step (none: a runner
+        # deployed before garrison ended runs at them; runtime/fresh_steps.py's breakpoint_stop).
+        self.interrupt_before_nodes: Any = []
+        self.interrupt_after_nodes: Any = []
 
     async def _call(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         sess, sbx = self.sess, self.sess.sandbox
@@ -219,6 +223,10 @@ class SandboxedGraph:
                     raise _agent_error(err["type"], err["message"])
                 states = frame.get("states") or []
                 self._state = states[0] if states else None
+                found = frame.get("breakpoints")
+                if isinstance(found, dict):
+                    self.interrupt_before_nodes = found.get("before") or []
+                    self.interrupt_after_nodes = found.get("after") or []
                 yield ("__done__", frame)
         finally:
             if not ended and self.sess.alive():
@@ -233,7 +241,7 @@ class SandboxedGraph:
                       context: Any = None, interrupt_before: Any = None) -> AsyncIterator[Any]:
         """One step in the sandbox. A step that continues its run for the first time (``config`` from
         runtime/fresh_steps.py's ``fresh_config``) goes as ``"fresh": true`` with the config without the
-        flag, and the runner applies it (its own ``interrupt_before`` too: the one given here is not sent).
+        flag, and the runner applies it (``interrupt_before`` stays the graph's: the one given here is not sent).
         A runner built into an older version's template ignores it and resumes, streaming the state it
         resumes from first: without the runner's mark on the first item, that item is dropped here, so the
         executor sees the same stream either way."""
@@ -245,6 +253,7 @@ class SandboxedGraph:
                    "checkpoints": [_tuple_in(t) for t in tuples]}
         if fresh:
             request["fresh"] = True
+        request["breakpoints"] = True  # a fresh step keeps the compiled interrupt_before; name them after it
         self._fresh_applied, first = False, True
         async for item in self._run(request):
             if item[0] == "__done__":

@@ -47,7 +47,8 @@ class StepParams:
 class StepOutcome:
     # "continue": more supersteps; "wait": an earlier run of the thread still runs (enqueue);
     # "interrupted": the graph asks for human input; "success" / "error": the run is over;
-    # "cancelled": cancelled through garrison, and already recorded as interrupted.
+    # "cancelled": already recorded as interrupted (cancelled through garrison, or stopped at a breakpoint
+    # compiled into the graph): the run ends, holding for no input.
     status: str
     # Set when a repeated step found the run already further on: the step to run next.
     next_step: int | None = None

@@ -90,8 +90,8 @@ later_builder.add_edge(START, "prepare")
 later_builder.add_edge("prepare", "keep")
 later_builder.add_edge("keep", END)
 later = later_builder.compile()
-# The same with a breakpoint compiled in: garrison does not stop at it (each later superstep is a step of its
-# own), and a step that runs fresh must not stop before its tasks over and over either.
+# The same with a breakpoint compiled in: the run stops before ``keep`` (in its second superstep, which runs
+# fresh) and ends interrupted, once, as LangGraph's does.
 later_stopped = later_builder.compile(interrupt_before=["keep"])
 
 
