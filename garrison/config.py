@@ -85,16 +85,6 @@ class TableSource(TomlConfigSettingsSource):
         return {k[len(self.prefix):]: v for k, v in section.items() if k.startswith(self.prefix)}
 
 
-def _env_then_file(settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                   env_settings: PydanticBaseSettingsSource, table: str | None = None,
-                   prefix: str = "") -> tuple[PydanticBaseSettingsSource, ...]:
-    """Arguments, then the environment, then garrison.toml (its top level, or ``[table]``)."""
-    path = _toml_path()
-    if not path.is_file():
-        return init_settings, env_settings
-    return init_settings, env_settings, TableSource(settings_cls, path, table, prefix)
-
-
 def _explain(cls: type[BaseSettings], exc: ValidationError, init: dict[str, Any], table: str | None,
              prefix: str) -> str | None:
     """One line per error naming where the value came from (an environment variable, or the file,
@@ -124,7 +114,40 @@ def _explain(cls: type[BaseSettings], exc: ValidationError, init: dict[str, Any]
     return "; ".join(lines)
 
 
-class Settings(BaseSettings):
+class _FileBackedSettings(BaseSettings):
+    """Arguments, then the environment, then garrison.toml (its top level, or the class's
+    ``[table]``); a bad value is a ConfigError naming the variable, or the file, table and key."""
+
+    @classmethod
+    def toml_table(cls) -> tuple[str | None, str]:
+        """The table of garrison.toml this class reads (None: the top level) and the start of its keys."""
+        return None, ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _toml_path()
+        if not path.is_file():
+            return init_settings, env_settings
+        return init_settings, env_settings, TableSource(settings_cls, path, *cls.toml_table())
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            message = _explain(type(self), exc, values, *type(self).toml_table())
+            if message is None:
+                raise
+            raise ConfigError(message) from None
+
+
+class Settings(_FileBackedSettings):
     model_config = SettingsConfigDict(env_prefix="GARRISON_", extra="ignore")
 
     data_dir: Path = Field(default=Path("./.garrison"), description="Where garrison keeps its files.")
@@ -150,26 +173,6 @@ class Settings(BaseSettings):
 
     # Request limits.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return _env_then_file(settings_cls, init_settings, env_settings)
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            message = _explain(type(self), exc, values, None, "")
-            if message is None:
-                raise
-            raise ConfigError(message) from None
 
     @field_validator("database_url")
     @classmethod
@@ -234,7 +237,7 @@ def loose_flag(value: Any) -> bool:
     return bool(value)
 
 
-class LayerSettings(BaseSettings):
+class LayerSettings(_FileBackedSettings):
     """Base of a layer's settings: ``GARRISON_<LAYER>_<NAME>`` environment variables, else the key
     ``<name>`` of the table ``[<layer>]`` of garrison.toml (the part of ``env_prefix`` after
     GARRISON_ names the table; the rest of it starts the key). Classes sharing a table share it:
@@ -265,25 +268,6 @@ class LayerSettings(BaseSettings):
         _, prefix = cls.toml_table()
         return {prefix + (f.alias or name) for name, f in cls.model_fields.items()}
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return _env_then_file(settings_cls, init_settings, env_settings, *cls.toml_table())
-
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            message = _explain(type(self), exc, values, *type(self).toml_table())
-            if message is None:
-                raise
-            raise ConfigError(message) from None
 
 
 def _warn(message: str, log_it: bool) -> None:
