@@ -41,3 +41,18 @@ async def sse_events(response: httpx.Response) -> list[dict]:
     if current:
         out.append(current)
     return out
+
+
+def as_an_older_runner(templates: Path, old: str, new: str, count: int) -> None:
+    """Make the deployed version's runner one from before a protocol mark: its ``count`` occurrences of
+    ``old`` become ``new`` (as a runner baked into a template deployed earlier would read)."""
+    from garrison.runtime.deploy_sandbox import RUNNER_FILE
+
+    runners = list(templates.glob(f"graph-*/site-packages/{RUNNER_FILE}"))
+    assert len(runners) == 1, runners
+    text = runners[0].read_text()
+    assert text.count(old) == count
+    older = runners[0].with_name("older.tmp")
+    older.write_text(text.replace(old, new))
+    older.chmod(0o644)
+    older.replace(runners[0])  # a new entry in site-packages: a sandbox backend's copy of it is made anew

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from langgraph_sdk import get_client
 
-from runtime.helpers import deploy
+from runtime.helpers import as_an_older_runner, deploy
 from runtime.test_sandboxed_graph_state import bwrap_env  # noqa: F401 (fixture)
 from runtime.test_sessions import deps_cache  # noqa: F401 (fixture)
 
@@ -74,20 +74,6 @@ async def test_compiled_breakpoints_stop_a_run_in_the_sandbox(bwrap_env, monkeyp
     await _check(sdk)
 
 
-def _as_an_older_runner(templates: Path) -> None:
-    """The version's template's runner made one that knows no ``"breakpoints"`` (as one deployed before)."""
-    from garrison.runtime.deploy_sandbox import RUNNER_FILE
-
-    runners = list(templates.glob(f"graph-*/site-packages/{RUNNER_FILE}"))
-    assert len(runners) == 1, runners
-    text = runners[0].read_text()
-    assert text.count('req.get("breakpoints")') == 2
-    older = runners[0].with_name("older.tmp")
-    older.write_text(text.replace('req.get("breakpoints")', "None"))
-    older.chmod(0o644)
-    older.replace(runners[0])  # a new entry in site-packages: a sandbox backend's copy of it is made anew
-
-
 @pytest.mark.slow
 async def test_an_older_runner_does_not_stop_at_them(bwrap_env, monkeypatch, client, sdk, platform):  # noqa: F811
     """A template deployed before garrison ended runs at compiled breakpoints: its runner passes a list naming
@@ -95,7 +81,7 @@ async def test_an_older_runner_does_not_stop_at_them(bwrap_env, monkeypatch, cli
     the end, not stopping before the same node over and over)."""
     monkeypatch.setenv("GARRISON_RUNTIME_GRAPH_ISOLATION", "sandbox")
     await deploy(client, "breakpoints")
-    _as_an_older_runner(Path(platform.services["sandbox"].templates.root))
+    as_an_older_runner(Path(platform.services["sandbox"].templates.root), 'req.get("breakpoints")', 'None', 2)
     for assistant in ("before_b", "after_a"):
         tid = (await sdk.threads.create())["thread_id"]
         assert await _run(sdk, tid, assistant, {"log": []}) == ("success", ["a", "b", "c"], []), assistant

@@ -16,7 +16,7 @@ import pytest
 from langgraph_sdk import get_client
 
 from garrison.runtime.sessions import manager
-from runtime.helpers import deploy
+from runtime.helpers import as_an_older_runner, deploy
 from runtime.test_sandboxed_graph_state import bwrap_env  # noqa: F401 (fixture)
 from runtime.test_sessions import deps_cache  # noqa: F401 (fixture)
 
@@ -160,20 +160,6 @@ async def _check_later(client: Any, sdk: Any) -> None:
         "topic": "tea", "kept": ["tea"], "log": ["prepared tea"]}
 
 
-def _as_an_older_runner(templates: Path) -> None:
-    """The version's template's runner made one that knows no ``"fresh"`` (as one deployed before it)."""
-    from garrison.runtime.deploy_sandbox import RUNNER_FILE
-
-    runners = list(templates.glob(f"graph-*/site-packages/{RUNNER_FILE}"))
-    assert len(runners) == 1, runners
-    text = runners[0].read_text()
-    assert text.count('if req.get("fresh"):') == 1
-    older = runners[0].with_name("older.tmp")
-    older.write_text(text.replace('if req.get("fresh"):', "if False:"))
-    older.chmod(0o644)
-    older.replace(runners[0])  # a new entry in site-packages: a sandbox backend's copy of it is made anew
-
-
 @pytest.mark.slow
 async def test_an_older_runner_ignores_the_fresh_mark(bwrap_env, monkeypatch, client, sdk, platform):  # noqa: F811
     """A template deployed before garrison ran later supersteps fresh: its runner ignores ``"fresh"`` and
@@ -181,7 +167,7 @@ async def test_an_older_runner_ignores_the_fresh_mark(bwrap_env, monkeypatch, cl
     is (the state it resumed from, which such a runner streams first, is not published)."""
     monkeypatch.setenv("GARRISON_RUNTIME_GRAPH_ISOLATION", "sandbox")
     await deploy(client, "persistent")
-    _as_an_older_runner(Path(platform.services["sandbox"].templates.root))
+    as_an_older_runner(Path(platform.services["sandbox"].templates.root), 'if req.get("fresh"):', 'if False:', 1)
     tid = (await sdk.threads.create())["thread_id"]
     assert await _values(sdk, tid, "persistent_later", "tea") == [
         {"topic": "tea", "log": []}, {"topic": "tea", "log": ["prepared tea"]},
